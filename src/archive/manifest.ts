@@ -56,6 +56,15 @@ export interface Manifest {
   root: string;
   archive: { kind: ArchiveKind; sha256: string; size: number; file: string };
   runtime: { launch: Launch; jvmOptions: string[]; appArgs: string[] };
+  /** How baked mode got the agent's transformed classes in, and which it could not. */
+  baked: {
+    strategy: "allow-archiving" | "weave";
+    wovenClasses: number | null;
+    wovenJars: string[];
+    /** Transformed classes whose instrumentation is lost with the agent off (first 50). */
+    unbaked: { name: string; reason: string }[];
+    unbakedCount: number;
+  } | null;
   verification: Verification;
   build: { durationMs: number; trainingMs: number; host: string; classcacheVersion: string; notes: string[] };
 }

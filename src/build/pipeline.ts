@@ -8,7 +8,7 @@ import { hostname } from "node:os";
 import { basename, join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { archiveKey } from "../archive/key.ts";
-import type { Launch, Layout, Manifest } from "../archive/manifest.ts";
+import type { Launch, Layout, Manifest, Verification } from "../archive/manifest.ts";
 import { ROOT_PLACEHOLDER } from "../archive/manifest.ts";
 import { loadProfile, type AgentProfile } from "../archive/profile.ts";
 import { capabilities, probeJdk, resolveJavaHome, type JdkIdentity } from "../jvm/jdk.ts";
@@ -16,7 +16,7 @@ import { fillRoot, freePort, launchArgs, type PathView } from "../jvm/launch.ts"
 import { runtimeOptions, trainingOptions, type Plan } from "../jvm/options.ts";
 import { ClasscacheError, usageError } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
-import { LocalStore, storeError } from "../store/store.ts";
+import { LocalStore, storeError, type Journal } from "../store/store.ts";
 import { sha256File } from "../util/hash.ts";
 import { captureAgentJar, readCaptured } from "./capture.ts";
 import { copyClassPath, extractBootJar, inspectAgentJar, inspectClassPath, inspectFatJar, type ExtractedFile } from "./extract.ts";
@@ -103,157 +103,96 @@ async function gather(req: BuildRequest, deps: BuildDeps): Promise<Gathered> {
   return { store, jdk, bp, key: archiveKey(bp.keyInputs), profile, agentSha, appSha, isBoot: app.kind === "boot", mainClass: app.mainClass };
 }
 
-/** The port a Boot app will listen on: the user's, or a free one we choose. */
-function bootPort(req: BuildRequest): { port: number | undefined; userSet: boolean } {
-  for (const a of [...req.appArgs, ...req.jvmOptions]) {
-    const m = /^(?:--|-D)server\.port=(\d+)$/.exec(a);
-    if (m) return { port: Number(m[1]), userSet: true };
-  }
-  return { port: undefined, userSet: false };
-}
-
 export async function buildArchive(req: BuildRequest, deps: BuildDeps): Promise<BuildResult> {
   checkRequest(req);
   const t0 = performance.now();
   const g = await gather(req, deps);
-  const log = deps.log.with({ key: g.key.slice(0, 12) });
   if (!req.force) {
     const existing = await g.store.getManifest(g.key);
-    if (existing) {
-      log.info("archive already in store");
-      return { manifest: existing, reused: true };
-    }
+    if (existing) return { manifest: existing, reused: true };
   }
-  const root = req.root ?? g.store.dir;
-  if (root !== g.store.dir && capabilities(g.jdk.feature).relocatableClassPath) log.debug("root differs from store; JDK relocates class paths anyway");
-  const view: PathView = { store: g.store.dir, root };
-  const work = await g.store.workDir(`build-${g.key.slice(0, 12)}`);
-  const logs = join(g.store.dir, "logs", g.key);
-  await mkdir(logs, { recursive: true }).catch((e: unknown) => {
-    throw storeError(e, g.store.dir, "write logs to");
-  });
-  const blobsToDiscard: string[] = [];
-  try {
-    // Extract the app (and the agent) into an immutable layout in the store.
-    deps.onStep?.("extract");
-    const extracted = req.app ? await extractBootJar(req.app, join(work, "app")) : await copyClassPath(req.classPath!, join(work, "app"));
-    const files: ExtractedFile[] = [...extracted.files];
-    let agentRel: string | undefined;
-    if (req.agent) {
-      agentRel = `agent/${basename(req.agent)}`;
-      await mkdir(join(work, "app", "agent"), { recursive: true });
-      await copyFile(req.agent, join(work, "app", agentRel));
-      files.push({ path: agentRel, tempPath: join(work, "app", agentRel) });
-    }
-    let layout = await g.store.addLayout(files);
-    const launchFor = (l: Layout): Launch =>
-      g.isBoot
-        ? { kind: "jar", jar: `layouts/${l.id}/app.jar` }
-        : { kind: "main", classPath: extracted.classPath.map((p) => `layouts/${l.id}/${p}`), mainClass: g.mainClass };
-    const planFor = (l: Layout): Plan => ({
-      ...g.bp.plan,
-      agent: g.profile && agentRel ? { jar: `${ROOT_PLACEHOLDER}/layouts/${l.id}/${agentRel}`, build: g.profile.build, runtime: g.profile.runtime } : null,
-    });
-    const { port, userSet } = bootPort(req);
-    const portFor = async () => (g.isBoot ? (userSet ? port! : await freePort()) : undefined);
-    const bootOpts = (p: number | undefined) => (g.isBoot && !userSet && p !== undefined ? [`-Dserver.port=${p}`] : []);
-    const notes = [...g.bp.notes];
-
-    // Baked on JDKs that drop transformed classes: capture them, weave them into jar copies.
-    if (g.bp.plan.bakedStrategy === "weave") {
-      deps.onStep?.("capture");
-      const capture = await captureAgentJar(g.jdk.home);
-      const capDir = join(work, "captured");
-      const p = await portFor();
-      const plan = planFor(layout);
-      const opts = trainingOptions(plan, join(root, "tmp", basename(work), "capture.discard"), join(root, "tmp", basename(work), "capture-cds.log"), { agent: true })
-        .filter((o) => !o.startsWith("-XX:AOTCacheOutput") && !o.startsWith("-XX:ArchiveClassesAtExit"));
-      await runTraining({
-        java: join(g.jdk.home, "bin", "java"),
-        view,
-        args: [...req.jvmOptions, ...opts.map((o) => fillRoot(o, root)), `-javaagent:${capture}=${join(root, "tmp", basename(work), "captured")}`, ...bootOpts(p), ...trainingExitOpts(g), ...launchArgs(launchFor(layout), root), ...req.appArgs],
-        exit: g.bp.exit,
-        training: req.training,
-        baseUrl: p ? `http://127.0.0.1:${p}` : undefined,
-        output: undefined,
-        logFile: join(logs, "capture.log"),
-        cdsLogFile: join(work, "capture-cds.log"),
-        what: "the capture run (training with the agent on, recording its transformed classes)",
-      });
-      deps.onStep?.("weave");
-      const captured = await readCaptured(capDir);
-      const woven = await weaveLayout(layout, join(root, "layouts", layout.id), (s) => g.store.blobPath(s), captured.byJar, join(work, "woven"));
-      if (woven.wovenClasses === 0) {
-        notes.push("the agent transformed no class that could be woven: the baked archive holds no instrumentation");
-      } else {
-        notes.push(`wove ${woven.wovenClasses} transformed classes into ${woven.wovenJars.length} jars (${woven.wovenJars.join(", ")})`);
+  const run = await BuildRun.create(req, deps, g);
+  return g.store.withBuildLock(
+    async () => {
+      try {
+        const manifest = await run.act(t0);
+        const { manifest: inForce, published } = await g.store.publishManifest(manifest, { replace: req.force ?? false });
+        // Whatever no manifest references (ours lost a race for the key) is taken back.
+        if (!published) await g.store.rollback(run.journal);
+        deps.log.info("archive built", { key: g.key, hitRate: manifest.verification.hitRate, published });
+        return { manifest: inForce, reused: !published };
+      } catch (err) {
+        await g.store.rollback(run.journal).catch(() => {});
+        throw err;
+      } finally {
+        await rm(run.work, { recursive: true, force: true });
       }
-      if (woven.unsigned.length) notes.push(`dropped the signatures of ${woven.unsigned.join(", ")} to weave them`);
-      if (captured.unbaked.length) notes.push(`${captured.unbaked.length} transformed classes cannot be baked (e.g. ${captured.unbaked.slice(0, 3).map((u) => `${u.name}: ${u.reason}`).join("; ")})`);
-      layout = await g.store.addLayout(woven.files);
-    }
+    },
+    () => deps.log.warn("waiting for another build in this store to finish"),
+  );
+}
 
-    // Train: the app's own JVM writes the archive.
-    deps.onStep?.("train");
-    const plan = planFor(layout);
-    const ext = plan.kind === "aot" ? "aot" : "jsa";
-    const outRel = join("tmp", basename(work), `archive.${ext}`);
-    const p = await portFor();
-    const training = await runTraining({
-      java: join(g.jdk.home, "bin", "java"),
-      view,
-      args: [
-        ...req.jvmOptions,
-        ...trainingOptions(plan, join(root, outRel), join(root, "tmp", basename(work), "training-cds.log")).map((o) => fillRoot(o, root)),
-        ...bootOpts(p),
-        ...trainingExitOpts(g),
-        ...launchArgs(launchFor(layout), root),
-        ...req.appArgs,
-      ],
-      exit: g.bp.exit,
-      training: req.training,
-      baseUrl: p ? `http://127.0.0.1:${p}` : undefined,
-      output: join(g.store.dir, outRel),
-      logFile: join(logs, "training.log"),
-      cdsLogFile: join(work, "training-cds.log"),
-      what: "the training run",
+/** One build's acting phase: the state its steps share, and the steps in order. */
+class BuildRun {
+  readonly journal: Journal = { blobs: [], layouts: [] };
+  readonly notes: string[];
+  private baked: Manifest["baked"];
+  private agentRel: string | undefined;
+  private classPath: string[] = [];
+  private readonly java: string;
+  private readonly userPort: number | undefined;
+  private readonly req: BuildRequest;
+  private readonly deps: BuildDeps;
+  private readonly g: Gathered;
+  private readonly root: string;
+  readonly work: string;
+  private readonly logs: string;
+
+  private constructor(req: BuildRequest, deps: BuildDeps, g: Gathered, work: string, logs: string) {
+    this.req = req;
+    this.deps = deps;
+    this.g = g;
+    this.root = req.root ?? g.store.dir;
+    this.work = work;
+    this.logs = logs;
+    this.notes = [...g.bp.notes];
+    this.java = join(g.jdk.home, "bin", "java");
+    this.userPort = userServerPort(req);
+    const strategy = g.bp.plan.bakedStrategy;
+    this.baked = strategy ? { strategy, wovenClasses: null, wovenJars: [], unbaked: [], unbakedCount: 0 } : null;
+  }
+
+  static async create(req: BuildRequest, deps: BuildDeps, g: Gathered): Promise<BuildRun> {
+    const logs = join(g.store.dir, "logs", g.key);
+    await mkdir(logs, { recursive: true }).catch((e: unknown) => {
+      throw storeError(e, g.store.dir, "write logs to");
     });
-    for (const w of training.warmups) if (typeof w.status !== "number" || w.status >= 400) notes.push(`warm-up ${w.url} answered ${w.status}`);
-    await copyFile(join(work, "training-cds.log"), join(logs, "training-cds.log")).catch(() => {});
-    const archive = await g.store.addBlob(join(g.store.dir, outRel));
-    blobsToDiscard.push(archive.sha256);
+    return new BuildRun(req, deps, g, await g.store.workDir(`build-${g.key.slice(0, 12)}`), logs);
+  }
 
-    // Verify: boot with exactly what will be injected, and prove the archive was used.
-    deps.onStep?.("verify");
+  private get view(): PathView {
+    return { store: this.g.store.dir, root: this.root };
+  }
+
+  /** A path under the work directory as the JVM sees it. */
+  private jvmWork(name: string): string {
+    return join(this.root, "tmp", basename(this.work), name);
+  }
+
+  async act(t0: number): Promise<Manifest> {
+    this.deps.onStep?.("extract");
+    let layout = await this.extract();
+    if (this.g.bp.plan.bakedStrategy === "weave") layout = await this.captureAndWeave(layout);
+    this.deps.onStep?.("train");
+    const { archive, trainingMs } = await this.train(layout);
+    this.deps.onStep?.("verify");
+    const plan = this.planFor(layout);
     const archiveRel = `blobs/sha256/${archive.sha256}`;
-    const injectedTemplate = runtimeOptions(plan, { archive: `${ROOT_PLACEHOLDER}/${archiveRel}`, shareMemory: false });
-    const vp = await portFor();
-    const launch = launchFor(layout);
-    const verification = await verifyBoot({
-      java: join(g.jdk.home, "bin", "java"),
-      view,
-      jvmOptions: req.jvmOptions,
-      injected: injectedTemplate.map((o) => fillRoot(o, root)),
-      extra: [...(g.profile ? g.profile.verify.extraJvmOpts : []), ...bootOpts(vp)],
-      launch: launchArgs(launch, root),
-      appArgs: req.appArgs,
-      exit: g.bp.exit === "on-refresh" ? "on-ready" : g.bp.exit,
-      training: req.training,
-      baseUrl: vp ? `http://127.0.0.1:${vp}` : undefined,
-      mainClass: g.mainClass,
-      evidence: g.profile?.verify.evidence ? new RegExp(g.profile.verify.evidence) : undefined,
-      hasAgent: g.bp.mode !== "none",
-      probes: req.training.warmupUrls.length ? req.training.warmupUrls : g.isBoot ? ["/"] : [],
-      logFile: join(logs, "verify.log"),
-      classLogFile: join(logs, "verify-classes.log"),
-    });
-    if (g.bp.mode !== "none" && verification.instrumented === false) {
-      notes.push(`the agent's instrumentation did not fire in the verification boot (no line matched ${g.profile?.verify.evidence})`);
-    }
-
-    // Publish: the manifest makes the archive visible; the first one for a key wins.
-    deps.onStep?.("publish");
-    const manifest: Manifest = {
+    const injected = runtimeOptions(plan, { archive: `${ROOT_PLACEHOLDER}/${archiveRel}`, shareMemory: false });
+    const verification = await this.verify(layout, injected);
+    this.deps.onStep?.("publish");
+    const { g, req } = this;
+    return {
       formatVersion: g.bp.keyInputs.format,
       key: g.key,
       mode: g.bp.mode,
@@ -270,29 +209,153 @@ export async function buildArchive(req: BuildRequest, deps: BuildDeps): Promise<
       app: { kind: g.isBoot ? "boot" : "classpath", source: req.app ?? req.classPath!.join(":"), mainClass: g.mainClass, args: req.appArgs },
       agent: g.profile && g.agentSha ? { name: basename(req.agent!), sha256: g.agentSha, profile: g.profile.name, mode: g.profile.mode } : null,
       layout,
-      root,
+      root: this.root,
       archive: { kind: plan.kind, sha256: archive.sha256, size: archive.size, file: archiveRel },
-      runtime: { launch, jvmOptions: injectedTemplate, appArgs: req.appArgs },
+      runtime: { launch: this.launchFor(layout), jvmOptions: injected, appArgs: req.appArgs },
+      baked: this.baked,
       verification,
-      build: {
-        durationMs: Math.round(performance.now() - t0),
-        trainingMs: training.durationMs,
-        host: hostname(),
-        classcacheVersion: CLASSCACHE_VERSION,
-        notes,
-      },
+      build: { durationMs: Math.round(performance.now() - t0), trainingMs, host: hostname(), classcacheVersion: CLASSCACHE_VERSION, notes: this.notes },
     };
-    const { manifest: inForce, published } = await g.store.publishManifest(manifest);
-    // Keep our blob if it is the one in force (ours, or an identical one published first).
-    if (published || inForce.archive.sha256 === archive.sha256) blobsToDiscard.length = 0;
-    log.info("archive built", { hitRate: verification.hitRate, published });
-    return { manifest: inForce, reused: !published };
-  } finally {
-    for (const b of blobsToDiscard) await g.store.discardBlob(b);
-    await rm(work, { recursive: true, force: true });
+  }
+
+  /** The app (and the agent) as an immutable layout in the store. */
+  private async extract(): Promise<Layout> {
+    const dir = join(this.work, "app");
+    const extracted = this.req.app ? await extractBootJar(this.req.app, dir) : await copyClassPath(this.req.classPath!, dir);
+    this.classPath = extracted.classPath;
+    const files: ExtractedFile[] = [...extracted.files];
+    if (this.req.agent) {
+      this.agentRel = `agent/${basename(this.req.agent)}`;
+      await mkdir(join(dir, "agent"), { recursive: true });
+      await copyFile(this.req.agent, join(dir, this.agentRel));
+      files.push({ path: this.agentRel, tempPath: join(dir, this.agentRel) });
+    }
+    return this.g.store.addLayout(files, this.journal);
+  }
+
+  private launchFor(l: Layout): Launch {
+    return this.g.isBoot
+      ? { kind: "jar", jar: `layouts/${l.id}/app.jar` }
+      : { kind: "main", classPath: this.classPath.map((p) => `layouts/${l.id}/${p}`), mainClass: this.g.mainClass };
+  }
+
+  private planFor(l: Layout): Plan {
+    const { profile } = this.g;
+    const agent = profile && this.agentRel ? { jar: `${ROOT_PLACEHOLDER}/layouts/${l.id}/${this.agentRel}`, build: profile.build, runtime: profile.runtime } : null;
+    return { ...this.g.bp.plan, agent };
+  }
+
+  private async port(): Promise<number | undefined> {
+    if (!this.g.isBoot) return undefined;
+    return this.userPort ?? (await freePort());
+  }
+
+  /**
+   * A JVM command line: the workload's options, phase options, a port for a Boot app we chose
+   * ourselves, then the launch and the app's arguments.
+   */
+  private args(layout: Layout, phase: string[], port: number | undefined, training: boolean): string[] {
+    const errorFile = `-XX:ErrorFile=${join(this.root, "logs", this.g.key, "hs_err_pid%p.log")}`;
+    const portOpt = port !== undefined && this.userPort === undefined ? [`-Dserver.port=${port}`] : [];
+    const exitOpt = training && this.g.bp.exit === "on-refresh" ? ["-Dspring.context.exit=onRefresh"] : [];
+    return [
+      ...this.req.jvmOptions,
+      errorFile,
+      ...phase.map((o) => fillRoot(o, this.root)),
+      ...portOpt,
+      ...exitOpt,
+      ...launchArgs(this.launchFor(layout), this.root),
+      ...this.req.appArgs,
+    ];
+  }
+
+  /** Baked on JDKs that drop transformed classes: capture them in a run with the agent on, and weave them into copies of their jars. */
+  private async captureAndWeave(layout: Layout): Promise<Layout> {
+    this.deps.onStep?.("capture");
+    const capture = await captureAgentJar(this.g.jdk.home);
+    const port = await this.port();
+    const opts = trainingOptions(this.planFor(layout), "", this.jvmWork("capture-cds.log"), { agent: true }).filter(
+      (o) => !o.startsWith("-XX:AOTCacheOutput") && !o.startsWith("-XX:ArchiveClassesAtExit"),
+    );
+    await runTraining({
+      java: this.java,
+      view: this.view,
+      args: this.args(layout, [...opts, `-javaagent:${capture}=${this.jvmWork("captured")}`], port, true),
+      exit: this.g.bp.exit,
+      training: this.req.training,
+      baseUrl: port ? `http://127.0.0.1:${port}` : undefined,
+      output: undefined,
+      logFile: join(this.logs, "capture.log"),
+      cdsLogFile: join(this.work, "capture-cds.log"),
+      what: "the capture run (training with the agent on, recording its transformed classes)",
+    });
+    this.deps.onStep?.("weave");
+    const captured = await readCaptured(join(this.work, "captured"));
+    const woven = await weaveLayout(layout, join(this.root, "layouts", layout.id), (s) => this.g.store.blobPath(s), captured.byJar, join(this.work, "woven"));
+    if (woven.wovenClasses === 0) this.notes.push("the agent transformed no class that could be woven: the baked archive holds no instrumentation");
+    else this.notes.push(`wove ${woven.wovenClasses} transformed classes into ${woven.wovenJars.join(", ")}`);
+    if (woven.unsigned.length) this.notes.push(`dropped the signatures of ${woven.unsigned.join(", ")} to weave them`);
+    if (captured.unbaked.length) this.notes.push(`${captured.unbaked.length} transformed classes cannot be baked; their instrumentation is lost with the agent off (see baked.unbaked)`);
+    this.baked = { strategy: "weave", wovenClasses: woven.wovenClasses, wovenJars: woven.wovenJars, unbaked: captured.unbaked.slice(0, 50), unbakedCount: captured.unbaked.length };
+    return this.g.store.addLayout(woven.files, this.journal);
+  }
+
+  /** The training run: the app's own JVM writes the archive, which then becomes a blob. */
+  private async train(layout: Layout): Promise<{ archive: { sha256: string; size: number }; trainingMs: number }> {
+    const plan = this.planFor(layout);
+    const out = `archive.${plan.kind === "aot" ? "aot" : "jsa"}`;
+    const port = await this.port();
+    const training = await runTraining({
+      java: this.java,
+      view: this.view,
+      args: this.args(layout, trainingOptions(plan, this.jvmWork(out), this.jvmWork("training-cds.log")), port, true),
+      exit: this.g.bp.exit,
+      training: this.req.training,
+      baseUrl: port ? `http://127.0.0.1:${port}` : undefined,
+      output: join(this.work, out),
+      logFile: join(this.logs, "training.log"),
+      cdsLogFile: join(this.work, "training-cds.log"),
+      what: "the training run",
+    });
+    for (const w of training.warmups) if (typeof w.status !== "number" || w.status >= 400) this.notes.push(`warm-up ${w.url} answered ${w.status}`);
+    await copyFile(join(this.work, "training-cds.log"), join(this.logs, "training-cds.log")).catch(() => {});
+    const archive = await this.g.store.addBlob(join(this.work, out));
+    if (archive.created) this.journal.blobs.push(archive.sha256);
+    return { archive, trainingMs: training.durationMs };
+  }
+
+  /** The verification boot, with exactly the options that will be injected. */
+  private async verify(layout: Layout, injected: string[]): Promise<Verification> {
+    const { g, req } = this;
+    const port = await this.port();
+    const verification = await verifyBoot({
+      kind: g.bp.plan.kind,
+      java: this.java,
+      view: this.view,
+      injected: injected.map((o) => fillRoot(o, this.root)),
+      args: this.args(layout, g.profile ? g.profile.verify.extraJvmOpts : [], port, false),
+      exit: g.bp.exit === "on-refresh" ? "on-ready" : g.bp.exit,
+      training: req.training,
+      baseUrl: port ? `http://127.0.0.1:${port}` : undefined,
+      mainClass: g.mainClass,
+      evidence: g.profile?.verify.evidence ? new RegExp(g.profile.verify.evidence) : undefined,
+      hasAgent: g.bp.mode !== "none",
+      probes: req.training.warmupUrls.length ? req.training.warmupUrls : g.isBoot ? ["/"] : [],
+      logFile: join(this.logs, "verify.log"),
+      classLogFile: join(this.logs, "verify-classes.log"),
+    });
+    if (g.bp.mode !== "none" && verification.instrumented === false) {
+      this.notes.push(`the agent's instrumentation did not fire in the verification boot (no line matched ${g.profile?.verify.evidence})`);
+    }
+    return verification;
   }
 }
 
-function trainingExitOpts(g: Gathered): string[] {
-  return g.bp.exit === "on-refresh" ? ["-Dspring.context.exit=onRefresh"] : [];
+/** The port the user gave a Boot app, if any (then we must not choose one). */
+function userServerPort(req: BuildRequest): number | undefined {
+  for (const a of [...req.appArgs, ...req.jvmOptions]) {
+    const m = /^(?:--|-D)server\.port=(\d+)$/.exec(a);
+    if (m) return Number(m[1]);
+  }
+  return undefined;
 }

@@ -69,8 +69,8 @@ export function planBuild(f: BuildFacts): BuildPlan {
         : TESTING_FLAG_NOTE,
     );
   }
-  if (mode === "hybrid" && f.agent?.profile.build.javaagent && f.jdk.feature < 25) {
-    notes.push("hybrid mode on this JDK trains without -javaagent (the JVM refuses a Java agent while dumping unless a testing flag is set); the agent's own classes load from its jar at run time");
+  if (mode === "hybrid") {
+    notes.push("hybrid mode trains with the agent's jar on the boot class path but without its transforms; at run time the live agent transforms the classes it instruments again, and the rest come from the archive");
   }
   const exit = trainingExit(f.app, f.training);
   const keyInputs: KeyInputs = {

@@ -4,6 +4,7 @@
  * from the archive, and — with an agent — prove that its instrumentation fired.
  */
 import { open, readFile, stat } from "node:fs/promises";
+import type { ArchiveKind } from "../archive/key.ts";
 import type { Verification } from "../archive/manifest.ts";
 import { archiveProblems, summarizeClassLoads, type ClassSource } from "../jvm/classload.ts";
 import { hitRate, readClassCounts } from "../jvm/hsperf.ts";
@@ -15,16 +16,13 @@ import type { TrainingExit, TrainingRequest } from "./plan.ts";
 import { resolveUrl, waitReady } from "./train.ts";
 
 export interface VerifyRun {
+  kind: ArchiveKind;
   java: string;
   view: PathView;
-  /** The workload's own options (command line). */
-  jvmOptions: string[];
   /** What classcache injects (JAVA_TOOL_OPTIONS). */
   injected: string[];
-  /** Options only for this boot: logging, a port, verification extras from the profile. */
-  extra: string[];
-  launch: string[];
-  appArgs: string[];
+  /** The command line: the workload's options, verification extras, the launch and app arguments. */
+  args: string[];
   exit: TrainingExit;
   training: TrainingRequest;
   baseUrl: string | undefined;
@@ -39,7 +37,8 @@ export interface VerifyRun {
 }
 
 export async function verifyBoot(v: VerifyRun): Promise<Verification> {
-  const args = [...v.jvmOptions, ...v.extra, `-Xlog:class+load=info,cds=info,class+path=info:file=${v.classLogFile}::filecount=0`, ...v.launch, ...v.appArgs];
+  const tags = v.kind === "aot" ? "class+load=info,aot=info,cds=info,class+path=info" : "class+load=info,cds=info,class+path=info";
+  const args = [`-Xlog:${tags}:file=${v.classLogFile}::filecount=0`, ...v.args];
   const cmd = viewCommand(v.java, args, { ...v.view, readOnly: true });
   const jvm = JvmProcess.start({
     command: cmd.command,

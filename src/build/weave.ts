@@ -3,7 +3,7 @@
  * replaced by their transformed bytes. A stock archive built over the woven jars carries the
  * instrumentation on JDKs that drop agent-transformed classes from archives (25+).
  */
-import { link, readFile } from "node:fs/promises";
+import { link, mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Layout } from "../archive/manifest.ts";
 import { openZip, ZipWriter } from "../util/zip.ts";
@@ -35,6 +35,7 @@ export async function weaveLayout(
   const wovenJars: string[] = [];
   const unsigned: string[] = [];
   let wovenClasses = 0;
+  await mkdir(work, { recursive: true });
   for (const [i, f] of layout.files.entries()) {
     const out = join(work, `${i}`);
     const replacements = captured.get(join(layoutDir, f.path));

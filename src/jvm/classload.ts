@@ -44,7 +44,7 @@ export function archiveProblems(text: string): string[] {
   const re = /(mismatch|Unable to (use|map)|An error has occurred|different version|disabled|not (be )?used|cannot be used|failed|error|Error)/;
   return text
     .split("\n")
-    .filter((l) => /\[(cds|aot|class,path)[^\]]*\]/.test(l) && re.test(l) && !/\[class,load/.test(l))
+    .filter((l) => /\[(cds|aot|class,path)[^\]]*\]/.test(l) && (re.test(l) || /\]\[(error|warning)\s*\]/.test(l)) && !/\[class,load/.test(l))
     .map((l) => l.replace(/^\[[^\]]*\]\[[^\]]*\]\[[^\]]*\]\s*/, "").trim())
     .slice(0, 10);
 }

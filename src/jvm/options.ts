@@ -1,7 +1,7 @@
 /**
  * JVM options for each phase — training, verification and run time — as pure functions of
  * the archive's plan. Run-time options are what classcache injects into workloads, so they
- * keep the invariant "never break a workload": -Xshare:auto, never -Xshare:on.
+ * keep the invariant "never break a workload": -Xshare:auto / -XX:AOTMode=auto, never "on".
  */
 import type { ArchiveKind } from "../archive/key.ts";
 import type { AgentMode, PhaseSpec } from "../archive/profile.ts";
@@ -42,15 +42,16 @@ function allowArchiving(plan: Plan): string[] {
 }
 
 /**
- * Does the training JVM run the agent? A JDK before 25 refuses -javaagent while dumping unless
- * AllowArchivingWithJavaAgent is on, which would archive transformed classes: fine for baked,
- * wrong for hybrid (the live agent must transform them again). JDK 25 skips transformed classes
- * by itself, so hybrid training there runs the agent and archives everything else it loads.
+ * Does the training JVM run the agent? Only for baked archives built with the testing flag.
+ * Hybrid training runs without the agent's transforms: a JDK before 25 refuses -javaagent while
+ * dumping unless AllowArchivingWithJavaAgent is on (which would archive transformed classes the
+ * live agent must transform again), and JDK 25.0.3 crashes assembling an AOT cache after a
+ * large agent (OpenTelemetry) ran in training. Woven baked archives are stock archives: the
+ * agent ran in the capture run, not here.
  */
 export function trainingRunsAgent(plan: Plan): boolean {
-  if (!plan.agent || plan.mode === "none" || !plan.agent.build.javaagent) return false;
-  if (plan.mode === "baked") return true;
-  return plan.feature >= 25;
+  if (!plan.agent || plan.mode !== "baked" || !plan.agent.build.javaagent) return false;
+  return plan.bakedStrategy === "allow-archiving";
 }
 
 /** Options of the training run that writes the archive to `output`. */
@@ -76,8 +77,9 @@ export interface RuntimeOptionsInput {
 export function runtimeOptions(plan: Plan, input: RuntimeOptionsInput): string[] {
   const a = plan.agent;
   const out: string[] = [...allowArchiving(plan)];
-  out.push("-Xshare:auto");
-  out.push(plan.kind === "aot" ? `-XX:AOTCache=${input.archive}` : `-XX:SharedArchiveFile=${input.archive}`);
+  // "auto": use the archive if it fits, run without it if not. (-Xshare is refused next to -XX:AOTCache.)
+  if (plan.kind === "aot") out.push("-XX:AOTMode=auto", `-XX:AOTCache=${input.archive}`);
+  else out.push("-Xshare:auto", `-XX:SharedArchiveFile=${input.archive}`);
   if (a) {
     out.push(...agentBase(plan, a.runtime));
     if (plan.mode === "hybrid" && a.runtime.javaagent) out.push(`-javaagent:${a.jar}`);
@@ -94,8 +96,8 @@ export function runtimeOptions(plan: Plan, input: RuntimeOptionsInput): string[]
 export function withMemorySharing(options: string[]): string[] {
   if (options.includes("-XX:ArchiveRelocationMode=0")) return options;
   const out = options.filter((o) => o !== "-XX:+UnlockDiagnosticVMOptions");
-  const at = Math.max(0, out.indexOf("-Xshare:auto"));
-  out.splice(at, 0, "-XX:+UnlockDiagnosticVMOptions", "-XX:ArchiveRelocationMode=0");
+  const at = out.findIndex((o) => o === "-Xshare:auto" || o === "-XX:AOTMode=auto");
+  out.splice(Math.max(0, at), 0, "-XX:+UnlockDiagnosticVMOptions", "-XX:ArchiveRelocationMode=0");
   return out;
 }
 

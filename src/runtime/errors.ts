@@ -51,7 +51,7 @@ export function formatError(err: unknown, debug: boolean): string {
   }
   let cause = err instanceof Error ? err.cause : undefined;
   while (cause !== undefined) {
-    lines.push(`cause: ${cause instanceof Error ? cause.message : String(cause)}`);
+    lines.push(`cause: ${cause instanceof Error ? cause.message : JSON.stringify(cause)}`);
     cause = cause instanceof Error ? cause.cause : undefined;
   }
   if (debug && err instanceof Error && err.stack) lines.push(err.stack);

@@ -17,6 +17,7 @@ import { KEY_PATTERN } from "../archive/key.ts";
 import { ClasscacheError } from "../runtime/errors.ts";
 import { errnoCode, fsyncDir, fsyncPath, publishOnce, writeFileAtomic } from "../util/fsx.ts";
 import { canonicalJson, sha256File, sha256Hex } from "../util/hash.ts";
+import { withFileLock } from "../util/lock.ts";
 
 /**
  * A file's mtime as a function of its content. The JVM validates class-path jars by size and
@@ -34,6 +35,12 @@ export function layoutId(files: LayoutFile[]): string {
 }
 
 const STALE_TMP_MS = 24 * 3600_000;
+
+/** What a build added to the store, so a failure can take it back. */
+export interface Journal {
+  blobs: string[];
+  layouts: string[];
+}
 
 export class LocalStore {
   readonly dir: string;
@@ -82,7 +89,7 @@ export class LocalStore {
    * Moves a finished temp file into blobs/ under its sha256. The file is fsynced, made
    * read-only and given its content-derived mtime before the rename makes it visible.
    */
-  async addBlob(tempPath: string, expectedSha256?: string): Promise<{ sha256: string; size: number }> {
+  async addBlob(tempPath: string, expectedSha256?: string): Promise<{ sha256: string; size: number; created: boolean }> {
     try {
       const { sha256, size } = await sha256File(tempPath);
       if (expectedSha256 && expectedSha256 !== sha256) {
@@ -91,7 +98,7 @@ export class LocalStore {
       const dest = this.blobPath(sha256);
       if (await isFile(dest)) {
         await rm(tempPath, { force: true });
-        return { sha256, size };
+        return { sha256, size, created: false };
       }
       await fsyncPath(tempPath);
       await chmod(tempPath, 0o444);
@@ -99,7 +106,7 @@ export class LocalStore {
       await utimes(tempPath, mtime, mtime);
       await rename(tempPath, dest);
       await fsyncDir(dirname(dest));
-      return { sha256, size };
+      return { sha256, size, created: true };
     } catch (err) {
       throw storeError(err, this.dir, "write a blob to");
     }
@@ -109,22 +116,23 @@ export class LocalStore {
    * Turns files in a work directory into an immutable layout: each becomes a blob, and
    * layouts/<id>/ is a tree of hard links to them, renamed into place in one step.
    */
-  async addLayout(files: { path: string; tempPath: string }[]): Promise<Layout> {
+  async addLayout(files: { path: string; tempPath: string }[], journal?: Journal): Promise<Layout> {
     const entries: LayoutFile[] = [];
     for (const f of files) {
-      const { sha256, size } = await this.addBlob(f.tempPath);
+      const { sha256, size, created } = await this.addBlob(f.tempPath);
+      if (created) journal?.blobs.push(sha256);
       entries.push({ path: f.path, sha256, size });
     }
     entries.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
     const id = layoutId(entries);
-    await this.linkLayout({ id, files: entries });
+    if (await this.linkLayout({ id, files: entries })) journal?.layouts.push(id);
     return { id, files: entries };
   }
 
-  /** Creates layouts/<id>/ from blobs already in the store (idempotent). */
-  async linkLayout(layout: Layout): Promise<void> {
+  /** Creates layouts/<id>/ from blobs already in the store (idempotent). True if it created it. */
+  async linkLayout(layout: Layout): Promise<boolean> {
     const final = this.layoutPath(layout.id);
-    if (await isDir(final)) return;
+    if (await isDir(final)) return false;
     const work = await this.workDir("layout");
     try {
       for (const f of layout.files) {
@@ -141,8 +149,10 @@ export class LocalStore {
       } catch (err) {
         // Someone else linked the same layout first: theirs is identical.
         if (!["ENOTEMPTY", "EEXIST"].includes(errnoCode(err) ?? "")) throw err;
+        return false;
       }
       await fsyncDir(dirname(final));
+      return true;
     } catch (err) {
       throw storeError(err, this.dir, "link a layout in");
     } finally {
@@ -150,12 +160,20 @@ export class LocalStore {
     }
   }
 
-  /** Publishes a manifest; the first one for a key wins. Returns the manifest now in force. */
-  async publishManifest(manifest: Manifest): Promise<{ manifest: Manifest; published: boolean }> {
+  /**
+   * Publishes a manifest; the first one for a key wins, unless `replace` (a forced local
+   * rebuild). Returns the manifest now in force.
+   */
+  async publishManifest(manifest: Manifest, opts: { replace?: boolean } = {}): Promise<{ manifest: Manifest; published: boolean }> {
     const dest = this.manifestPath(manifest.key);
     try {
+      const text = JSON.stringify(manifest, null, 2) + "\n";
+      if (opts.replace) {
+        await writeFileAtomic(dest, text);
+        return { manifest, published: true };
+      }
       const tmp = join(this.dir, "tmp", `manifest-${process.pid}-${randomBytes(6).toString("hex")}`);
-      await writeFileAtomic(tmp, JSON.stringify(manifest, null, 2) + "\n");
+      await writeFileAtomic(tmp, text);
       const published = await publishOnce(tmp, dest);
       return { manifest: published ? manifest : await this.readManifestFile(dest), published };
     } catch (err) {
@@ -190,9 +208,33 @@ export class LocalStore {
     return names.filter((n) => n.endsWith(".json") && KEY_PATTERN.test(n.slice(0, -5))).map((n) => n.slice(0, -5));
   }
 
-  /** Deletes a blob nothing points to yet (a build that failed after writing it). */
-  async discardBlob(sha256: string): Promise<void> {
-    await rm(this.blobPath(sha256), { force: true });
+  /**
+   * Undoes what a failed build added: the blobs and layouts in `journal` that no manifest
+   * references. Call it under the build lock, so no other build is using them.
+   */
+  async rollback(journal: Journal): Promise<void> {
+    const inUse = { blobs: new Set<string>(), layouts: new Set<string>() };
+    for (const key of await this.keys()) {
+      const m = await this.getManifest(key).catch(() => undefined);
+      if (!m) continue;
+      inUse.layouts.add(m.layout.id);
+      inUse.blobs.add(m.archive.sha256);
+      for (const f of m.layout.files) inUse.blobs.add(f.sha256);
+    }
+    for (const id of journal.layouts) if (!inUse.layouts.has(id)) await rm(this.layoutPath(id), { recursive: true, force: true });
+    for (const b of journal.blobs) if (!inUse.blobs.has(b)) await rm(this.blobPath(b), { force: true });
+    journal.blobs.length = 0;
+    journal.layouts.length = 0;
+  }
+
+  /** Runs `fn` while holding the store's build lock: one build mutates a store at a time. */
+  async withBuildLock<T>(fn: () => Promise<T>, onWait?: () => void): Promise<T> {
+    const lock = join(this.dir, "tmp", "build.lock");
+    const t = onWait ? setTimeout(onWait, 1000) : undefined;
+    return withFileLock(lock, async () => {
+      clearTimeout(t);
+      return fn();
+    }, 24 * 3600_000);
   }
 
   private async readManifestFile(path: string): Promise<Manifest> {
@@ -202,6 +244,7 @@ export class LocalStore {
   private async removeStaleTemp(): Promise<void> {
     const tmp = join(this.dir, "tmp");
     for (const name of await readdir(tmp)) {
+      if (name === "build.lock") continue;
       const p = join(tmp, name);
       const st = await stat(p).catch(() => undefined);
       if (st && Date.now() - st.mtimeMs > STALE_TMP_MS) await rm(p, { recursive: true, force: true });

@@ -61,12 +61,18 @@ export async function applyManifests(kc: KubeConfig, manifests: Manifest[], log:
 }
 
 interface Crd extends KubernetesObject {
+  spec?: { group?: string; names?: { kind?: string }; versions?: { name: string; served?: boolean }[] };
   status?: { conditions?: { type: string; status: string; message?: string }[] };
 }
 
+/**
+ * Established alone is not enough: for a moment after it, lists of the new resource still fail
+ * with 429 "storage is (re)initializing" while its watch cache fills. So also wait until every
+ * served version can be listed.
+ */
 async function waitForCrdEstablished(client: KubernetesObjectApi, name: string, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  let conditions = "";
+  let problem = "no status yet";
   while (Date.now() < deadline) {
     const crd = await client.read<Crd>({
       apiVersion: "apiextensions.k8s.io/v1",
@@ -74,11 +80,29 @@ async function waitForCrdEstablished(client: KubernetesObjectApi, name: string, 
       metadata: { name },
     });
     const conds = crd.status?.conditions ?? [];
-    if (conds.some((c) => c.type === "Established" && c.status === "True")) return;
-    conditions = conds.map((c) => `${c.type}=${c.status}${c.message ? ` (${c.message})` : ""}`).join(", ");
+    if (conds.some((c) => c.type === "Established" && c.status === "True")) {
+      problem = await unlistableVersion(client, crd);
+      if (!problem) return;
+    } else {
+      problem = conds.map((c) => `${c.type}=${c.status}${c.message ? ` (${c.message})` : ""}`).join(", ");
+    }
     await sleep(100);
   }
-  throw new Error(`CRD ${name} was not Established within ${timeoutMs / 1000} s; conditions: ${conditions || "none"}`);
+  throw new Error(`CRD ${name} was not Established and served within ${timeoutMs / 1000} s: ${problem}`);
+}
+
+/** "" when every served version of the CRD can be listed, else why not. */
+async function unlistableVersion(client: KubernetesObjectApi, crd: Crd): Promise<string> {
+  const kind = crd.spec?.names?.kind ?? "";
+  for (const v of crd.spec?.versions ?? []) {
+    if (v.served === false) continue;
+    try {
+      await client.list(`${crd.spec?.group}/${v.name}`, kind);
+    } catch (err) {
+      return `listing ${kind} ${v.name}: ${errorText(err)}`;
+    }
+  }
+  return "";
 }
 
 /** The project's own manifests: every *.yaml under deploy/crds/ and deploy/rbac/ that exists. */

@@ -21,8 +21,8 @@ export function startServerProcess(name: string, command: string, args: string[]
   let reason: string | undefined;
   try {
     const child = spawn(command, args, { stdio: ["ignore", fd, fd], detached: true });
-    if (child.pid === undefined) throw new Error(`cannot start ${name} (${command})`);
     child.on("error", (err) => (reason = `failed: ${err.message}`));
+    if (child.pid === undefined) throw new Error(`cannot start ${name} (${command})`);
     child.on("exit", (code, signal) => (reason = signal ? `was killed by ${signal}` : `exited with code ${code}`));
     child.unref();
     return { name, pid: child.pid, logFile, exitReason: () => reason };
@@ -33,7 +33,8 @@ export function startServerProcess(name: string, command: string, args: string[]
 
 export function logTail(logFile: string, lines = 30): string {
   try {
-    return readFileSync(logFile, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+    const text = readFileSync(logFile, "utf8").trimEnd();
+    return text ? text.split("\n").slice(-lines).join("\n") : "(log is empty)";
   } catch {
     return "(no log)";
   }

@@ -175,6 +175,9 @@ export function kubeApiserverArgs(creds: ApiserverCredentials, ports: { apiserve
     // Without kube-controller-manager no namespace gets a "default" ServiceAccount, and this plugin
     // would reject every Pod that does not name an existing one.
     "--disable-admission-plugins=ServiceAccount",
+    // The reconciler would publish 127.0.0.1 as the endpoint of the "kubernetes" Service, which
+    // validation rejects (loopback), logging an error every 10 s. Nothing in the tests needs it.
+    "--endpoint-reconciler-type=none",
     "--allow-privileged=true",
     "--profiling=false",
   ];

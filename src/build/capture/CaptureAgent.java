@@ -11,6 +11,7 @@
  */
 package dev.classcache.capture;
 
+import java.io.File;
 import java.io.IOException;
 import java.io.InputStream;
 import java.lang.instrument.ClassFileTransformer;
@@ -27,8 +28,9 @@ import java.util.Arrays;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.jar.JarEntry;
 import java.util.jar.JarFile;
-import java.util.zip.ZipEntry;
+import java.util.zip.ZipFile;
 
 public final class CaptureAgent {
   private CaptureAgent() {}
@@ -48,27 +50,52 @@ public final class CaptureAgent {
       this.out = out;
     }
 
+    private static final ThreadLocal<Boolean> busy = new ThreadLocal<>();
+
     @Override
-    public byte[] transform(ClassLoader loader, String name, Class<?> redefined, ProtectionDomain pd, byte[] bytes) {
-      if (name == null || loader == null) return null; // hidden classes; boot classes cannot be woven into app jars
+    public byte[] transform(Module module, ClassLoader loader, String name, Class<?> redefined, ProtectionDomain pd, byte[] bytes) {
+      if (name == null || busy.get() != null) return null; // hidden classes; our own lookups
+      busy.set(Boolean.TRUE);
+      try {
+        if (loader == null) {
+          checkBootClass(module, name, bytes);
+          return null;
+        }
+        return capture(loader, name, redefined, pd, bytes);
+      } finally {
+        busy.remove();
+      }
+    }
+
+    /** A JDK class an agent transformed cannot be woven into a jar: say so. */
+    private void checkBootClass(Module module, String name, byte[] bytes) {
+      if (module == null || !module.isNamed()) return; // the agent's own jar on the boot class path
+      try (InputStream in = module.getResourceAsStream(name + ".class")) {
+        if (in != null && !Arrays.equals(in.readAllBytes(), bytes)) {
+          line("unbaked.tsv", name + "\tJDK class (" + module.getName() + ") transformed by the agent");
+        }
+      } catch (Throwable ignored) {
+        // best effort
+      }
+    }
+
+    private byte[] capture(ClassLoader loader, String name, Class<?> redefined, ProtectionDomain pd, byte[] bytes) {
       try {
         String jar = jarOf(pd);
         if (jar == null) {
           return null; // defined at run time (proxies, generated code): nothing to compare with
         }
-        byte[] original = read(jar, name + ".class");
-        if (original == null) {
-          line("unbaked.tsv", name + "\tnot in " + jar);
-          return null;
-        }
-        if (Arrays.equals(original, bytes)) return null;
+        JarEntry entry = entry(jar, name + ".class");
+        if (entry == null) return null; // generated at run time (proxies): never archivable anyway
+        if (Arrays.equals(read(jar, entry), bytes)) return null;
         if (redefined != null) {
           line("unbaked.tsv", name + "\tretransformed after it was loaded");
           return null;
         }
         String file = next.incrementAndGet() + ".class";
         Files.write(out.resolve("classes").resolve(file), bytes);
-        line("index.tsv", jar + "\t" + name + ".class\t" + file);
+        // The real name: in a multi-release jar the JVM may have loaded META-INF/versions/N/…
+        line("index.tsv", jar + "\t" + entry.getRealName() + "\t" + file);
       } catch (Throwable t) {
         try {
           line("unbaked.tsv", name + "\tcapture failed: " + t);
@@ -86,19 +113,26 @@ public final class CaptureAgent {
       return Paths.get(loc.toURI()).toString();
     }
 
-    private byte[] read(String jar, String entry) throws IOException {
-      JarFile jf = jars.get(jar);
+    /** Opens jars as the class loader does: multi-release, for the running JDK's version. */
+    private JarFile jar(String path) throws IOException {
+      JarFile jf = jars.get(path);
       if (jf == null) {
-        jf = new JarFile(jar, false);
-        JarFile prev = jars.putIfAbsent(jar, jf);
+        jf = new JarFile(new File(path), false, ZipFile.OPEN_READ, Runtime.version());
+        JarFile prev = jars.putIfAbsent(path, jf);
         if (prev != null) {
           jf.close();
           jf = prev;
         }
       }
-      ZipEntry e = jf.getEntry(entry);
-      if (e == null) return null;
-      try (InputStream in = jf.getInputStream(e)) {
+      return jf;
+    }
+
+    private JarEntry entry(String path, String name) throws IOException {
+      return jar(path).getJarEntry(name);
+    }
+
+    private byte[] read(String path, JarEntry e) throws IOException {
+      try (InputStream in = jar(path).getInputStream(e)) {
         return in.readAllBytes();
       }
     }
