@@ -16,7 +16,7 @@ import { fillRoot, freePort, launchArgs, type PathView } from "../jvm/launch.ts"
 import { runtimeOptions, trainingOptions, type Plan } from "../jvm/options.ts";
 import { ClasscacheError, usageError } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
-import { LocalStore, storeError, type Journal } from "../store/store.ts";
+import { asStoreError, LocalStore, storeError, type Journal } from "../store/store.ts";
 import { sha256File } from "../util/hash.ts";
 import { captureAgentJar, readCaptured } from "./capture.ts";
 import { copyClassPath, extractBootJar, inspectAgentJar, inspectClassPath, inspectFatJar, type ExtractedFile } from "./extract.ts";
@@ -123,7 +123,7 @@ export async function buildArchive(req: BuildRequest, deps: BuildDeps): Promise<
         return { manifest: inForce, reused: !published };
       } catch (err) {
         await g.store.rollback(run.journal).catch(() => {});
-        throw err;
+        throw asStoreError(err, g.store.dir);
       } finally {
         await rm(run.work, { recursive: true, force: true });
       }

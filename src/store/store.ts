@@ -10,7 +10,8 @@
  * sees half a file, and a manifest appears only after the files it names.
  */
 import { randomBytes } from "node:crypto";
-import { chmod, link, mkdir, open, readdir, readFile, realpath, rename, rm, stat, utimes } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, chmod, link, mkdir, open, readdir, readFile, realpath, rename, rm, stat, utimes } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Layout, LayoutFile, Manifest } from "../archive/manifest.ts";
 import { KEY_PATTERN } from "../archive/key.ts";
@@ -52,6 +53,8 @@ export class LocalStore {
   /** Opens (creating if needed) a store and proves it is writable. */
   static async open(dir: string): Promise<LocalStore> {
     try {
+      await mkdir(dir, { recursive: true });
+      await access(dir, constants.W_OK); // EROFS on a read-only mount, even for root
       for (const sub of ["blobs/sha256", "layouts", "manifests", "tmp"]) await mkdir(join(dir, sub), { recursive: true });
       const real = await realpath(dir);
       const probe = join(real, "tmp", `.probe-${process.pid}-${randomBytes(4).toString("hex")}`);
@@ -258,6 +261,13 @@ async function isFile(p: string): Promise<boolean> {
 
 async function isDir(p: string): Promise<boolean> {
   return (await stat(p).catch(() => undefined))?.isDirectory() ?? false;
+}
+
+const STORE_ERRNO = new Set(["ENOSPC", "EDQUOT", "EACCES", "EPERM", "EROFS"]);
+
+/** A file-system error that is about the store (full, read-only) becomes a store error; others pass. */
+export function asStoreError(err: unknown, dir: string): unknown {
+  return STORE_ERRNO.has(errnoCode(err) ?? "") ? storeError(err, dir, "write to") : err;
 }
 
 /** Turns file-system failures into messages that say what to do. */
