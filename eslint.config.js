@@ -2,7 +2,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["node_modules/**", "java/**", "**/target/**", "eslint.config.js"] },
+  { ignores: ["node_modules/**", "java/**", "**/target/**", ".tmp/**", "eslint.config.js"] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

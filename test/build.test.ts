@@ -112,7 +112,7 @@ describe("classcache flags and run", () => {
     const m = await build(store, "--java", java);
     const flags = await cli("flags", m.key.slice(0, 12), "--store", store, "--share-memory");
     assert.equal(flags.code, 0);
-    assert.match(flags.stdout, /-XX:ArchiveRelocationMode=0 -Xshare:auto -XX:SharedArchiveFile=\S+/);
+    assert.match(flags.stdout, /^-XX:\+UnlockDiagnosticVMOptions -XX:ArchiveRelocationMode=0 -Xshare:auto -XX:SharedArchiveFile=\S+/);
     assert.doesNotMatch(flags.stdout, /-Xshare:on/);
 
     const port = await freePort();

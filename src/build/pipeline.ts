@@ -103,14 +103,33 @@ async function gather(req: BuildRequest, deps: BuildDeps): Promise<Gathered> {
   return { store, jdk, bp, key: archiveKey(bp.keyInputs), profile, agentSha, appSha, isBoot: app.kind === "boot", mainClass: app.mainClass };
 }
 
-export async function buildArchive(req: BuildRequest, deps: BuildDeps): Promise<BuildResult> {
+/** A build whose inputs are gathered and key is known, ready to run. */
+export interface PreparedBuild {
+  key: string;
+  /** Notes the plan already knows (e.g. the testing flag of baked mode on JDK 17). */
+  notes: string[];
+  /** Runs the build and publishes its manifest in the local store. */
+  run(): Promise<BuildResult>;
+}
+
+/** Gathers the facts and computes the key without building (cheap: one short JVM run). */
+export async function prepareBuild(req: BuildRequest, deps: BuildDeps): Promise<PreparedBuild> {
   checkRequest(req);
   const t0 = performance.now();
   const g = await gather(req, deps);
+  return { key: g.key, notes: g.bp.notes, run: () => act(req, deps, g, t0) };
+}
+
+export async function buildArchive(req: BuildRequest, deps: BuildDeps): Promise<BuildResult> {
+  const prepared = await prepareBuild(req, deps);
   if (!req.force) {
-    const existing = await g.store.getManifest(g.key);
+    const existing = await (await LocalStore.open(req.store)).getManifest(prepared.key);
     if (existing) return { manifest: existing, reused: true };
   }
+  return prepared.run();
+}
+
+async function act(req: BuildRequest, deps: BuildDeps, g: Gathered, t0: number): Promise<BuildResult> {
   const run = await BuildRun.create(req, deps, g);
   return g.store.withBuildLock(
     async () => {

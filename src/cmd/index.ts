@@ -4,5 +4,7 @@ import type { Command } from "./command.ts";
 import { flagsCommand } from "./flags.ts";
 import { inspectCommand } from "./inspect.ts";
 import { runCommand } from "./run.ts";
+import { nodeCommand } from "./node.ts";
+import { demoCommand } from "./demo.ts";
 
-export const commands: Command[] = [buildCommand, flagsCommand, runCommand, inspectCommand];
+export const commands: Command[] = [buildCommand, flagsCommand, runCommand, inspectCommand, nodeCommand, demoCommand];

@@ -47,9 +47,9 @@ describe("JVM options", () => {
     }
   });
 
-  it("add relocation mode 0 once, with the diagnostic unlock before it", () => {
+  it("add relocation mode 0 once, with the diagnostic unlock before every diagnostic option", () => {
     const once = withMemorySharing(["-XX:+UnlockDiagnosticVMOptions", "-XX:+AllowArchivingWithJavaAgent", "-Xshare:auto", "-XX:SharedArchiveFile=/a"]);
-    assert.deepEqual(once, ["-XX:+AllowArchivingWithJavaAgent", "-XX:+UnlockDiagnosticVMOptions", "-XX:ArchiveRelocationMode=0", "-Xshare:auto", "-XX:SharedArchiveFile=/a"]);
+    assert.deepEqual(once, ["-XX:+UnlockDiagnosticVMOptions", "-XX:ArchiveRelocationMode=0", "-XX:+AllowArchivingWithJavaAgent", "-Xshare:auto", "-XX:SharedArchiveFile=/a"]);
     assert.deepEqual(withMemorySharing(once), once);
   });
 

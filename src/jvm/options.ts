@@ -95,10 +95,8 @@ export function runtimeOptions(plan: Plan, input: RuntimeOptionsInput): string[]
  */
 export function withMemorySharing(options: string[]): string[] {
   if (options.includes("-XX:ArchiveRelocationMode=0")) return options;
-  const out = options.filter((o) => o !== "-XX:+UnlockDiagnosticVMOptions");
-  const at = out.findIndex((o) => o === "-Xshare:auto" || o === "-XX:AOTMode=auto");
-  out.splice(Math.max(0, at), 0, "-XX:+UnlockDiagnosticVMOptions", "-XX:ArchiveRelocationMode=0");
-  return out;
+  // The unlock must precede every diagnostic option, so it goes first.
+  return ["-XX:+UnlockDiagnosticVMOptions", "-XX:ArchiveRelocationMode=0", ...options.filter((o) => o !== "-XX:+UnlockDiagnosticVMOptions")];
 }
 
 /** Renders options as one JAVA_TOOL_OPTIONS value (the JVM splits it on white space; quotes keep spaces). */

@@ -7,7 +7,11 @@
  *   tmp/                    work in progress; anything here is garbage after a crash
  *
  * Everything is written to tmp/, hashed, fsynced and renamed into place, so a reader never
- * sees half a file, and a manifest appears only after the files it names.
+ * sees half a file, and a manifest appears only after the files it names. Garbage collection
+ * goes the other way: a manifest disappears before the files it names.
+ *
+ * A manifest's mtime is when its key was last used (`touch`): garbage collection removes the
+ * least recently used keys first.
  */
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
@@ -16,8 +20,8 @@ import { dirname, join } from "node:path";
 import type { Layout, LayoutFile, Manifest } from "../archive/manifest.ts";
 import { KEY_PATTERN } from "../archive/key.ts";
 import { ClasscacheError } from "../runtime/errors.ts";
-import { errnoCode, fsyncDir, fsyncPath, publishOnce, writeFileAtomic } from "../util/fsx.ts";
-import { canonicalJson, sha256File, sha256Hex } from "../util/hash.ts";
+import { errnoCode, fsyncDir, fsyncPath, publishOnce, tempName, writeFileAtomic } from "../util/fsx.ts";
+import { canonicalJson, HEX64, sha256File, sha256Hex } from "../util/hash.ts";
 import { withFileLock } from "../util/lock.ts";
 
 /**
@@ -36,6 +40,29 @@ export function layoutId(files: LayoutFile[]): string {
 }
 
 const STALE_TMP_MS = 24 * 3600_000;
+/** Blobs and layouts no manifest references are left alone this long: a build or pull may be about to publish them. */
+const ORPHAN_MIN_AGE_MS = 3600_000;
+
+export interface StoreUsage {
+  /** Bytes of blobs, each counted once (layouts are hard links to them). */
+  bytes: number;
+  blobs: number;
+  keys: number;
+}
+
+export interface GcOptions {
+  /** Remove least recently used keys while blobs take more than this. */
+  quotaBytes: number;
+  /** Keys never removed (in use, being pulled). */
+  protect: Set<string>;
+  /** The time to judge ages by (epoch ms); now when absent. */
+  now?: number;
+}
+
+export interface GcResult {
+  removedKeys: string[];
+  freedBytes: number;
+}
 
 /** What a build added to the store, so a failure can take it back. */
 export interface Journal {
@@ -115,6 +142,42 @@ export class LocalStore {
     }
   }
 
+  /** A fresh path under tmp/ for a file being received (nothing is created). */
+  tempFile(prefix = "pull"): string {
+    return tempName(join(this.dir, "tmp"), prefix);
+  }
+
+  /**
+   * Runs `write` on a fresh temp path (a pull fills it). If `write` fails, whatever it wrote is
+   * removed, and a full or read-only store becomes the store's own error; other errors pass.
+   * The file is not a blob yet: `importBlob` makes it one.
+   */
+  async receive<T>(write: (tempPath: string) => Promise<T>, prefix = "pull"): Promise<{ tempPath: string; result: T }> {
+    const tempPath = this.tempFile(prefix);
+    try {
+      return { tempPath, result: await write(tempPath) };
+    } catch (err) {
+      await rm(tempPath, { force: true }).catch(() => {});
+      throw asStoreError(err, this.dir);
+    }
+  }
+
+  /**
+   * Makes a received file a blob, but only if its content has the expected sha256: on a
+   * mismatch or any failure the temp file is removed and the error thrown. Import the blobs of
+   * a pulled archive and publish its manifest under `withBuildLock`, as a build does, so `gc`
+   * cannot remove a blob between its import and the manifest that names it.
+   */
+  async importBlob(tempPath: string, expectedSha256: string): Promise<{ sha256: string; size: number; created: boolean }> {
+    try {
+      if (!HEX64.test(expectedSha256)) throw new ClasscacheError("usage", `"${expectedSha256}" is not a sha256 digest (64 lowercase hex digits)`);
+      return await this.addBlob(tempPath, expectedSha256);
+    } catch (err) {
+      await rm(tempPath, { force: true }).catch(() => {});
+      throw err;
+    }
+  }
+
   /**
    * Turns files in a work directory into an immutable layout: each becomes a blob, and
    * layouts/<id>/ is a tree of hard links to them, renamed into place in one step.
@@ -169,6 +232,7 @@ export class LocalStore {
    */
   async publishManifest(manifest: Manifest, opts: { replace?: boolean } = {}): Promise<{ manifest: Manifest; published: boolean }> {
     const dest = this.manifestPath(manifest.key);
+    this.servable = undefined;
     try {
       const text = JSON.stringify(manifest, null, 2) + "\n";
       if (opts.replace) {
@@ -193,6 +257,38 @@ export class LocalStore {
     }
   }
 
+  async hasBlob(sha256: string): Promise<boolean> {
+    return isFile(this.blobPath(sha256));
+  }
+
+  private servable: { at: number; sizes: Map<string, number> } | undefined;
+
+  /**
+   * The size of a blob that a manifest in this store names, or undefined: a peer server serves
+   * only what a verified manifest made visible, never stray or half-imported files. Cached for
+   * a second; this instance's own manifest changes drop the cache.
+   */
+  async servableBlobSize(sha256: string): Promise<number | undefined> {
+    if (!this.servable || Date.now() - this.servable.at > 1000) {
+      const sizes = new Map<string, number>();
+      for (const key of await this.keys()) {
+        const m = await this.getManifest(key).catch(() => undefined);
+        if (!m) continue;
+        sizes.set(m.archive.sha256, m.archive.size);
+        for (const f of m.layout.files) sizes.set(f.sha256, f.size);
+      }
+      this.servable = { at: Date.now(), sizes };
+    }
+    const size = this.servable.sizes.get(sha256);
+    return size !== undefined && (await this.hasBlob(sha256)) ? size : undefined;
+  }
+
+  /** Makes a key invisible again (its files stay until gc). */
+  async removeManifest(key: string): Promise<void> {
+    this.servable = undefined;
+    await rm(this.manifestPath(key), { force: true });
+  }
+
   /** Resolves a full key or a unique prefix of at least 8 hex digits. */
   async resolveKey(keyOrPrefix: string): Promise<string> {
     const k = keyOrPrefix.toLowerCase().replace(/^sha256:/, "");
@@ -209,6 +305,122 @@ export class LocalStore {
   async keys(): Promise<string[]> {
     const names = await readdir(join(this.dir, "manifests")).catch(() => [] as string[]);
     return names.filter((n) => n.endsWith(".json") && KEY_PATTERN.test(n.slice(0, -5))).map((n) => n.slice(0, -5));
+  }
+
+  /**
+   * Records that `key` was used now (or at `at`): sets its manifest's mtime, which garbage
+   * collection orders keys by. False when the store has no such key.
+   */
+  async touch(key: string, at: Date = new Date()): Promise<boolean> {
+    if (!KEY_PATTERN.test(key)) throw new ClasscacheError("usage", `"${key}" is not an archive key`);
+    try {
+      await utimes(this.manifestPath(key), at, at);
+      return true;
+    } catch (err) {
+      if (errnoCode(err) === "ENOENT") return false;
+      throw storeError(err, this.dir, "record a use in");
+    }
+  }
+
+  /** What the store holds: blob bytes (each blob once), blobs, keys. */
+  async usage(): Promise<StoreUsage> {
+    const blobs = await this.scanBlobs();
+    let bytes = 0;
+    for (const b of blobs.values()) bytes += b.size;
+    return { bytes, blobs: blobs.size, keys: (await this.keys()).length };
+  }
+
+  /**
+   * Frees space, under the build lock (so never while a build or an import runs; do not call
+   * it while holding that lock). First removes blobs and layouts no manifest references that
+   * are over an hour old (left by crashes); then, while blobs take more than `quotaBytes`,
+   * removes the least recently used key not in `protect`: its manifest first (fsynced), then
+   * its layouts and blobs that no remaining manifest references, then its build logs.
+   */
+  async gc(opts: GcOptions): Promise<GcResult> {
+    try {
+      return await this.withBuildLock(() => this.gcLocked(opts));
+    } catch (err) {
+      throw storeError(err, this.dir, "collect garbage in");
+    }
+  }
+
+  private async gcLocked(opts: GcOptions): Promise<GcResult> {
+    const now = opts.now ?? Date.now();
+    const manifests = await this.scanManifests();
+    const blobs = await this.scanBlobs();
+    const layouts = await this.scanLayouts();
+    const blobRefs = new Map<string, number>();
+    const layoutRefs = new Map<string, number>();
+    for (const m of manifests.values()) {
+      for (const b of m.blobs) blobRefs.set(b, (blobRefs.get(b) ?? 0) + 1);
+      for (const l of m.layouts) layoutRefs.set(l, (layoutRefs.get(l) ?? 0) + 1);
+    }
+    let usedBytes = 0;
+    for (const b of blobs.values()) usedBytes += b.size;
+    let freedBytes = 0;
+    const removeBlob = async (sha256: string): Promise<void> => {
+      const b = blobs.get(sha256);
+      if (!b) return;
+      await rm(this.blobPath(sha256), { force: true });
+      blobs.delete(sha256);
+      usedBytes -= b.size;
+      freedBytes += b.size;
+    };
+
+    for (const [id, changed] of layouts) {
+      if (!layoutRefs.has(id) && now - changed > ORPHAN_MIN_AGE_MS) await rm(this.layoutPath(id), { recursive: true, force: true });
+    }
+    for (const [sha256, b] of [...blobs]) if (!blobRefs.has(sha256) && now - b.changed > ORPHAN_MIN_AGE_MS) await removeBlob(sha256);
+    await this.removeStaleTemp();
+
+    const lru = [...manifests].filter(([key]) => !opts.protect.has(key)).sort(([ka, a], [kb, b]) => a.used - b.used || (ka < kb ? -1 : 1));
+    const removedKeys: string[] = [];
+    for (const [key, m] of lru) {
+      if (usedBytes <= opts.quotaBytes) break;
+      await rm(this.manifestPath(key), { force: true });
+      await fsyncDir(join(this.dir, "manifests"));
+      removedKeys.push(key);
+      for (const id of m.layouts) if (release(layoutRefs, id)) await rm(this.layoutPath(id), { recursive: true, force: true });
+      for (const sha256 of m.blobs) if (release(blobRefs, sha256)) await removeBlob(sha256);
+      await rm(join(this.dir, "logs", key), { recursive: true, force: true });
+    }
+    return { removedKeys, freedBytes };
+  }
+
+  /** Every manifest with when it was last used and what it references (none when unreadable). */
+  private async scanManifests(): Promise<Map<string, { used: number; blobs: Set<string>; layouts: Set<string> }>> {
+    const out = new Map<string, { used: number; blobs: Set<string>; layouts: Set<string> }>();
+    for (const key of await this.keys()) {
+      const path = this.manifestPath(key);
+      const st = await stat(path).catch(() => undefined);
+      if (!st) continue;
+      const text = await readFile(path, "utf8").catch(() => "");
+      out.set(key, { used: st.mtimeMs, ...manifestRefs(text) });
+    }
+    return out;
+  }
+
+  /** Blobs by sha256: size, and when the file last changed (ctime: its mtime is pinned). */
+  private async scanBlobs(): Promise<Map<string, { size: number; changed: number }>> {
+    const dir = join(this.dir, "blobs", "sha256");
+    const out = new Map<string, { size: number; changed: number }>();
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      if (!HEX64.test(name)) continue;
+      const st = await stat(join(dir, name)).catch(() => undefined);
+      if (st?.isFile()) out.set(name, { size: st.size, changed: st.ctimeMs });
+    }
+    return out;
+  }
+
+  private async scanLayouts(): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    for (const name of await readdir(join(this.dir, "layouts")).catch(() => [] as string[])) {
+      if (!HEX64.test(name)) continue;
+      const st = await stat(this.layoutPath(name)).catch(() => undefined);
+      if (st?.isDirectory()) out.set(name, Math.max(st.ctimeMs, st.mtimeMs));
+    }
+    return out;
   }
 
   /**
@@ -253,6 +465,37 @@ export class LocalStore {
       if (st && Date.now() - st.mtimeMs > STALE_TMP_MS) await rm(p, { recursive: true, force: true });
     }
   }
+}
+
+/**
+ * The blobs and layouts a manifest's text names: its layout and files, its archive, and — in
+ * case a future manifest names more — every `blobs/sha256/<hex>` and `layouts/<hex>` in its
+ * runtime options. An unreadable manifest names nothing.
+ */
+export function manifestRefs(text: string): { blobs: Set<string>; layouts: Set<string> } {
+  const blobs = new Set<string>();
+  const layouts = new Set<string>();
+  let m: Manifest;
+  try {
+    m = JSON.parse(text) as Manifest;
+  } catch {
+    return { blobs, layouts };
+  }
+  if (HEX64.test(m.layout?.id ?? "")) layouts.add(m.layout.id);
+  for (const f of m.layout?.files ?? []) if (HEX64.test(f.sha256)) blobs.add(f.sha256);
+  if (HEX64.test(m.archive?.sha256 ?? "")) blobs.add(m.archive.sha256);
+  const runtime = JSON.stringify(m.runtime ?? {});
+  for (const x of runtime.matchAll(/blobs\/sha256\/([0-9a-f]{64})/g)) blobs.add(x[1]!);
+  for (const x of runtime.matchAll(/layouts\/([0-9a-f]{64})/g)) layouts.add(x[1]!);
+  return { blobs, layouts };
+}
+
+/** Drops one reference; true when none is left. */
+function release(refs: Map<string, number>, id: string): boolean {
+  const n = (refs.get(id) ?? 1) - 1;
+  if (n > 0) refs.set(id, n);
+  else refs.delete(id);
+  return n <= 0;
 }
 
 async function isFile(p: string): Promise<boolean> {

@@ -1,0 +1,149 @@
+/** `classcache node`: the per-node agent. Wires the store, the directory, the peer server and the local API. */
+import { readFile } from "node:fs/promises";
+import type { Server } from "node:http";
+import { loadTrustStore, signerFromPem } from "../archive/signing.ts";
+import { openDirectory, redact } from "../directory/open.ts";
+import { NodeAgent } from "../node/agent.ts";
+import { createApiServer } from "../node/api.ts";
+import { NodeMetrics } from "../node/metrics.ts";
+import { createPeerServer, type BlobSource } from "../p2p/server.ts";
+import { ClasscacheError, usageError } from "../runtime/errors.ts";
+import { createLogger } from "../runtime/log.ts";
+import { LocalStore } from "../store/store.ts";
+import { parse, type Command } from "./command.ts";
+
+const usage = `
+usage: classcache node --name <node> --store <dir> --directory <url> --token-file <file> --trust <pub.pem> [options]
+
+The per-node agent: one per node, serving every app. It keeps the node's content-addressed
+store, serves verified archives to peers (read-only, by digest, authenticated), pulls or
+builds archives on request, and heartbeats what it holds to the directory.
+
+  --name <node>            this node's name, unique in the cluster
+  --zone <zone>            its zone; pulls prefer holders in the same zone (default "default")
+  --store <dir>            the store directory
+  --root <dir>             where workload JVMs see the store (default: --store; in Kubernetes /var/lib/classcache)
+  --directory <url>        redis://:password@host:port, valkey://…, or http://… (an embedded directory server)
+  --token-file <file>      the shared token peers and local clients must present
+  --trust <pub.pem>        a public key whose manifests this node accepts (repeatable)
+  --signing-key <key.pem>  an Ed25519 private key: lets this node build and publish archives
+  --listen <host:port>     peer server (default 0.0.0.0:7071)
+  --advertise <url>        how peers reach this node (default http://<listen>)
+  --api <host:port>        local API for the node's workloads and tools (default 127.0.0.1:7072)
+  --upload-cap <n>         concurrent uploads to peers (default 4; more get 503)
+  --max-upload-rate <b/s>  upload bandwidth limit for the whole node (default none)
+  --quota <bytes>          store size above which least recently used archives are removed (default 20 GiB)
+  --log-format text|json
+`;
+
+function hostPort(s: string, flag: string): { host: string; port: number } {
+  const m = /^(.*):(\d+)$/.exec(s);
+  if (!m) throw usageError(`${flag} ${s} is not host:port`);
+  return { host: m[1] || "0.0.0.0", port: Number(m[2]) };
+}
+
+async function listen(server: Server, hp: { host: string; port: number }, what: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (err) => reject(new ClasscacheError("input", `cannot listen on ${hp.host}:${hp.port} for the ${what}`, { cause: err })));
+    server.listen(hp.port, hp.host, () => resolve());
+  });
+}
+
+export const nodeCommand: Command = {
+  name: "node",
+  summary: "run the per-node agent: store, peer server, puller, build coordination",
+  usage,
+  async run(argv, io) {
+    const { values } = parse("node", argv, {
+      name: { type: "string" },
+      zone: { type: "string", default: "default" },
+      store: { type: "string" },
+      root: { type: "string" },
+      directory: { type: "string" },
+      "token-file": { type: "string" },
+      trust: { type: "string", multiple: true },
+      "signing-key": { type: "string" },
+      listen: { type: "string", default: "0.0.0.0:7071" },
+      advertise: { type: "string" },
+      api: { type: "string", default: "127.0.0.1:7072" },
+      "upload-cap": { type: "string", default: "4" },
+      "max-upload-rate": { type: "string" },
+      quota: { type: "string", default: String(20 * 1024 ** 3) },
+      "log-format": { type: "string", default: "text" },
+    });
+    for (const f of ["name", "store", "directory", "token-file"] as const) if (!values[f]) throw usageError(`--${f} is required`);
+    if (!values.trust?.length) throw usageError("--trust <pub.pem> is required: a node accepts only manifests signed by keys it trusts");
+    const log = createLogger({ format: values["log-format"] === "json" ? "json" : "text" }, { node: values.name });
+    const token = (await readFile(values["token-file"]!, "utf8")).trim();
+    if (token.length < 16) throw new ClasscacheError("input", "the token is shorter than 16 characters", { hint: "use a long random token, e.g. openssl rand -hex 24" });
+    const trust = await loadTrustStore(values.trust);
+    const signer = values["signing-key"] ? signerFromPem(await readFile(values["signing-key"], "utf8")) : undefined;
+    const store = await LocalStore.open(values.store!);
+    const directory = openDirectory(values.directory!, { token, log });
+    const listenAt = hostPort(values.listen, "--listen");
+    const apiAt = hostPort(values.api, "--api");
+    const metrics = new NodeMetrics();
+    const agent = new NodeAgent({
+      node: values.name!,
+      zone: values.zone,
+      url: values.advertise ?? `http://${listenAt.host === "0.0.0.0" ? "127.0.0.1" : listenAt.host}:${listenAt.port}`,
+      store,
+      root: values.root ?? store.dir,
+      directory,
+      trust,
+      signer,
+      token,
+      log,
+      metrics,
+    });
+    // Serve only blobs that a verified manifest in this store names.
+    const blobs: BlobSource = {
+      open: async (sha) => {
+        const size = await store.servableBlobSize(sha);
+        return size === undefined ? undefined : { path: store.blobPath(sha), size };
+      },
+    };
+    const peer = createPeerServer({
+      blobs,
+      token,
+      uploadCap: Number(values["upload-cap"]),
+      ...(values["max-upload-rate"] ? { maxUploadBytesPerSec: Number(values["max-upload-rate"]) } : {}),
+      metrics: metrics.peer,
+      log,
+      ready: () => directory.ping(),
+    });
+    const api = createApiServer(agent, { token });
+    await listen(peer, listenAt, "peer server");
+    await listen(api, apiAt, "local API");
+    log.info("node agent started", { store: store.dir, directory: redact(values.directory!), peer: values.listen, api: values.api, builder: signer !== undefined });
+    const quota = Number(values.quota);
+    const heartbeat = setInterval(() => {
+      agent.heartbeat().catch((err: unknown) => log.warn("heartbeat failed", { error: String(err) }));
+    }, 10_000);
+    let collecting = false; // gc waits for the store lock: never let calls pile up behind a long build
+    const gc = setInterval(() => {
+      if (collecting) return;
+      collecting = true;
+      store
+        .gc({ quotaBytes: quota, protect: agent.protectedKeys() })
+        .then(
+          (r) => {
+            if (r.removedKeys.length) log.info("gc removed archives", { keys: r.removedKeys.length, freedBytes: r.freedBytes });
+          },
+          (err: unknown) => log.warn("gc failed", { error: String(err) }),
+        )
+        .finally(() => (collecting = false));
+    }, 60_000);
+    await agent.heartbeat().catch(() => {});
+    await new Promise<void>((resolve) => io.signal.addEventListener("abort", () => resolve(), { once: true }));
+    log.info("node agent stopping");
+    clearInterval(heartbeat);
+    clearInterval(gc);
+    await agent.withdrawAll();
+    peer.closeAllConnections();
+    await Promise.all([new Promise((r) => peer.close(r)), new Promise((r) => api.close(r))]);
+    api.closeAllConnections();
+    await directory.close();
+    return 0;
+  },
+};

@@ -1,0 +1,322 @@
+/**
+ * The node agent's core: `ensure(key)` — make an archive present and verified in this node's
+ * store. A local hit is done; else a manifest in the directory is pulled from holders (same
+ * zone first, at random, resumable, verified); else one node in the cluster takes the build
+ * lease and builds while the others wait on the event stream. A dead builder loses its lease
+ * and a waiter takes over; a failed build is recorded with backoff and waiters see it.
+ */
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import type { Manifest } from "../archive/manifest.ts";
+import { openEnvelope, SignatureError, signManifest, type Signer, type TrustStore } from "../archive/signing.ts";
+import { prepareBuild, type BuildRequest, type BuildResult } from "../build/pipeline.ts";
+import type { Directory, Holder, Lease } from "../directory/directory.ts";
+import { orderHolders, pullBlob, Quarantine } from "../p2p/puller.ts";
+import { ClasscacheError } from "../runtime/errors.ts";
+import type { Logger } from "../runtime/log.ts";
+import { asStoreError, type LocalStore } from "../store/store.ts";
+import type { NodeMetrics } from "./metrics.ts";
+
+/** What to build if nobody has built the key yet: a build request without store and root. */
+export type BuildSpec = Omit<BuildRequest, "store" | "root" | "force">;
+
+export interface EnsureRequest {
+  key?: string;
+  build?: BuildSpec;
+}
+
+export interface EnsureResult {
+  key: string;
+  /** local: it was here; pulled: from peers; built: this node built it. */
+  source: "local" | "pulled" | "built";
+  from: string[];
+  ms: number;
+  manifest: Manifest;
+}
+
+export interface AgentOptions {
+  node: string;
+  zone: string;
+  /** This node's peer server, as other nodes reach it. */
+  url: string;
+  store: LocalStore;
+  /** Where workload JVMs on this node see the store. */
+  root: string;
+  directory: Directory;
+  trust: TrustStore;
+  /** Only nodes with a signing key build; the others only pull. */
+  signer: Signer | undefined;
+  token: string;
+  log: Logger;
+  metrics: NodeMetrics;
+  holderTtlMs?: number;
+  leaseTtlMs?: number;
+  /** First retry delay after a failed build; doubles per attempt up to maxBackoffMs. */
+  backoffMs?: number;
+  maxBackoffMs?: number;
+  /** How long a waiter waits for holders or a build before giving up. */
+  waitMs?: number;
+  pullConcurrency?: number;
+  random?: () => number;
+}
+
+export class BuildFailedError extends ClasscacheError {}
+
+export class NodeAgent {
+  readonly opts: Required<Omit<AgentOptions, "signer">> & { signer: Signer | undefined };
+  readonly quarantine = new Quarantine();
+  private readonly inflight = new Map<string, Promise<EnsureResult>>();
+  /** When each key was last asked for: recently used keys are kept by gc. */
+  private readonly lastEnsured = new Map<string, number>();
+
+  constructor(opts: AgentOptions) {
+    this.opts = {
+      holderTtlMs: 30_000,
+      leaseTtlMs: 30_000,
+      backoffMs: 30_000,
+      maxBackoffMs: 15 * 60_000,
+      waitMs: 15 * 60_000,
+      pullConcurrency: 4,
+      random: Math.random,
+      ...opts,
+    };
+  }
+
+  private get self(): Holder {
+    return { node: this.opts.node, url: this.opts.url, zone: this.opts.zone };
+  }
+
+  /** Concurrent ensures of one key on this node share one attempt. */
+  async ensure(req: EnsureRequest, signal?: AbortSignal): Promise<EnsureResult> {
+    const t0 = performance.now();
+    const prepared = req.build ? await prepareBuild({ ...req.build, store: this.opts.store.dir, root: this.opts.root }, { log: this.opts.log }) : undefined;
+    const key = req.key ?? prepared?.key;
+    if (!key) throw new ClasscacheError("usage", "ensure needs a key or a build spec");
+    if (prepared && req.key && prepared.key !== req.key) {
+      throw new ClasscacheError("input", `the build spec gives key ${prepared.key}, not the requested ${req.key}`, { hint: "the app, JDK, agent or options differ from the ones the key was built for" });
+    }
+    this.lastEnsured.set(key, Date.now());
+    let p = this.inflight.get(key);
+    if (!p) {
+      p = this.ensureKey(key, prepared ? () => prepared.run() : undefined, t0, signal).finally(() => this.inflight.delete(key));
+      this.inflight.set(key, p);
+    }
+    return p;
+  }
+
+  private async ensureKey(key: string, build: (() => Promise<BuildResult>) | undefined, t0: number, signal?: AbortSignal): Promise<EnsureResult> {
+    const { directory: dir, store, log } = this.opts;
+    const deadline = Date.now() + this.opts.waitMs;
+    for (;;) {
+      signal?.throwIfAborted();
+      // Read the stream position first, so no event between the checks and the wait is missed.
+      const cursor = await dir.lastEventId();
+      const local = await store.getManifest(key);
+      if (local) {
+        await store.touch(key);
+        return this.result(key, "local", [], t0, local);
+      }
+      const envelope = await dir.manifest(key);
+      if (envelope) {
+        const manifest = this.verify(envelope, key);
+        const from = await this.pull(manifest, deadline, signal);
+        return this.result(key, "pulled", from, t0, manifest);
+      }
+      const failure = await dir.failure(key);
+      if (failure && failure.retryAt > Date.now()) {
+        throw new BuildFailedError("training", `the build of ${key.slice(0, 12)} failed on ${failure.node} (attempt ${failure.attempts}): ${failure.message}`, {
+          hint: `the next attempt is allowed after ${new Date(failure.retryAt).toISOString()}`,
+        });
+      }
+      if (build && this.opts.signer) {
+        const lease = await dir.acquireLease(key, this.opts.node, this.opts.leaseTtlMs);
+        if (lease) {
+          const built = await this.buildUnderLease(key, lease, build, failure?.attempts ?? 0);
+          if (built) return this.result(key, "built", [], t0, built);
+          continue; // lost the race to publish: pull the winner
+        }
+      } else if (!(await dir.leaseOwner(key))) {
+        throw new ClasscacheError("not-found", `no archive for key ${key.slice(0, 12)} in the directory, and ${build ? "this node has no signing key to build it" : "no build spec was given"}`, {
+          hint: build ? "run a node with --signing-key, or build where the signing key is" : "pass the build spec (app, JDK, agent) so a node can build it",
+        });
+      }
+      if (Date.now() > deadline) throw new ClasscacheError("not-found", `gave up waiting for key ${key.slice(0, 12)} to be built`);
+      log.debug("waiting for another node", { key: key.slice(0, 12) });
+      await this.waitForKey(key, cursor, Math.min(this.opts.leaseTtlMs, deadline - Date.now()), signal);
+    }
+  }
+
+  /** Wakes on any event about `key`, or after `ms` (to re-check a lease that may have expired). */
+  private async waitForKey(key: string, cursor: string, ms: number, signal?: AbortSignal): Promise<void> {
+    const until = Date.now() + ms;
+    let after = cursor;
+    while (Date.now() < until) {
+      const events = await this.opts.directory.readEvents(after, Math.max(1, until - Date.now()), signal);
+      if (events.length === 0) return;
+      after = events[events.length - 1]!.id;
+      if (events.some((e) => e.event.key === key)) return;
+    }
+  }
+
+  private verify(envelope: string, key: string): Manifest {
+    try {
+      return openEnvelope(envelope, this.opts.trust, key);
+    } catch (err) {
+      if (err instanceof SignatureError) {
+        this.opts.metrics.verificationFailures.inc({ reason: "signature" });
+        throw new ClasscacheError("verification", `the manifest of ${key.slice(0, 12)} in the directory was rejected: ${err.message}`, {
+          hint: "someone wrote a manifest that no trusted key signed; nothing of it was downloaded",
+        });
+      }
+      throw err;
+    }
+  }
+
+  /** Builds while renewing the lease; publishes with the lease's fencing token. */
+  private async buildUnderLease(key: string, lease: Lease, build: () => Promise<{ manifest: Manifest }>, attempts: number): Promise<Manifest | undefined> {
+    const { directory: dir, log, metrics } = this.opts;
+    await dir.emit({ type: "build-started", key, node: this.opts.node, token: lease.token });
+    let lost = false;
+    const renew = setInterval(() => {
+      dir.renewLease(lease, this.opts.leaseTtlMs).then(
+        (ok) => {
+          if (!ok) lost = true;
+        },
+        () => {},
+      );
+    }, Math.max(200, this.opts.leaseTtlMs / 3));
+    const t0 = performance.now();
+    try {
+      const { manifest } = await build();
+      metrics.builds.inc({ result: "ok" });
+      metrics.buildSeconds.observe((performance.now() - t0) / 1000);
+      if (lost) log.warn("build lease lost during the build", { key: key.slice(0, 12) });
+      const { published } = await dir.publish(key, signManifest(manifest, this.opts.signer!), lease);
+      if (!published) {
+        // Someone else published first (our lease had expired): theirs is the archive for this key.
+        await this.opts.store.removeManifest(key);
+        return undefined;
+      }
+      await dir.clearFailure(key);
+      await dir.announce(key, this.self, this.opts.holderTtlMs);
+      await dir.emit({ type: "published", key, node: this.opts.node });
+      this.opts.metrics.hitRate.set({ key: key.slice(0, 12) }, manifest.verification.hitRate);
+      return manifest;
+    } catch (err) {
+      metrics.builds.inc({ result: "failed" });
+      const n = attempts + 1;
+      const backoff = Math.min(this.opts.backoffMs * 2 ** (n - 1), this.opts.maxBackoffMs);
+      const message = err instanceof Error ? err.message : String(err);
+      const retryAt = Date.now() + backoff;
+      await dir.recordFailure(key, { node: this.opts.node, message, attempts: n, retryAt }, backoff + this.opts.maxBackoffMs);
+      await dir.emit({ type: "build-failed", key, node: this.opts.node, message, retryAt });
+      throw err;
+    } finally {
+      clearInterval(renew);
+      await dir.releaseLease(lease);
+      await dir.emit({ type: "lease-released", key, node: this.opts.node }).catch(() => {});
+    }
+  }
+
+  /**
+   * Pulls every blob of a verified manifest this store lacks, then makes it visible. Downloads
+   * run outside the store lock; the final check-link-publish runs under it, so gc cannot remove
+   * a blob between the check and the manifest that protects it.
+   */
+  private async pull(manifest: Manifest, deadline: number, signal?: AbortSignal): Promise<string[]> {
+    const { store, directory: dir, metrics } = this.opts;
+    const t0 = performance.now();
+    const from = new Set<string>();
+    let bytes = 0;
+    try {
+      for (let round = 0; ; round++) {
+        const missing = await this.missingBlobs(manifest);
+        if (missing.length > 0) {
+          if (round >= 3) throw new ClasscacheError("store", `blobs of ${manifest.key.slice(0, 12)} keep disappearing from the store while it is pulled`);
+          const r = await this.download(manifest.key, missing, deadline, signal);
+          r.from.forEach((n) => from.add(n));
+          bytes += r.bytes;
+        }
+        const done = await store.withBuildLock(async () => {
+          if ((await this.missingBlobs(manifest)).length > 0) return false;
+          await store.linkLayout(manifest.layout);
+          await store.publishManifest(manifest);
+          return true;
+        });
+        if (done) break;
+      }
+    } catch (err) {
+      metrics.pulls.inc({ result: "failed" });
+      throw asStoreError(err, store.dir);
+    }
+    metrics.pulls.inc({ result: "ok" });
+    metrics.hitRate.set({ key: manifest.key.slice(0, 12) }, manifest.verification.hitRate);
+    await dir.announce(manifest.key, this.self, this.opts.holderTtlMs);
+    await dir.emit({ type: "pulled", key: manifest.key, node: this.opts.node, from: [...from], bytes, ms: Math.round(performance.now() - t0) });
+    return [...from];
+  }
+
+  private async missingBlobs(manifest: Manifest): Promise<{ sha256: string; size: number }[]> {
+    const wanted = [{ sha256: manifest.archive.sha256, size: manifest.archive.size }, ...manifest.layout.files];
+    const missing: { sha256: string; size: number }[] = [];
+    for (const b of wanted) if (!missing.some((m) => m.sha256 === b.sha256) && !(await this.opts.store.hasBlob(b.sha256))) missing.push({ sha256: b.sha256, size: b.size });
+    return missing;
+  }
+
+  /** Downloads blobs from holders, a few at a time, each verified before it becomes a blob. */
+  private async download(key: string, blobs: { sha256: string; size: number }[], deadline: number, signal?: AbortSignal): Promise<{ from: string[]; bytes: number }> {
+    const { store, metrics } = this.opts;
+    const from = new Set<string>();
+    let bytes = 0;
+    const work = await store.workDir("pull");
+    try {
+      const queue = [...blobs];
+      const worker = async () => {
+        for (let b = queue.shift(); b; b = queue.shift()) {
+          const holders = await this.holdersOf(key, deadline, signal);
+          const tmp = join(work, b.sha256);
+          const r = await pullBlob({ sha256: b.sha256, size: b.size, holders, token: this.opts.token, dest: tmp, quarantine: this.quarantine, signal, log: this.opts.log, metrics: metrics.peer });
+          r.from.forEach((n) => from.add(n));
+          bytes += r.bytes;
+          await store.importBlob(tmp, b.sha256);
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(this.opts.pullConcurrency, blobs.length) }, worker));
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+    return { from: [...from], bytes };
+  }
+
+  /** Holders to pull from, in order; waits (on events) while there are none. */
+  private async holdersOf(key: string, deadline: number, signal?: AbortSignal): Promise<Holder[]> {
+    const { directory: dir } = this.opts;
+    for (;;) {
+      const cursor = await dir.lastEventId();
+      const ordered = orderHolders(await dir.holders(key), this.self, (n) => this.quarantine.has(n), this.opts.random);
+      if (ordered.length) return ordered;
+      if (Date.now() > deadline) throw new ClasscacheError("not-found", `no node holds the archive of ${key.slice(0, 12)} (all quarantined or gone)`);
+      await this.waitForKey(key, cursor, Math.min(5_000, deadline - Date.now()), signal);
+    }
+  }
+
+  private result(key: string, source: EnsureResult["source"], from: string[], t0: number, manifest: Manifest): EnsureResult {
+    return { key, source, from, ms: Math.round(performance.now() - t0), manifest };
+  }
+
+  /** Keys gc must keep: in flight, or asked for within `withinMs`. */
+  protectedKeys(withinMs = 3600_000): Set<string> {
+    const now = Date.now();
+    return new Set([...this.inflight.keys(), ...[...this.lastEnsured].filter(([, t]) => now - t < withinMs).map(([k]) => k)]);
+  }
+
+  /** Re-announces every local archive (holder entries expire unless heartbeated). */
+  async heartbeat(): Promise<void> {
+    for (const key of await this.opts.store.keys()) await this.opts.directory.announce(key, this.self, this.opts.holderTtlMs);
+  }
+
+  async withdrawAll(): Promise<void> {
+    for (const key of await this.opts.store.keys()) await this.opts.directory.withdraw(key, this.opts.node).catch(() => {});
+  }
+}

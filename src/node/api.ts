@@ -1,0 +1,99 @@
+/**
+ * The node agent's local API, for the node's workloads and tools (loopback or a Unix socket,
+ * with the node token): ask for a key and get local paths once it is present and verified.
+ *
+ *   POST /v1/ensure   {"key": "…"} or {"build": {…}}  →  200 {key, source, from, ms, archive, layout, javaToolOptions, launch}
+ *   GET  /v1/archives                                 →  200 [{key, mode, kind, hitRate, …}]
+ */
+import { timingSafeEqual } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { join } from "node:path";
+import { fillRoot, launchArgs } from "../jvm/launch.ts";
+import { toJavaToolOptions, withMemorySharing } from "../jvm/options.ts";
+import { ClasscacheError } from "../runtime/errors.ts";
+import type { NodeAgent } from "./agent.ts";
+
+const STATUS: Record<string, number> = { usage: 400, input: 400, "not-found": 404, verification: 502, training: 503, store: 507 };
+
+export function tokenMatches(header: string | undefined, token: string): boolean {
+  const m = /^Bearer (.+)$/.exec(header ?? "");
+  if (!m) return false;
+  const a = Buffer.from(m[1]!);
+  const b = Buffer.from(token);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+async function body(req: IncomingMessage, limit = 1 << 20): Promise<unknown> {
+  let size = 0;
+  const parts: Buffer[] = [];
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > limit) throw new ClasscacheError("usage", "request body too large");
+    parts.push(c as Buffer);
+  }
+  try {
+    return JSON.parse(Buffer.concat(parts).toString("utf8") || "{}");
+  } catch {
+    throw new ClasscacheError("usage", "request body is not JSON");
+  }
+}
+
+function send(res: ServerResponse, status: number, data: unknown): void {
+  const text = JSON.stringify(data);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+export function createApiServer(agent: NodeAgent, opts: { token: string }): Server {
+  return createServer((req, res) => {
+    handle(agent, opts.token, req, res).catch((err: unknown) => {
+      const code = err instanceof ClasscacheError ? err.code : "internal";
+      send(res, STATUS[code] ?? 500, { error: err instanceof Error ? err.message : String(err), code, hint: err instanceof ClasscacheError ? err.hint : undefined });
+    });
+  });
+}
+
+async function handle(agent: NodeAgent, token: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (!tokenMatches(req.headers.authorization, token)) {
+    res.writeHead(401, { "www-authenticate": "Bearer" }).end();
+    return;
+  }
+  const { store, root } = agent.opts;
+  if (req.method === "POST" && req.url === "/v1/ensure") {
+    const input = (await body(req)) as { key?: unknown; build?: unknown; shareMemory?: unknown };
+    if (input.key !== undefined && typeof input.key !== "string") throw new ClasscacheError("usage", "key must be a string");
+    const ac = new AbortController();
+    res.on("close", () => {
+      if (!res.writableFinished) ac.abort();
+    });
+    const r = await agent.ensure({ key: input.key, build: input.build as never }, ac.signal);
+    const m = r.manifest;
+    const opts = (input.shareMemory ? withMemorySharing(m.runtime.jvmOptions) : m.runtime.jvmOptions).map((o) => fillRoot(o, root));
+    send(res, 200, {
+      key: r.key,
+      source: r.source,
+      from: r.from,
+      ms: r.ms,
+      archive: join(store.dir, m.archive.file),
+      layout: store.layoutPath(m.layout.id),
+      javaToolOptions: toJavaToolOptions(opts),
+      launch: launchArgs(m.runtime.launch, root),
+      hitRate: m.verification.hitRate,
+      instrumented: m.verification.instrumented,
+      kind: m.archive.kind,
+      size: m.archive.size,
+      mode: m.mode,
+    });
+    return;
+  }
+  if (req.method === "GET" && req.url === "/v1/archives") {
+    const out = [];
+    for (const key of await store.keys()) {
+      const m = await store.getManifest(key);
+      if (m) out.push({ key, mode: m.mode, kind: m.archive.kind, size: m.archive.size, hitRate: m.verification.hitRate, app: m.app.source, createdAt: m.createdAt });
+    }
+    send(res, 200, out);
+    return;
+  }
+  send(res, 404, { error: "not found" });
+}

@@ -1,0 +1,31 @@
+/**
+ * The node agent's metrics, in the same registry as the peer server's, served from /metrics:
+ * bytes served and pulled, pulls, builds, verification failures and the hit rate of each
+ * archive the node holds.
+ */
+import { Counter, Gauge, Histogram } from "prom-client";
+import { PeerMetrics } from "../p2p/metrics.ts";
+
+export class NodeMetrics {
+  readonly peer: PeerMetrics;
+  readonly builds: Counter<"result">;
+  readonly buildSeconds: Histogram;
+  readonly pulls: Counter<"result">;
+  readonly verificationFailures: Counter<"reason">;
+  readonly hitRate: Gauge<"key">;
+
+  constructor(peer = new PeerMetrics()) {
+    this.peer = peer;
+    const registers = [peer.registry];
+    this.builds = new Counter({ name: "classcache_builds_total", help: "Archive builds on this node, by result.", labelNames: ["result"] as const, registers });
+    this.buildSeconds = new Histogram({ name: "classcache_build_duration_seconds", help: "Time to build, verify and store an archive.", buckets: [5, 15, 30, 60, 120, 300, 600], registers });
+    this.pulls = new Counter({ name: "classcache_archive_pulls_total", help: "Archives pulled from peers (all their blobs), by result.", labelNames: ["result"] as const, registers });
+    this.verificationFailures = new Counter({
+      name: "classcache_verification_failures_total",
+      help: "Manifests or blobs rejected: bad signature, digest mismatch.",
+      labelNames: ["reason"] as const,
+      registers,
+    });
+    this.hitRate = new Gauge({ name: "classcache_archive_hit_rate", help: "Share of classes loaded from the archive in its verification boot.", labelNames: ["key"] as const, registers });
+  }
+}
