@@ -3,14 +3,14 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { copyFile, mkdir, mkdtemp, readFile, rm, truncate, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, rm, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { demoAppJar, referenceAgentJar } from "../src/demo/fixtures.ts";
-import { renderManifest, ZipWriter } from "../src/util/zip.ts";
 import { cli, jdk, type CliResult } from "./support/cli.ts";
+import { fixtureJar as compileFixture } from "./support/fixtures.ts";
 import { snapshot } from "./support/store.ts";
 
 const run = promisify(execFile);
@@ -21,16 +21,8 @@ let app: string;
 let agent: string;
 let java: string;
 
-/** Compiles a fixture class into a jar with the JDK's own javac. */
-async function fixtureJar(name: string): Promise<string> {
-  const out = join(tmp, `${name}-classes`);
-  await run(join(java, "bin", "javac"), ["--release", "17", "-d", out, join(import.meta.dirname, "fixtures", `${name}.java`)]);
-  const jar = join(tmp, `${name}.jar`);
-  const w = await ZipWriter.create(jar);
-  await w.add({ name: "META-INF/MANIFEST.MF", data: Buffer.from(renderManifest([["Manifest-Version", "1.0"]])) });
-  await w.add({ name: `${name}.class`, data: await readFile(join(out, `${name}.class`)) });
-  await w.finish();
-  return jar;
+function fixtureJar(name: string): Promise<string> {
+  return compileFixture(java, name, tmp);
 }
 
 /** Runs a failing command and checks it changed nothing in the store. */

@@ -33,6 +33,9 @@ builds archives on request, and heartbeats what it holds to the directory.
   --upload-cap <n>         concurrent uploads to peers (default 4; more get 503)
   --max-upload-rate <b/s>  upload bandwidth limit for the whole node (default none)
   --quota <bytes>          store size above which least recently used archives are removed (default 20 GiB)
+  --lease-ttl <seconds>    build lease lifetime; a dead builder's lease expires after it (default 30)
+  --holder-ttl <seconds>   holder entries expire this long after the last heartbeat (default 30)
+  --heartbeat <seconds>    how often holdings are re-announced (default 10)
   --log-format text|json
 `;
 
@@ -70,7 +73,15 @@ export const nodeCommand: Command = {
       "max-upload-rate": { type: "string" },
       quota: { type: "string", default: String(20 * 1024 ** 3) },
       "log-format": { type: "string", default: "text" },
+      "lease-ttl": { type: "string", default: "30" },
+      "holder-ttl": { type: "string", default: "30" },
+      heartbeat: { type: "string", default: "10" },
     });
+    const seconds = (flag: "lease-ttl" | "holder-ttl" | "heartbeat") => {
+      const n = Number(values[flag]);
+      if (!(n > 0)) throw usageError(`--${flag} must be a positive number of seconds`);
+      return n * 1000;
+    };
     for (const f of ["name", "store", "directory", "token-file"] as const) if (!values[f]) throw usageError(`--${f} is required`);
     if (!values.trust?.length) throw usageError("--trust <pub.pem> is required: a node accepts only manifests signed by keys it trusts");
     const log = createLogger({ format: values["log-format"] === "json" ? "json" : "text" }, { node: values.name });
@@ -95,6 +106,8 @@ export const nodeCommand: Command = {
       token,
       log,
       metrics,
+      leaseTtlMs: seconds("lease-ttl"),
+      holderTtlMs: seconds("holder-ttl"),
     });
     // Serve only blobs that a verified manifest in this store names.
     const blobs: BlobSource = {
@@ -119,7 +132,7 @@ export const nodeCommand: Command = {
     const quota = Number(values.quota);
     const heartbeat = setInterval(() => {
       agent.heartbeat().catch((err: unknown) => log.warn("heartbeat failed", { error: String(err) }));
-    }, 10_000);
+    }, seconds("heartbeat"));
     let collecting = false; // gc waits for the store lock: never let calls pile up behind a long build
     const gc = setInterval(() => {
       if (collecting) return;

@@ -15,7 +15,7 @@ import type { Directory, Holder, Lease } from "../directory/directory.ts";
 import { orderHolders, pullBlob, Quarantine } from "../p2p/puller.ts";
 import { ClasscacheError } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
-import { asStoreError, type LocalStore } from "../store/store.ts";
+import { asStoreError, type Journal, type LocalStore } from "../store/store.ts";
 import type { NodeMetrics } from "./metrics.ts";
 
 /** What to build if nobody has built the key yet: a build request without store and root. */
@@ -207,7 +207,7 @@ export class NodeAgent {
       metrics.builds.inc({ result: "failed" });
       const n = attempts + 1;
       const backoff = Math.min(this.opts.backoffMs * 2 ** (n - 1), this.opts.maxBackoffMs);
-      const message = err instanceof Error ? err.message : String(err);
+      const message = failureMessage(err);
       const retryAt = Date.now() + backoff;
       await dir.recordFailure(key, { node: this.opts.node, message, attempts: n, retryAt }, backoff + this.opts.maxBackoffMs);
       await dir.emit({ type: "build-failed", key, node: this.opts.node, message, retryAt });
@@ -229,12 +229,13 @@ export class NodeAgent {
     const t0 = performance.now();
     const from = new Set<string>();
     let bytes = 0;
+    const journal: Journal = { blobs: [], layouts: [] };
     try {
       for (let round = 0; ; round++) {
         const missing = await this.missingBlobs(manifest);
         if (missing.length > 0) {
           if (round >= 3) throw new ClasscacheError("store", `blobs of ${manifest.key.slice(0, 12)} keep disappearing from the store while it is pulled`);
-          const r = await this.download(manifest.key, missing, deadline, signal);
+          const r = await this.download(manifest.key, missing, deadline, journal, signal);
           r.from.forEach((n) => from.add(n));
           bytes += r.bytes;
         }
@@ -248,6 +249,8 @@ export class NodeAgent {
       }
     } catch (err) {
       metrics.pulls.inc({ result: "failed" });
+      // A failed pull leaves the store as it was: blobs it imported and no manifest names go.
+      await store.withBuildLock(() => store.rollback(journal)).catch(() => {});
       throw asStoreError(err, store.dir);
     }
     metrics.pulls.inc({ result: "ok" });
@@ -265,7 +268,7 @@ export class NodeAgent {
   }
 
   /** Downloads blobs from holders, a few at a time, each verified before it becomes a blob. */
-  private async download(key: string, blobs: { sha256: string; size: number }[], deadline: number, signal?: AbortSignal): Promise<{ from: string[]; bytes: number }> {
+  private async download(key: string, blobs: { sha256: string; size: number }[], deadline: number, journal: Journal, signal?: AbortSignal): Promise<{ from: string[]; bytes: number }> {
     const { store, metrics } = this.opts;
     const from = new Set<string>();
     let bytes = 0;
@@ -279,7 +282,7 @@ export class NodeAgent {
           const r = await pullBlob({ sha256: b.sha256, size: b.size, holders, token: this.opts.token, dest: tmp, quarantine: this.quarantine, signal, log: this.opts.log, metrics: metrics.peer });
           r.from.forEach((n) => from.add(n));
           bytes += r.bytes;
-          await store.importBlob(tmp, b.sha256);
+          if ((await store.importBlob(tmp, b.sha256)).created) journal.blobs.push(b.sha256);
         }
       };
       await Promise.all(Array.from({ length: Math.min(this.opts.pullConcurrency, blobs.length) }, worker));
@@ -319,4 +322,12 @@ export class NodeAgent {
   async withdrawAll(): Promise<void> {
     for (const key of await this.opts.store.keys()) await this.opts.directory.withdraw(key, this.opts.node).catch(() => {});
   }
+}
+
+/** One line for the failure record: the error, and the line of its details that names the cause. */
+function failureMessage(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const details = err instanceof ClasscacheError ? (err.details ?? "") : "";
+  const cause = details.split("\n").find((l) => /(Exception|Error)\b.*:/.test(l))?.trim();
+  return cause ? `${message}: ${cause}` : message;
 }

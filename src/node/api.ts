@@ -48,7 +48,8 @@ export function createApiServer(agent: NodeAgent, opts: { token: string }): Serv
   return createServer((req, res) => {
     handle(agent, opts.token, req, res).catch((err: unknown) => {
       const code = err instanceof ClasscacheError ? err.code : "internal";
-      send(res, STATUS[code] ?? 500, { error: err instanceof Error ? err.message : String(err), code, hint: err instanceof ClasscacheError ? err.hint : undefined });
+      const e = err instanceof ClasscacheError ? err : undefined;
+      send(res, STATUS[code] ?? 500, { error: err instanceof Error ? err.message : String(err), code, hint: e?.hint, details: e?.details });
     });
   });
 }
