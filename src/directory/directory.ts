@@ -15,12 +15,14 @@ export interface Holder {
   /** Base URL of the node's peer server, e.g. http://10.0.0.5:7071 */
   url: string;
   zone: string;
+  /** False while the node is still pulling (it serves the blobs it has); absent once it holds them all. */
+  complete?: boolean;
 }
 
 export interface Lease {
   key: string;
   owner: string;
-  /** Fencing token: strictly increasing per key across all leases ever granted for it. */
+  /** Fencing token: strictly increasing per key across all leases ever granted for it, even across remove(). */
   token: number;
 }
 
@@ -85,7 +87,8 @@ export interface Directory {
   emit(event: DirectoryEvent): Promise<string>;
   /**
    * Events after `after` ("0" for everything retained), waiting up to `blockMs` for the first
-   * one when there are none yet. Resolves with [] on timeout or abort.
+   * one when there are none yet (`blockMs <= 0`: don't wait). At most 1000 events per call.
+   * Resolves with [] on timeout or abort.
    */
   readEvents(after: string, blockMs: number, signal?: AbortSignal): Promise<EventRecord[]>;
   /** The id of the newest event ("0" when there is none): read after it to see only new ones. */
