@@ -16,7 +16,7 @@ import { generateSigningKey, signerFromPem, signManifest } from "../src/archive/
 import type { Manifest } from "../src/archive/manifest.ts";
 import { ValkeyDirectory } from "../src/directory/valkey.ts";
 import { startRedis, type RunningRedis } from "../src/testenv/redis.ts";
-import { Agent, type AgentSpec } from "./support/agents.ts";
+import { Agent, type AgentSpec } from "../src/testenv/agents.ts";
 import { jdk } from "./support/cli.ts";
 import { fixtureJar } from "./support/fixtures.ts";
 import { snapshot } from "./support/store.ts";
@@ -107,7 +107,7 @@ describe("node agents", () => {
   it("let another node build when the builder dies mid-build", async () => {
     const { agents: nodes, directory } = await cluster(3);
     const spec = slowApp(6000);
-    const pending = nodes.map((a) => a.ensure({ build: spec }).catch((e: unknown) => ({ status: 0, body: { error: String(e) } as Record<string, unknown> })));
+    const pending = nodes.map((a) => a.ensure({ build: spec }).catch((e: unknown): { status: number; body: Record<string, unknown> } => ({ status: 0, body: { error: String(e) } })));
     const dir = new ValkeyDirectory({ url: directory });
     try {
       let builder: string | undefined;

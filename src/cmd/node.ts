@@ -107,12 +107,13 @@ export const nodeCommand: Command = {
       log,
       metrics,
       leaseTtlMs: seconds("lease-ttl"),
+      uploadBudget: Number(values["upload-cap"]),
       holderTtlMs: seconds("holder-ttl"),
     });
-    // Serve only blobs that a verified manifest in this store names.
+    // Serve only blobs that a verified manifest names: in the store, or being pulled (and already verified by digest).
     const blobs: BlobSource = {
       open: async (sha) => {
-        const size = await store.servableBlobSize(sha);
+        const size = (await store.servableBlobSize(sha)) ?? (await agent.servableWhilePulling(sha));
         return size === undefined ? undefined : { path: store.blobPath(sha), size };
       },
     };
@@ -123,6 +124,8 @@ export const nodeCommand: Command = {
       ...(values["max-upload-rate"] ? { maxUploadBytesPerSec: Number(values["max-upload-rate"]) } : {}),
       metrics: metrics.peer,
       log,
+      admit: (sha) => agent.admitUpload(sha),
+      delivered: (sha) => agent.noteDelivered(sha),
       ready: () => directory.ping(),
     });
     const api = createApiServer(agent, { token });

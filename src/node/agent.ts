@@ -58,6 +58,8 @@ export interface AgentOptions {
   /** How long a waiter waits for holders or a build before giving up. */
   waitMs?: number;
   pullConcurrency?: number;
+  /** Copies of one blob this node serves before it sends pullers to other complete holders. */
+  uploadBudget?: number;
   random?: () => number;
 }
 
@@ -67,6 +69,16 @@ export class NodeAgent {
   readonly opts: Required<Omit<AgentOptions, "signer">> & { signer: Signer | undefined };
   readonly quarantine = new Quarantine();
   private readonly inflight = new Map<string, Promise<EnsureResult>>();
+  /**
+   * Blobs of verified manifests being pulled right now, by digest: once one is in the store
+   * this node serves it to peers, before its own pull is complete (fan-out, not a hot spot).
+   */
+  private readonly pulling = new Map<string, number>();
+  private readonly pullingKeys = new Set<string>();
+  /** How many times each blob was sent to a peer, and which key it belongs to. */
+  private readonly served = new Map<string, number>();
+  private readonly delivered = new Map<string, number>();
+  private readonly blobKeys = new Map<string, string>();
   /** When each key was last asked for: recently used keys are kept by gc. */
   private readonly lastEnsured = new Map<string, number>();
 
@@ -78,6 +90,7 @@ export class NodeAgent {
       maxBackoffMs: 15 * 60_000,
       waitMs: 15 * 60_000,
       pullConcurrency: 4,
+      uploadBudget: 4,
       random: Math.random,
       ...opts,
     };
@@ -230,6 +243,12 @@ export class NodeAgent {
     const from = new Set<string>();
     let bytes = 0;
     const journal: Journal = { blobs: [], layouts: [] };
+    const wanted = [manifest.archive, ...manifest.layout.files];
+    for (const b of wanted) {
+      this.pulling.set(b.sha256, b.size);
+      this.blobKeys.set(b.sha256, manifest.key);
+    }
+    this.pullingKeys.add(manifest.key);
     try {
       for (let round = 0; ; round++) {
         const missing = await this.missingBlobs(manifest);
@@ -251,7 +270,11 @@ export class NodeAgent {
       metrics.pulls.inc({ result: "failed" });
       // A failed pull leaves the store as it was: blobs it imported and no manifest names go.
       await store.withBuildLock(() => store.rollback(journal)).catch(() => {});
+      await dir.withdraw(manifest.key, this.opts.node).catch(() => {});
       throw asStoreError(err, store.dir);
+    } finally {
+      for (const b of wanted) this.pulling.delete(b.sha256);
+      this.pullingKeys.delete(manifest.key);
     }
     metrics.pulls.inc({ result: "ok" });
     metrics.hitRate.set({ key: manifest.key.slice(0, 12) }, manifest.verification.hitRate);
@@ -273,16 +296,33 @@ export class NodeAgent {
     const from = new Set<string>();
     let bytes = 0;
     const work = await store.workDir("pull");
+    let announced = false;
     try {
-      const queue = [...blobs];
+      // Each node pulls in its own random order, so early pullers hold different blobs to share.
+      const queue = shuffle([...blobs], this.opts.random);
       const worker = async () => {
         for (let b = queue.shift(); b; b = queue.shift()) {
           const holders = await this.holdersOf(key, deadline, signal);
           const tmp = join(work, b.sha256);
-          const r = await pullBlob({ sha256: b.sha256, size: b.size, holders, token: this.opts.token, dest: tmp, quarantine: this.quarantine, signal, log: this.opts.log, metrics: metrics.peer });
+          const r = await pullBlob({
+            sha256: b.sha256,
+            size: b.size,
+            holders,
+            refreshHolders: async () => orderHolders(await this.opts.directory.holders(key), this.self, (n) => this.quarantine.has(n), this.opts.random),
+            token: this.opts.token,
+            dest: tmp,
+            quarantine: this.quarantine,
+            signal,
+            log: this.opts.log,
+            metrics: metrics.peer,
+          });
           r.from.forEach((n) => from.add(n));
           bytes += r.bytes;
           if ((await store.importBlob(tmp, b.sha256)).created) journal.blobs.push(b.sha256);
+          if (!announced) {
+            announced = true;
+            await this.opts.directory.announce(key, { ...this.self, complete: false }, this.opts.holderTtlMs);
+          }
         }
       };
       await Promise.all(Array.from({ length: Math.min(this.opts.pullConcurrency, blobs.length) }, worker));
@@ -308,15 +348,58 @@ export class NodeAgent {
     return { key, source, from, ms: Math.round(performance.now() - t0), manifest };
   }
 
+  /** Size of a blob this node may serve while its own pull of the archive is still running. */
+  async servableWhilePulling(sha256: string): Promise<number | undefined> {
+    const size = this.pulling.get(sha256);
+    return size !== undefined && (await this.opts.store.hasBlob(sha256)) ? size : undefined;
+  }
+
   /** Keys gc must keep: in flight, or asked for within `withinMs`. */
   protectedKeys(withinMs = 3600_000): Set<string> {
     const now = Date.now();
     return new Set([...this.inflight.keys(), ...[...this.lastEnsured].filter(([, t]) => now - t < withinMs).map(([k]) => k)]);
   }
 
-  /** Re-announces every local archive (holder entries expire unless heartbeated). */
+  /** Re-announces every local archive, and every one being pulled as partial (holder entries expire unless heartbeated). */
   async heartbeat(): Promise<void> {
     for (const key of await this.opts.store.keys()) await this.opts.directory.announce(key, this.self, this.opts.holderTtlMs);
+    for (const key of this.pullingKeys) await this.opts.directory.announce(key, { ...this.self, complete: false }, this.opts.holderTtlMs);
+  }
+
+  /**
+   * May this node send another copy of a blob? Up to `uploadBudget` copies, yes. After that, no
+   * if another node holds the whole archive, or if the budget's copies were delivered and other
+   * nodes are pulling (those copies are theirs to share): pullers go elsewhere and the load fans
+   * out. Each copy served adds a source, so some source always has budget left.
+   */
+  async admitUpload(sha256: string): Promise<boolean> {
+    const n = this.served.get(sha256) ?? 0;
+    if (n >= this.opts.uploadBudget) {
+      const key = this.blobKeys.get(sha256) ?? (await this.keyOfBlob(sha256));
+      const holders = key ? await this.opts.directory.holders(key).catch(() => []) : [];
+      const others = holders.filter((h) => h.node !== this.opts.node && !this.quarantine.has(h.node));
+      const complete = others.filter((h) => h.complete !== false).length;
+      const sharing = (this.delivered.get(sha256) ?? 0) >= this.opts.uploadBudget && others.length > 0;
+      if (complete > 0 || sharing) return false;
+    }
+    this.served.set(sha256, n + 1);
+    return true;
+  }
+
+  /** A peer received a whole copy of a blob from this node. */
+  noteDelivered(sha256: string): void {
+    this.delivered.set(sha256, (this.delivered.get(sha256) ?? 0) + 1);
+  }
+
+  private async keyOfBlob(sha256: string): Promise<string | undefined> {
+    for (const key of await this.opts.store.keys()) {
+      const m = await this.opts.store.getManifest(key).catch(() => undefined);
+      if (m && (m.archive.sha256 === sha256 || m.layout.files.some((f) => f.sha256 === sha256))) {
+        this.blobKeys.set(sha256, key);
+        return key;
+      }
+    }
+    return undefined;
   }
 
   async withdrawAll(): Promise<void> {
@@ -330,4 +413,12 @@ function failureMessage(err: unknown): string {
   const details = err instanceof ClasscacheError ? (err.details ?? "") : "";
   const cause = details.split("\n").find((l) => /(Exception|Error)\b.*:/.test(l))?.trim();
   return cause ? `${message}: ${cause}` : message;
+}
+
+function shuffle<T>(xs: T[], random: () => number): T[] {
+  for (let i = xs.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [xs[i], xs[j]] = [xs[j]!, xs[i]!];
+  }
+  return xs;
 }

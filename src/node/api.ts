@@ -83,6 +83,7 @@ async function handle(agent: NodeAgent, token: string, req: IncomingMessage, res
       instrumented: m.verification.instrumented,
       kind: m.archive.kind,
       size: m.archive.size,
+      layoutSize: m.layout.files.reduce((a, f) => a + f.size, 0),
       mode: m.mode,
     });
     return;

@@ -22,6 +22,9 @@ export class PeerMetrics {
   readonly uploadsRejected: Counter;
   /** Blob bodies being sent right now. */
   readonly uploadsActive: Gauge;
+  /** The most blob bodies ever sent at once (high-water mark): never above the upload cap. */
+  readonly uploadsPeak: Gauge;
+  private peak = 0;
   /** Every request the peer server answered, by route and status. */
   readonly requests: Counter<"route" | "status">;
   readonly requestSeconds: Histogram<"route">;
@@ -43,6 +46,7 @@ export class PeerMetrics {
       registers,
     });
     this.uploadsActive = new Gauge({ name: "classcache_peer_uploads_active", help: "Blob bodies being sent now.", registers });
+    this.uploadsPeak = new Gauge({ name: "classcache_peer_uploads_peak", help: "The most blob bodies sent at once since start.", registers });
     this.requests = new Counter({
       name: "classcache_peer_requests_total",
       help: "Requests answered by the peer server, by route and status.",
@@ -63,5 +67,12 @@ export class PeerMetrics {
       registers,
     });
     this.resumes = new Counter({ name: "classcache_peer_resumes_total", help: "Transfers resumed with a Range request from another holder.", registers });
+  }
+
+  notePeakUploads(active: number): void {
+    if (active > this.peak) {
+      this.peak = active;
+      this.uploadsPeak.set(active);
+    }
   }
 }

@@ -71,6 +71,11 @@ export interface PullOptions {
   size: number;
   /** In the order to try them (see orderHolders). */
   holders: Holder[];
+  /**
+   * Asked for the current holders when every holder left is busy: new ones (nodes that finished
+   * their own pull meanwhile) are tried first, so a hot holder's load fans out to its peers.
+   */
+  refreshHolders?: () => Promise<Holder[]>;
   token: string;
   /** A temp path, created exclusively; on success it holds the verified blob, on failure it is gone. */
   dest: string;
@@ -206,6 +211,8 @@ class ChunkWriter {
 }
 
 const MAX_FAILURES_PER_HOLDER = 3;
+/** How many times a holder may answer 404 (still pulling that blob) before it is given up. */
+const MAX_NOT_YET = 30;
 
 /**
  * Downloads a blob into `dest` from the first holder that serves it, hashing as it goes. See
@@ -272,11 +279,22 @@ class Pull {
       const next = this.next();
       if (next === undefined) throw this.exhausted();
       if ("waitMs" in next) {
+        if (await this.refresh()) continue;
         await sleep(next.waitMs, undefined, { signal: this.signal });
         continue;
       }
       if ((await this.attempt(next)) && (await this.verified())) return this.done();
     }
+  }
+
+  /** Adds holders that appeared since the pull began, in front. True if there were any. */
+  private async refresh(): Promise<boolean> {
+    if (!this.o.refreshHolders) return false;
+    const known = new Set([...this.pending.map((h) => h.node), ...this.history.keys()]);
+    const fresh = (await this.o.refreshHolders().catch(() => [] as Holder[])).filter((h) => !known.has(h.node) && !this.o.quarantine.has(h.node));
+    if (fresh.length === 0) return false;
+    this.pending = [...fresh, ...this.pending];
+    return true;
   }
 
   reports(): HolderReport[] {
@@ -337,6 +355,15 @@ class Pull {
       const ms = retryAfterMs(res.headers.get("retry-after"));
       this.retryAt.set(h.node, Date.now() + ms);
       this.note(h.node, "busy (503)");
+      return false;
+    }
+    if (res.status === 404 && (this.failures.get(h.node) ?? 0) < MAX_NOT_YET) {
+      // A holder still pulling the archive serves the blobs it has; this one may come soon.
+      await res.body?.cancel();
+      this.failures.set(h.node, (this.failures.get(h.node) ?? 0) + 1);
+      this.retryAt.set(h.node, Date.now() + 1000);
+      this.pending = [...this.pending.filter((x) => x.node !== h.node), h];
+      this.note(h.node, "does not have it yet (404)");
       return false;
     }
     const length = res.headers.get("content-length");

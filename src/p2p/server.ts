@@ -40,6 +40,13 @@ export interface PeerServerOptions {
   maxUploadBytesPerSec?: number;
   metrics: PeerMetrics;
   log: Logger;
+  /**
+   * Asked before each blob body is sent (after the cap): false answers 503 so the puller goes to
+   * another holder. The node agent uses it to stop a hot holder from serving every copy.
+   */
+  admit?: (sha256: string) => Promise<boolean>;
+  /** Told when a body reaching the blob's last byte was sent in full: the puller now has a copy. */
+  delivered?: (sha256: string) => void;
   /** Readiness for /readyz; ready when absent. */
   ready?: () => Promise<boolean>;
 }
@@ -265,12 +272,23 @@ async function sendBlob(deps: Deps, fh: FileHandle, hex: string, size: number, r
     opts.metrics.uploadsRejected.inc();
     return sendJson(req, res, ctx, 503, "upload cap reached, try another holder", { "Retry-After": "1" });
   }
+  if (opts.admit && !(await opts.admit(hex))) {
+    opts.metrics.uploadsRejected.inc();
+    return sendJson(req, res, ctx, 503, "this holder has served its share of this blob, try another holder", { "Retry-After": "1" });
+  }
+  if (uploads.active >= opts.uploadCap) {
+    // Checked again: other uploads may have started while admit() ran.
+    opts.metrics.uploadsRejected.inc();
+    return sendJson(req, res, ctx, 503, "upload cap reached, try another holder", { "Retry-After": "1" });
+  }
   uploads.active++;
   opts.metrics.uploadsActive.inc();
+  opts.metrics.notePeakUploads(uploads.active);
   try {
     res.writeHead(status, headers);
     const body = fh.createReadStream({ start, end, autoClose: false, highWaterMark: READ_CHUNK });
     await pipeline(body, (src: AsyncIterable<Buffer>) => meter(src, ctx, opts.metrics, deps.bucket), res);
+    if (end === size - 1) opts.delivered?.(hex);
   } catch (err) {
     // The puller went away or the socket timed out: nothing to answer, the wrapper logs it.
     ctx.error = errnoCode(err) ?? (err instanceof Error ? err.message : String(err));

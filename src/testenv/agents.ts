@@ -1,11 +1,11 @@
-/** Node agents as real, separate processes on their own loopback addresses, for tests. */
+/** Node agents as real, separate processes on their own loopback addresses, for tests and benchmarks. */
 import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
-const CLI = join(import.meta.dirname, "..", "..", "src", "cli.ts");
+const CLI = join(import.meta.dirname, "..", "cli.ts");
 
 export interface AgentSpec {
   name: string;
@@ -58,8 +58,8 @@ export class Agent {
     ];
     const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
     const log = createWriteStream(join(spec.logDir, `${spec.name}.log`), { flags: "a" });
-    child.stdout!.pipe(log);
-    child.stderr!.pipe(log);
+    child.stdout.pipe(log);
+    child.stderr.pipe(log);
     return child;
   }
 
