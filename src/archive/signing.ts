@@ -87,3 +87,40 @@ export function openEnvelope(text: string, trust: TrustStore, expectedKey?: stri
   if (expectedKey !== undefined && env.manifest.key !== expectedKey) throw new SignatureError(`manifest is for key ${env.manifest.key}, not ${expectedKey}`);
   return env.manifest;
 }
+
+/**
+ * A binding from a ref (the digest a ClassCache computes from a workload's build inputs, plus
+ * the node's arch) to the key of the archive built for it. Signed like a manifest: whoever can
+ * write to the directory still cannot point a workload at another archive.
+ */
+export interface RefBinding {
+  ref: string;
+  arch: string;
+  key: string;
+}
+
+export function signBinding(binding: RefBinding, signer: Signer): string {
+  const b: RefBinding = { ref: binding.ref, arch: binding.arch, key: binding.key };
+  const signature = sign(null, Buffer.from(canonicalJson(b)), signer.privateKey).toString("base64");
+  return JSON.stringify({ binding: b, keyId: signer.keyId, signature });
+}
+
+/** Parses and verifies a signed binding, and checks it is the one for `ref` and `arch`. */
+export function openBinding(text: string, trust: TrustStore, ref: string, arch: string): RefBinding {
+  let env: { binding?: RefBinding; keyId?: unknown; signature?: unknown };
+  try {
+    env = JSON.parse(text) as typeof env;
+  } catch {
+    throw new SignatureError("ref binding is not JSON");
+  }
+  const b = env?.binding;
+  if (!b || typeof b !== "object" || typeof env.keyId !== "string" || typeof env.signature !== "string" || typeof b.key !== "string") {
+    throw new SignatureError("ref binding is malformed");
+  }
+  const key = trust.get(env.keyId);
+  if (!key) throw new SignatureError(`ref binding signed by untrusted key ${env.keyId}`);
+  const canonical: RefBinding = { ref: b.ref, arch: b.arch, key: b.key };
+  if (!verify(null, Buffer.from(canonicalJson(canonical)), key, Buffer.from(env.signature, "base64"))) throw new SignatureError("ref binding signature does not verify");
+  if (b.ref !== ref || b.arch !== arch) throw new SignatureError(`ref binding is for ${b.ref}/${b.arch}, not ${ref}/${arch}`);
+  return canonical;
+}

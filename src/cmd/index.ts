@@ -6,5 +6,6 @@ import { inspectCommand } from "./inspect.ts";
 import { runCommand } from "./run.ts";
 import { nodeCommand } from "./node.ts";
 import { demoCommand } from "./demo.ts";
+import { podInitCommand } from "./podinit.ts";
 
-export const commands: Command[] = [buildCommand, flagsCommand, runCommand, inspectCommand, nodeCommand, demoCommand];
+export const commands: Command[] = [buildCommand, flagsCommand, runCommand, inspectCommand, nodeCommand, podInitCommand, demoCommand];

@@ -1,10 +1,11 @@
 /** `classcache node`: the per-node agent. Wires the store, the directory, the peer server and the local API. */
-import { readFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import type { Server } from "node:http";
 import { loadTrustStore, signerFromPem } from "../archive/signing.ts";
 import { openDirectory, redact } from "../directory/open.ts";
 import { NodeAgent } from "../node/agent.ts";
-import { createApiServer } from "../node/api.ts";
+import { createApiServer, createSocketServer } from "../node/api.ts";
 import { NodeMetrics } from "../node/metrics.ts";
 import { createPeerServer, type BlobSource } from "../p2p/server.ts";
 import { ClasscacheError, usageError } from "../runtime/errors.ts";
@@ -30,6 +31,7 @@ builds archives on request, and heartbeats what it holds to the directory.
   --listen <host:port>     peer server (default 0.0.0.0:7071)
   --advertise <url>        how peers reach this node (default http://<listen>)
   --api <host:port>        local API for the node's workloads and tools (default 127.0.0.1:7072)
+  --socket <path>          Unix socket where pods ask for their ref (default <store>/run/agent.sock)
   --upload-cap <n>         concurrent uploads to peers (default 4; more get 503)
   --max-upload-rate <b/s>  upload bandwidth limit for the whole node (default none)
   --quota <bytes>          store size above which least recently used archives are removed (default 20 GiB)
@@ -52,6 +54,17 @@ async function listen(server: Server, hp: { host: string; port: number }, what: 
   });
 }
 
+/** Listens on a Unix socket any local process may connect to (it only takes "wants"). */
+async function listenSocket(server: Server, path: string): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  await rm(path, { force: true }); // a socket left by a previous run
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (err) => reject(new ClasscacheError("input", `cannot listen on ${path}`, { cause: err })));
+    server.listen(path, () => resolve());
+  });
+  await chmod(path, 0o666);
+}
+
 export const nodeCommand: Command = {
   name: "node",
   summary: "run the per-node agent: store, peer server, puller, build coordination",
@@ -69,6 +82,7 @@ export const nodeCommand: Command = {
       listen: { type: "string", default: "0.0.0.0:7071" },
       advertise: { type: "string" },
       api: { type: "string", default: "127.0.0.1:7072" },
+      socket: { type: "string" },
       "upload-cap": { type: "string", default: "4" },
       "max-upload-rate": { type: "string" },
       quota: { type: "string", default: String(20 * 1024 ** 3) },
@@ -129,8 +143,11 @@ export const nodeCommand: Command = {
       ready: () => directory.ping(),
     });
     const api = createApiServer(agent, { token });
+    const socketServer = createSocketServer(agent);
+    const socketPath = values.socket ?? join(store.dir, "run", "agent.sock");
     await listen(peer, listenAt, "peer server");
     await listen(api, apiAt, "local API");
+    await listenSocket(socketServer, socketPath);
     log.info("node agent started", { store: store.dir, directory: redact(values.directory!), peer: values.listen, api: values.api, builder: signer !== undefined });
     const quota = Number(values.quota);
     const heartbeat = setInterval(() => {
@@ -157,7 +174,7 @@ export const nodeCommand: Command = {
     clearInterval(gc);
     await agent.withdrawAll();
     peer.closeAllConnections();
-    await Promise.all([new Promise((r) => peer.close(r)), new Promise((r) => api.close(r))]);
+    await Promise.all([new Promise((r) => peer.close(r)), new Promise((r) => api.close(r)), new Promise((r) => socketServer.close(r))]);
     api.closeAllConnections();
     await directory.close();
     return 0;

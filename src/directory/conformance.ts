@@ -59,6 +59,17 @@ export function directoryConformance(name: string, make: () => Promise<Directory
       assert.deepEqual(await dir.keys(), ["k0", "k1"]);
     });
 
+    test("the first bind of a name wins; unbind removes it and is not a key", async ({ dir, other }) => {
+      assert.equal(await dir.bind("ref-a.amd64", "binding-1"), "binding-1");
+      assert.equal(await other.bind("ref-a.amd64", "binding-2"), "binding-1");
+      assert.equal(await other.binding("ref-a.amd64"), "binding-1");
+      assert.equal(await dir.binding("ref-b.amd64"), undefined);
+      assert.deepEqual(await dir.keys(), []);
+      await other.unbind("ref-a.amd64");
+      assert.equal(await dir.binding("ref-a.amd64"), undefined);
+      assert.equal(await dir.bind("ref-a.amd64", "binding-3"), "binding-3");
+    });
+
     test("a publish under the lease in force succeeds", async ({ dir }) => {
       const lease = await dir.acquireLease("k", "builder-a", 10 * T);
       assert.ok(lease);

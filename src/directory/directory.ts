@@ -60,6 +60,14 @@ export interface Directory {
   manifest(key: string): Promise<string | undefined>;
   /** Every key with a manifest. */
   keys(): Promise<string[]>;
+  /**
+   * Stores `value` under `name` unless a value is there already (first bind wins), e.g. a
+   * signed binding of a ClassCache's ref to the key built for it. Returns the value in force.
+   */
+  bind(name: string, value: string): Promise<string>;
+  binding(name: string): Promise<string | undefined>;
+  unbind(name: string): Promise<void>;
+
   /** Removes a key: its manifest, holders, lease and failure record. */
   remove(key: string): Promise<void>;
 

@@ -85,6 +85,9 @@ function handlers(maxBlockMs: number): Record<string, Handler> {
     publish: (d, a) => d.publish(str(a, "key"), str(a, "envelope"), a["lease"] === undefined ? undefined : lease(a["lease"])),
     manifest: (d, a) => d.manifest(str(a, "key")),
     keys: (d) => d.keys(),
+    bind: (d, a) => d.bind(str(a, "name"), str(a, "value")),
+    binding: (d, a) => d.binding(str(a, "name")),
+    unbind: (d, a) => d.unbind(str(a, "name")),
     remove: (d, a) => d.remove(str(a, "key")),
     announce: (d, a) => d.announce(str(a, "key"), holder(a["holder"]), num(a, "ttlMs")),
     withdraw: (d, a) => d.withdraw(str(a, "key"), str(a, "node")),
@@ -271,6 +274,15 @@ export class HttpDirectory implements Directory {
   }
   keys(): Promise<string[]> {
     return this.call("keys", {});
+  }
+  bind(name: string, value: string): Promise<string> {
+    return this.call("bind", { name, value });
+  }
+  binding(name: string): Promise<string | undefined> {
+    return this.call("binding", { name });
+  }
+  unbind(name: string): Promise<void> {
+    return this.call("unbind", { name });
   }
   remove(key: string): Promise<void> {
     return this.call("remove", { key });

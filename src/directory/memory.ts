@@ -43,6 +43,7 @@ export class MemoryDirectory implements Directory {
   private readonly now: () => number;
   private readonly maxEvents: number;
   private readonly manifests = new Map<string, string>();
+  private readonly bindings = new Map<string, string>();
   private readonly holderEntries = new Map<string, Map<string, Expiring<Holder>>>();
   private readonly leases = new Map<string, Expiring<{ owner: string; token: number }>>();
   /** Last fencing token per key; survives remove() so tokens never repeat. */
@@ -75,6 +76,26 @@ export class MemoryDirectory implements Directory {
 
   keys(): Promise<string[]> {
     return this.op(() => [...this.manifests.keys()].sort());
+  }
+
+  bind(name: string, value: string): Promise<string> {
+    return this.op(() => {
+      checkName("name", name);
+      const current = this.bindings.get(name);
+      if (current !== undefined) return current;
+      this.bindings.set(name, value);
+      return value;
+    });
+  }
+
+  binding(name: string): Promise<string | undefined> {
+    return this.op(() => this.bindings.get(name));
+  }
+
+  unbind(name: string): Promise<void> {
+    return this.op(() => {
+      this.bindings.delete(name);
+    });
   }
 
   remove(key: string): Promise<void> {

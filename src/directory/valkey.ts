@@ -238,6 +238,19 @@ export class ValkeyDirectory implements Directory {
     });
   }
 
+  async bind(name: string, value: string): Promise<string> {
+    checkName("name", name);
+    return this.run("bind a name", async () => (await this.redis.set(this.key("binding", name), value, "NX", "GET")) ?? value);
+  }
+
+  async binding(name: string): Promise<string | undefined> {
+    return this.run("read a binding", async () => (await this.redis.get(this.key("binding", name))) ?? undefined);
+  }
+
+  async unbind(name: string): Promise<void> {
+    await this.run("remove a binding", () => this.redis.del(this.key("binding", name)));
+  }
+
   async remove(key: string): Promise<void> {
     await this.run("remove a key", () =>
       this.redis.del(this.key("manifest", key), this.key("holders", key), this.key("lease", key), this.key("failure", key)),

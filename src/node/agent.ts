@@ -9,7 +9,7 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import type { Manifest } from "../archive/manifest.ts";
-import { openEnvelope, SignatureError, signManifest, type Signer, type TrustStore } from "../archive/signing.ts";
+import { openBinding, openEnvelope, SignatureError, signBinding, signManifest, type Signer, type TrustStore } from "../archive/signing.ts";
 import { prepareBuild, type BuildRequest, type BuildResult } from "../build/pipeline.ts";
 import type { Directory, Holder, Lease } from "../directory/directory.ts";
 import { orderHolders, pullBlob, Quarantine } from "../p2p/puller.ts";
@@ -24,6 +24,17 @@ export type BuildSpec = Omit<BuildRequest, "store" | "root" | "force">;
 export interface EnsureRequest {
   key?: string;
   build?: BuildSpec;
+  /**
+   * A ClassCache's ref (the digest of a workload's build inputs). With a build, the key built
+   * or pulled for it is bound to the ref in the directory (signed); without a key or build,
+   * the key is looked up from that binding. Either way the node records ref → key in its store.
+   */
+  ref?: string;
+}
+
+/** The JVM's arch naming, as manifests record it (see jvm/jdk.ts). */
+export function nodeArch(): string {
+  return ({ x64: "amd64", arm64: "arm64", ppc64: "ppc64le", s390x: "s390x" } as Record<string, string>)[process.arch] ?? process.arch;
 }
 
 export interface EnsureResult {
@@ -103,6 +114,11 @@ export class NodeAgent {
   /** Concurrent ensures of one key on this node share one attempt. */
   async ensure(req: EnsureRequest, signal?: AbortSignal): Promise<EnsureResult> {
     const t0 = performance.now();
+    if (req.ref !== undefined && !/^[0-9a-f]{64}$/.test(req.ref)) throw new ClasscacheError("usage", "ref must be 64 lowercase hex digits");
+    if (req.ref && !req.key && !req.build) {
+      const key = await this.resolveRef(req.ref);
+      return this.bindRef(req.ref, await this.ensure({ key }, signal));
+    }
     const prepared = req.build ? await prepareBuild({ ...req.build, store: this.opts.store.dir, root: this.opts.root }, { log: this.opts.log }) : undefined;
     const key = req.key ?? prepared?.key;
     if (!key) throw new ClasscacheError("usage", "ensure needs a key or a build spec");
@@ -115,7 +131,35 @@ export class NodeAgent {
       p = this.ensureKey(key, prepared ? () => prepared.run() : undefined, t0, signal).finally(() => this.inflight.delete(key));
       this.inflight.set(key, p);
     }
-    return p;
+    return req.ref ? this.bindRef(req.ref, await p) : p;
+  }
+
+  /** The key the directory's signed binding gives for `ref` on this node's arch. */
+  private async resolveRef(ref: string): Promise<string> {
+    const name = `${ref}.${nodeArch()}`;
+    const text = await this.opts.directory.binding(name);
+    if (!text) {
+      throw new ClasscacheError("not-found", `nothing has been built for ref ${ref.slice(0, 12)} on ${nodeArch()} yet`, { hint: "the ClassCache's build Job publishes it; its status says how far it got" });
+    }
+    try {
+      return openBinding(text, this.opts.trust, ref, nodeArch()).key;
+    } catch (err) {
+      if (!(err instanceof SignatureError)) throw err;
+      this.opts.metrics.verificationFailures.inc({ reason: "signature" });
+      throw new ClasscacheError("verification", `the directory's binding of ref ${ref.slice(0, 12)} was rejected: ${err.message}`);
+    }
+  }
+
+  /** Binds the ref to the result's key (first bind wins, signed) and records it in the store. */
+  private async bindRef(ref: string, r: EnsureResult): Promise<EnsureResult> {
+    const name = `${ref}.${r.manifest.jvm.arch}`;
+    if (this.opts.signer && r.source !== "local") {
+      const value = await this.opts.directory.bind(name, signBinding({ ref, arch: r.manifest.jvm.arch, key: r.key }, this.opts.signer));
+      const bound = openBinding(value, this.opts.trust, ref, r.manifest.jvm.arch).key;
+      if (bound !== r.key) this.opts.log.warn("ref already bound to another key", { ref: ref.slice(0, 12), key: r.key.slice(0, 12), bound: bound.slice(0, 12) });
+    }
+    await this.opts.store.setRef(name, r.key);
+    return r;
   }
 
   private async ensureKey(key: string, build: (() => Promise<BuildResult>) | undefined, t0: number, signal?: AbortSignal): Promise<EnsureResult> {

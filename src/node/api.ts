@@ -61,13 +61,14 @@ async function handle(agent: NodeAgent, token: string, req: IncomingMessage, res
   }
   const { store, root } = agent.opts;
   if (req.method === "POST" && req.url === "/v1/ensure") {
-    const input = (await body(req)) as { key?: unknown; build?: unknown; shareMemory?: unknown };
+    const input = (await body(req)) as { key?: unknown; build?: unknown; ref?: unknown; shareMemory?: unknown };
     if (input.key !== undefined && typeof input.key !== "string") throw new ClasscacheError("usage", "key must be a string");
+    if (input.ref !== undefined && typeof input.ref !== "string") throw new ClasscacheError("usage", "ref must be a string");
     const ac = new AbortController();
     res.on("close", () => {
       if (!res.writableFinished) ac.abort();
     });
-    const r = await agent.ensure({ key: input.key, build: input.build as never }, ac.signal);
+    const r = await agent.ensure({ key: input.key, build: input.build as never, ref: input.ref }, ac.signal);
     const m = r.manifest;
     const opts = (input.shareMemory ? withMemorySharing(m.runtime.jvmOptions) : m.runtime.jvmOptions).map((o) => fillRoot(o, root));
     send(res, 200, {
@@ -98,4 +99,35 @@ async function handle(agent: NodeAgent, token: string, req: IncomingMessage, res
     return;
   }
   send(res, 404, { error: "not found" });
+}
+
+/**
+ * The node's Unix socket for pods (inside the store, which pods mount read-only; connecting to
+ * a socket needs no write access to the mount). It only takes "wants": a pod whose ref is not
+ * on this node yet asks for it, and the agent pulls it in the background — only what a signed
+ * binding and a signed manifest name, so an unauthenticated caller cannot choose any bytes.
+ *
+ *   POST /v1/want {"ref": "<64 hex>"}  →  202 {"ref"}
+ */
+export function createSocketServer(agent: NodeAgent): Server {
+  const wanted = new Set<string>();
+  return createServer((req, res) => {
+    void (async () => {
+      if (req.method === "POST" && req.url === "/v1/want") {
+        const input = (await body(req, 4096)) as { ref?: unknown };
+        if (typeof input.ref !== "string" || !/^[0-9a-f]{64}$/.test(input.ref)) throw new ClasscacheError("usage", "ref must be 64 lowercase hex digits");
+        const ref = input.ref;
+        if (!wanted.has(ref)) {
+          wanted.add(ref);
+          agent
+            .ensure({ ref })
+            .catch((err: unknown) => agent.opts.log.info("a wanted ref is not available", { ref: ref.slice(0, 12), error: err instanceof Error ? err.message : String(err) }))
+            .finally(() => wanted.delete(ref));
+        }
+        send(res, 202, { ref });
+        return;
+      }
+      send(res, 404, { error: "not found" });
+    })().catch((err: unknown) => send(res, err instanceof ClasscacheError && err.code === "usage" ? 400 : 500, { error: err instanceof Error ? err.message : String(err) }));
+  });
 }

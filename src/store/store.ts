@@ -248,6 +248,20 @@ export class LocalStore {
     }
   }
 
+  /**
+   * Records that `name` (a ClassCache ref and arch) resolves to `key` on this node, once the
+   * key's archive is verified here. Read by the pods' init step, which sees the store read-only.
+   */
+  async setRef(name: string, key: string): Promise<void> {
+    if (!/^[0-9a-f]{64}\.[a-z0-9]+$/.test(name)) throw new ClasscacheError("usage", `malformed ref name ${name}`);
+    try {
+      await mkdir(join(this.dir, "refs"), { recursive: true });
+      await writeFileAtomic(refPath(this.dir, name), key + "\n");
+    } catch (err) {
+      throw storeError(err, this.dir, "record a ref in");
+    }
+  }
+
   async getManifest(key: string): Promise<Manifest | undefined> {
     try {
       return await this.readManifestFile(this.manifestPath(key));
@@ -472,6 +486,11 @@ export class LocalStore {
  * case a future manifest names more — every `blobs/sha256/<hex>` and `layouts/<hex>` in its
  * runtime options. An unreadable manifest names nothing.
  */
+/** Where a store records the key a ref resolves to (see setRef). */
+export function refPath(storeDir: string, name: string): string {
+  return join(storeDir, "refs", name);
+}
+
 export function manifestRefs(text: string): { blobs: Set<string>; layouts: Set<string> } {
   const blobs = new Set<string>();
   const layouts = new Set<string>();

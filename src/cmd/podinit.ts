@@ -1,0 +1,66 @@
+/** `classcache pod-init`: the init step of a patched pod (see node/podinit.ts). Always exits 0. */
+import { mkdir } from "node:fs/promises";
+import { STORE_ROOT } from "../operator/constants.ts";
+import { nodeArch } from "../node/agent.ts";
+import { planPod, want, writeArgfiles } from "../node/podinit.ts";
+import { parse, type Command, type Io } from "./command.ts";
+
+const usage = `
+usage: classcache pod-init --ref <ref> --out <dir> --fallback <arg>... [options]
+
+The init step the operator and the webhook add to a pod. Writes <out>/jvm.args and
+<out>/launch.args: the node's verified archive for the ref if it has one, else the pod's own
+launch. Never fails the pod: on any problem it writes the fallback and exits 0.
+
+  --ref <ref>              the ClassCache's ref (64 hex digits)
+  --out <dir>              where to write the argument files (an emptyDir shared with the app)
+  --fallback <arg>         the container's own launch, one argument per flag (e.g. -jar, /app.jar)
+  --fallback-jvm <opt>     JVM options when there is no archive (e.g. a live -javaagent)
+  --store <dir>            the node store, read-only (default ${STORE_ROOT})
+  --root <dir>             where the app container sees the store (default ${STORE_ROOT})
+  --share-memory           map the archive at a fixed address so JVMs on the node share it
+  --socket <path>          the node agent's socket (default <store>/run/agent.sock)
+`;
+
+export const podInitCommand: Command = {
+  name: "pod-init",
+  summary: "init step of a patched pod: point its JVM at the node's archive, or at nothing",
+  usage,
+  async run(argv, io) {
+    try {
+      return await podInit(argv, io);
+    } catch (err) {
+      // Never block a pod: whatever went wrong, the container starts as it would without us.
+      io.stderr.write(`classcache: pod-init failed, the pod runs without an archive: ${err instanceof Error ? err.message : String(err)}\n`);
+      return 0;
+    }
+  },
+};
+
+async function podInit(argv: string[], io: Io): Promise<number> {
+    const { values } = parse("pod-init", argv, {
+      ref: { type: "string" },
+      out: { type: "string" },
+      fallback: { type: "string", multiple: true },
+      "fallback-jvm": { type: "string", multiple: true },
+      store: { type: "string", default: STORE_ROOT },
+      root: { type: "string", default: STORE_ROOT },
+      "share-memory": { type: "boolean", default: false },
+      socket: { type: "string" },
+    });
+    const out = values.out ?? "/classcache";
+    const fallback = values.fallback ?? [];
+    const fallbackJvm = values["fallback-jvm"] ?? [];
+    const ref = values.ref ?? "";
+    await mkdir(out, { recursive: true });
+    if (!/^[0-9a-f]{64}$/.test(ref)) {
+      await writeArgfiles(out, { jvm: fallbackJvm, launch: fallback });
+      io.stderr.write(`classcache: --ref is missing or malformed; the pod runs without an archive\n`);
+      return 0;
+    }
+    const r = await planPod({ ref, arch: nodeArch(), store: values.store, root: values.root, out, fallback, fallbackJvm, shareMemory: values["share-memory"] });
+    await writeArgfiles(out, r);
+    if (!r.archive) await want(values.socket ?? `${values.store}/run/agent.sock`, ref);
+    io.stdout.write(JSON.stringify({ ref, archive: r.archive, key: r.key, reason: r.reason }) + "\n");
+    return 0;
+}

@@ -1,0 +1,95 @@
+/**
+ * The init step of a patched pod: decides, on the node the pod landed on, what its JVM gets.
+ *
+ * It reads the node's store (mounted read-only) and writes two argument files that the patched
+ * container's `java` reads: JVM options (through `JDK_JAVA_OPTIONS=@file`) and the launch
+ * (`java … @launch.args <app args>`). When the node holds a verified archive for the pod's
+ * ref, they point the JVM at the archive and at the store's extracted, mtime-pinned copy of the
+ * app; otherwise they hold exactly the pod's own launch — a pod never waits for an archive and
+ * never gets `-XX:SharedArchiveFile` for a file that is not there (which would turn off all CDS).
+ * Both files always exist, even on error: a missing @file stops the java launcher.
+ */
+import { access, readFile, rename, writeFile } from "node:fs/promises";
+import { request } from "node:http";
+import { join } from "node:path";
+import type { Manifest } from "../archive/manifest.ts";
+import { fillRoot, launchArgs } from "../jvm/launch.ts";
+import { withMemorySharing } from "../jvm/options.ts";
+import { refPath } from "../store/store.ts";
+
+export interface PodInitOptions {
+  ref: string;
+  arch: string;
+  /** The node store as this process sees it (read-only is fine). */
+  store: string;
+  /** Where the app container sees the store: the same fixed path as in the build. */
+  root: string;
+  /** Directory (an emptyDir shared with the app container) for jvm.args and launch.args. */
+  out: string;
+  /** The container's own launch, e.g. ["-jar", "/app.jar"], used when there is no archive. */
+  fallback: string[];
+  /** JVM options without an archive, e.g. a live -javaagent so instrumentation is never lost. */
+  fallbackJvm: string[];
+  shareMemory: boolean;
+  /** The node agent's socket: told about a missing ref so the next pod gets the archive. */
+  socket?: string;
+}
+
+export interface PodInitResult {
+  archive: boolean;
+  key?: string;
+  reason: string;
+  jvm: string[];
+  launch: string[];
+}
+
+/** What the pod's JVM gets. Never throws: any problem means "run as without classcache". */
+export async function planPod(o: PodInitOptions): Promise<PodInitResult> {
+  const fallback = (reason: string): PodInitResult => ({ archive: false, reason, jvm: o.fallbackJvm, launch: o.fallback });
+  let key: string;
+  try {
+    key = (await readFile(refPath(o.store, `${o.ref}.${o.arch}`), "utf8")).trim();
+  } catch {
+    return fallback("this node has no archive for the ref yet");
+  }
+  try {
+    if (!/^[0-9a-f]{64}$/.test(key)) return fallback("the node's ref record is malformed");
+    const m = JSON.parse(await readFile(join(o.store, "manifests", `${key}.json`), "utf8")) as Manifest;
+    await access(join(o.store, m.archive.file));
+    await access(join(o.store, "layouts", m.layout.id));
+    const opts = o.shareMemory ? withMemorySharing(m.runtime.jvmOptions) : m.runtime.jvmOptions;
+    return { archive: true, key, reason: "archive present and verified on this node", jvm: opts.map((x) => fillRoot(x, o.root)), launch: launchArgs(m.runtime.launch, o.root) };
+  } catch (err) {
+    return fallback(`the archive on this node is incomplete (${err instanceof Error ? err.message : String(err)})`);
+  }
+}
+
+/** One argument per line, quoted when needed (the java launcher's @argfile syntax). */
+export function argfile(args: string[]): string {
+  return args.map((a) => (a === "" || /[\s"'#\\]/.test(a) ? `"${a.replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"` : a)).join("\n") + "\n";
+}
+
+async function writeAtomic(path: string, text: string): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  await writeFile(tmp, text);
+  await rename(tmp, path);
+}
+
+export async function writeArgfiles(out: string, r: Pick<PodInitResult, "jvm" | "launch">): Promise<void> {
+  await writeAtomic(join(out, "jvm.args"), argfile(r.jvm));
+  await writeAtomic(join(out, "launch.args"), argfile(r.launch));
+}
+
+/** Tells the node agent that a pod here wants `ref`; gives up quietly after `timeoutMs`. */
+export function want(socket: string, ref: string, timeoutMs = 500): Promise<boolean> {
+  return new Promise((resolve) => {
+    const body = JSON.stringify({ ref });
+    const req = request({ socketPath: socket, path: "/v1/want", method: "POST", headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) }, timeout: timeoutMs }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 202);
+    });
+    req.on("timeout", () => req.destroy());
+    req.on("error", () => resolve(false));
+    req.end(body);
+  });
+}

@@ -1,0 +1,81 @@
+/**
+ * Names and paths the operator, the webhook, the node agents and the pods they patch agree on.
+ * None of them comes from a ClassCache: a user can choose what to cache, never where on a
+ * node it lives or which image runs with the node's store.
+ */
+
+/** The operator's namespace: the directory, the node agents and the webhook live here. */
+export const SYSTEM_NAMESPACE = "classcache-system";
+/** The one field manager for every server-side apply the operator makes. */
+export const FIELD_MANAGER = "classcache-operator";
+export const FINALIZER = "classcache.dev/finalizer";
+
+/** The node store, on every node and inside every patched container (read-only there). */
+export const STORE_ROOT = "/var/lib/classcache";
+/** The per-pod emptyDir the init step writes its argument files into. */
+export const ARGS_DIR = "/classcache";
+export const JVM_ARGS_FILE = `${ARGS_DIR}/jvm.args`;
+export const LAUNCH_ARGS_FILE = `${ARGS_DIR}/launch.args`;
+/** Where the init step copies the agent jar from the agent image (used when no archive is present). */
+export const AGENT_DIR = `${ARGS_DIR}/agent`;
+/** The node agent's Unix socket inside the store, for the init step's non-blocking "want" requests. */
+export const AGENT_SOCKET = `${STORE_ROOT}/run/agent.sock`;
+
+/** Pods with this label are mutated by the webhook; its value names the ClassCache. */
+export const INJECT_LABEL = "classcache.dev/inject";
+/** On patched workloads and build Jobs: the ref (digest of the build inputs) they were patched for. */
+export const REF_ANNOTATION = "classcache.dev/ref";
+/** On patched workloads: the container's own command and args before the launch was rewritten. */
+export const ORIGINAL_LAUNCH_ANNOTATION = "classcache.dev/original-launch";
+export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
+export const COMPONENT_LABEL = "app.kubernetes.io/component";
+export const PART_OF = { "app.kubernetes.io/part-of": "classcache" } as const;
+
+/** Object names in the system namespace. */
+export const NAMES = {
+  directory: "classcache-directory",
+  directorySecret: "classcache-directory-auth",
+  agents: "classcache-agent",
+  agentToken: "classcache-agent-token",
+  signingKey: "classcache-signing-key",
+  trust: "classcache-trust",
+  webhook: "classcache-webhook",
+} as const;
+
+export const PORTS = { directory: 6379, peer: 7071, api: 7072, webhook: 9443 } as const;
+
+/**
+ * app.kubernetes.io/component of the pods the operator runs. With PART_OF they are the pod
+ * selectors of the system namespace's NetworkPolicies, so the operator's own Deployment must
+ * carry `component: operator` for the directory to accept it.
+ */
+export const COMPONENTS = { directory: "directory", agent: "agent", operator: "operator", build: "build" } as const;
+/** On build Jobs and their pods: the hex of the ref (label values stop at 63 characters; REF_ANNOTATION has it whole). */
+export const REF_LABEL = "classcache.dev/ref";
+/** The ServiceAccount of the node agents (created with the operator's RBAC). */
+export const AGENT_SERVICE_ACCOUNT = "classcache-agent";
+/** Where the managed directory is reached from the node agents and the operator. */
+export const DIRECTORY_HOST = `${NAMES.directory}.${SYSTEM_NAMESPACE}.svc`;
+/** Keys of the Secrets and ConfigMaps in the system namespace. */
+export const SECRET_KEYS = { password: "password", token: "token", signingKey: "signing.pem", trust: "signing.pub" } as const;
+/** Mount points inside the node agent and build pods; constants, never taken from a ClassCache. */
+export const MOUNTS = {
+  /** The shared token peers and local clients present (agents). */
+  agentToken: "/var/run/classcache/token",
+  /** The public key whose manifests are accepted (agents). */
+  trust: "/var/run/classcache/trust",
+  /** The private signing key (agents only). */
+  signingKey: "/var/run/classcache/signing",
+  /** The one-build token a build pod presents when it publishes (build pods). */
+  buildToken: "/var/run/classcache/build",
+  /** The node store's run/ directory (the agent's socket), read-only in build pods. */
+  agentRun: "/var/run/classcache/agent",
+  /** The classcache runtime copied from the kit image (build pods). */
+  kit: "/classcache-kit",
+  /** The agent jar (and its config) copied from the agent image (build pods). */
+  agentJar: "/classcache-agent",
+} as const;
+/** The node store directory that holds the agent's socket. */
+export const STORE_RUN_DIR = `${STORE_ROOT}/run`;
+/** Where the classcache image keeps its runtime (copied into build pods as the kit). */
+export const KIT_SOURCE = "/opt/classcache";

@@ -1,0 +1,275 @@
+/**
+ * The pod patch: one pure function used both for Owned mode (on the workload's pod template)
+ * and by the webhook (on a Pod being created). Policy, cert-manager style: spec in, spec and a
+ * (reason, message) out; no API calls.
+ *
+ * What a patched pod gets:
+ *  - the node store, read-only, at the fixed STORE_ROOT (hostPath DirectoryOrCreate, so a node
+ *    without an agent still starts the pod), and an emptyDir for two argument files;
+ *  - an init step (`classcache pod-init`) that writes those files from what the node holds:
+ *    the archive and the store's extracted, mtime-pinned app when the node has them, else the
+ *    pod's own launch — it always exits 0;
+ *  - `JDK_JAVA_OPTIONS=@/classcache/jvm.args` (the java launcher reads it; it may hold an
+ *    @file) and `-Xshare:auto` merged into JAVA_TOOL_OPTIONS;
+ *  - the launch rewritten from `java [opts] -jar <jar> [args]` (or `-cp <cp> <Main>`) to
+ *    `java [opts] @/classcache/launch.args [args]`. A Boot fat jar only benefits in extracted
+ *    form, so a launch we cannot see (it comes from the image) is reported, not guessed.
+ *  - in hybrid and baked mode with an agent image, the agent jar copied into the emptyDir, so
+ *    a pod on a node without the archive still runs the agent live — instrumentation is never
+ *    lost to a missing archive.
+ */
+import { AGENT_DIR, ARGS_DIR, JVM_ARGS_FILE, LAUNCH_ARGS_FILE, REF_ANNOTATION, STORE_ROOT } from "./constants.ts";
+
+export interface EnvVar {
+  name: string;
+  value?: string;
+  valueFrom?: unknown;
+}
+
+export interface VolumeMount {
+  name: string;
+  mountPath: string;
+  readOnly?: boolean;
+}
+
+export interface Container {
+  name: string;
+  image?: string;
+  command?: string[];
+  args?: string[];
+  env?: EnvVar[];
+  volumeMounts?: VolumeMount[];
+  [field: string]: unknown;
+}
+
+export interface PodSpec {
+  containers: Container[];
+  initContainers?: Container[];
+  volumes?: { name: string; [field: string]: unknown }[];
+  [field: string]: unknown;
+}
+
+export interface PodTemplate {
+  metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> };
+  spec: PodSpec;
+}
+
+export interface InjectionInput {
+  ref: string;
+  /** The app container's name; default: the first container. */
+  container?: string | undefined;
+  jarPath: string;
+  mode: "none" | "hybrid" | "baked";
+  memorySharing: boolean;
+  /** The java command the image runs, when the pod spec does not say (e.g. an ENTRYPOINT). */
+  launchCommand?: string[] | undefined;
+  agent?: { image: string; jarPath: string; runtimeOptions: string[] } | undefined;
+  /** The classcache image, for the init step. */
+  image: string;
+}
+
+export const Reasons = {
+  Patched: "Patched",
+  LaunchUnknown: "LaunchUnknown",
+  LaunchNotJava: "LaunchNotJava",
+  ContainerNotFound: "ContainerNotFound",
+} as const;
+
+export interface InjectionOutcome {
+  patched: boolean;
+  reason: (typeof Reasons)[keyof typeof Reasons];
+  message: string;
+}
+
+/** What the patch changed in the app container, so it can be put back exactly. */
+export interface OriginalLaunch {
+  container: string;
+  command: string[] | null;
+  env: Record<string, EnvVar | null>;
+}
+
+export const VOLUMES = { store: "classcache-store", args: "classcache-args" } as const;
+export const INIT_CONTAINERS = { init: "classcache-init", agent: "classcache-agent-jar" } as const;
+const ENV_NAMES = ["JDK_JAVA_OPTIONS", "JAVA_TOOL_OPTIONS"] as const;
+
+/** Where the launch sits in a java command line, and what it is. */
+export function findLaunch(argv: string[]): { start: number; end: number; launch: string[] } | { problem: "not-java" | "no-launch" } {
+  const exe = argv[0]?.split("/").pop();
+  if (exe !== "java") return { problem: "not-java" };
+  for (let i = 1; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "-jar" && i + 1 < argv.length) return { start: i, end: i + 2, launch: argv.slice(i, i + 2) };
+    if ((a === "-cp" || a === "-classpath" || a === "--class-path") && i + 2 < argv.length) return { start: i, end: i + 3, launch: argv.slice(i, i + 3) };
+    if (!a.startsWith("-") && !a.startsWith("@")) return { problem: "no-launch" }; // a main class without a class path flag
+    if (a === "--module" || a === "-m") return { problem: "no-launch" };
+  }
+  return { problem: "no-launch" };
+}
+
+/** Removes everything a previous injection added, restoring what it replaced. */
+export function stripInjection(spec: PodSpec, original: OriginalLaunch | undefined): PodSpec {
+  const ours = new Set<string>(Object.values(INIT_CONTAINERS));
+  const vols = new Set<string>(Object.values(VOLUMES));
+  const out: PodSpec = structuredClone(spec);
+  out.initContainers = (out.initContainers ?? []).filter((c) => !ours.has(c.name));
+  if (out.initContainers.length === 0) delete out.initContainers;
+  out.volumes = (out.volumes ?? []).filter((v) => !vols.has(v.name));
+  if (out.volumes.length === 0) delete out.volumes;
+  out.containers = out.containers.map((c) => {
+    const mounts = (c.volumeMounts ?? []).filter((m) => !vols.has(m.name));
+    const copy: Container = { ...c, volumeMounts: mounts };
+    if (mounts.length === 0) delete copy.volumeMounts;
+    if (original && original.container === c.name) {
+      if (original.command) copy.command = original.command;
+      else delete copy.command;
+      let env = c.env ?? [];
+      for (const name of ENV_NAMES) {
+        const before = original.env[name];
+        env = env.filter((e) => e.name !== name);
+        if (before) env.push(before);
+      }
+      copy.env = env;
+      if (env.length === 0) delete copy.env;
+    }
+    return copy;
+  });
+  return out;
+}
+
+function mergeToolOptions(existing: string | undefined): string {
+  const parts = (existing ?? "").split(/\s+/).filter((p) => p && !p.startsWith("-Xshare:"));
+  return [...parts, "-Xshare:auto"].join(" ");
+}
+
+/**
+ * Patches a pod spec (already stripped of any earlier injection). Returns the spec unchanged
+ * with a reason when the launch cannot be patched; then nothing is injected at all.
+ */
+export function injectPod(spec: PodSpec, input: InjectionInput): { spec: PodSpec; outcome: InjectionOutcome; original?: OriginalLaunch } {
+  const container = input.container ? spec.containers.find((c) => c.name === input.container) : spec.containers[0];
+  if (!container) {
+    return {
+      spec,
+      outcome: { patched: false, reason: Reasons.ContainerNotFound, message: `the pod template has no container named "${input.container}"; set spec.container to one of: ${spec.containers.map((c) => c.name).join(", ")}` },
+    };
+  }
+  const fromSpec = container.command !== undefined;
+  const argv = [...(container.command ?? input.launchCommand ?? []), ...(container.args ?? [])];
+  if (!fromSpec && !input.launchCommand) {
+    return {
+      spec,
+      outcome: {
+        patched: false,
+        reason: Reasons.LaunchUnknown,
+        message: `container "${container.name}" has no command in the pod spec (the image's ENTRYPOINT runs it), so the launch cannot be rewritten to the extracted app; set spec.launch.command to the java command the image runs, e.g. ["java", "-jar", "${input.jarPath}"]`,
+      },
+    };
+  }
+  const found = findLaunch(argv);
+  if ("problem" in found) {
+    return {
+      spec,
+      outcome: {
+        patched: false,
+        reason: found.problem === "not-java" ? Reasons.LaunchNotJava : Reasons.LaunchUnknown,
+        message:
+          found.problem === "not-java"
+            ? `container "${container.name}" runs "${argv[0] ?? ""}", not java (a shell wrapper hides the java command line); set the container's command to the java command itself, or spec.launch.command`
+            : `container "${container.name}" runs java without "-jar <jar>" or "-cp <class path> <main class>", so its launch cannot be rewritten; use one of those forms`,
+      },
+    };
+  }
+  // The rewritten command: the part before the launch, the argfile, and the app's arguments.
+  // Container args stay as they are; the rewrite only replaces the command.
+  const commandLength = fromSpec ? container.command!.length : input.launchCommand!.length;
+  if (found.end > commandLength) {
+    return { spec, outcome: { patched: false, reason: Reasons.LaunchUnknown, message: `container "${container.name}" splits its launch between command and args; put "java … -jar <jar>" (or -cp … <main>) in the command` } };
+  }
+  const command = [...argv.slice(0, found.start), `@${LAUNCH_ARGS_FILE}`, ...argv.slice(found.end, commandLength)];
+
+  const inits = initContainers(input, found.launch);
+  const { env: newEnv, original } = appEnv(container);
+  const argsMount: VolumeMount = { name: VOLUMES.args, mountPath: ARGS_DIR, readOnly: true };
+  const storeMount: VolumeMount = { name: VOLUMES.store, mountPath: STORE_ROOT, readOnly: true };
+
+  const out = structuredClone(spec);
+  out.initContainers = [...(out.initContainers ?? []), ...inits];
+  out.volumes = [
+    ...(out.volumes ?? []),
+    { name: VOLUMES.store, hostPath: { path: STORE_ROOT, type: "DirectoryOrCreate" } },
+    { name: VOLUMES.args, emptyDir: { sizeLimit: "64Mi" } },
+  ];
+  out.containers = out.containers.map((c) =>
+    c.name !== container.name ? c : { ...c, command, env: newEnv, volumeMounts: [...(c.volumeMounts ?? []), storeMount, argsMount] },
+  );
+  return {
+    spec: out,
+    original,
+    outcome: { patched: true, reason: Reasons.Patched, message: `container "${container.name}" launches through ${LAUNCH_ARGS_FILE}; the init step picks the node's archive for ref ${input.ref.slice(0, 12)} or the original launch` },
+  };
+}
+
+const RESTRICTED = {
+  runAsNonRoot: true,
+  runAsUser: 65532,
+  allowPrivilegeEscalation: false,
+  readOnlyRootFilesystem: true,
+  capabilities: { drop: ["ALL"] },
+  seccompProfile: { type: "RuntimeDefault" },
+};
+
+/** The init step, and in agent modes the copy of the agent jar for a live fallback. */
+function initContainers(input: InjectionInput, launch: string[]): Container[] {
+  const withAgent = input.agent && input.mode !== "none";
+  const fallbackJvm = withAgent ? [`-javaagent:${AGENT_DIR}/agent.jar`, ...input.agent!.runtimeOptions] : [];
+  const args = [
+    "pod-init",
+    `--ref=${input.ref}`,
+    `--out=${ARGS_DIR}`,
+    ...launch.map((a) => `--fallback=${a}`),
+    ...fallbackJvm.map((o) => `--fallback-jvm=${o}`),
+    ...(input.memorySharing ? ["--share-memory"] : []),
+  ];
+  const out: Container[] = [];
+  if (withAgent) {
+    out.push({
+      name: INIT_CONTAINERS.agent,
+      image: input.agent!.image,
+      command: ["cp", input.agent!.jarPath, `${AGENT_DIR}/agent.jar`],
+      volumeMounts: [{ name: VOLUMES.args, mountPath: AGENT_DIR, subPath: "agent" } as VolumeMount],
+      resources: { requests: { cpu: "10m", memory: "16Mi" }, limits: { memory: "64Mi" } },
+    });
+  }
+  out.push({
+    name: INIT_CONTAINERS.init,
+    image: input.image,
+    command: ["classcache"],
+    args,
+    volumeMounts: [
+      { name: VOLUMES.store, mountPath: STORE_ROOT, readOnly: true },
+      { name: VOLUMES.args, mountPath: ARGS_DIR },
+    ],
+    resources: { requests: { cpu: "10m", memory: "32Mi" }, limits: { memory: "128Mi" } },
+    securityContext: RESTRICTED,
+  });
+  return out;
+}
+
+/** The app container's env with the option variables set, and what they were before. */
+function appEnv(container: Container): { env: EnvVar[]; original: OriginalLaunch } {
+  const env = container.env ?? [];
+  const original: OriginalLaunch = { container: container.name, command: container.command ?? null, env: {} };
+  for (const name of ENV_NAMES) original.env[name] = env.find((e) => e.name === name) ?? null;
+  const jdkOptions = original.env.JDK_JAVA_OPTIONS;
+  const toolOptions = original.env.JAVA_TOOL_OPTIONS;
+  const out = env.filter((e) => !(ENV_NAMES as readonly string[]).includes(e.name) || (e.valueFrom !== undefined && e.name === "JAVA_TOOL_OPTIONS"));
+  out.push({ name: "JDK_JAVA_OPTIONS", value: [`@${JVM_ARGS_FILE}`, jdkOptions?.value ?? ""].join(" ").trim() });
+  // A JAVA_TOOL_OPTIONS from a Secret or ConfigMap cannot be merged; -Xshare:auto is the default anyway.
+  if (toolOptions?.valueFrom === undefined) out.push({ name: "JAVA_TOOL_OPTIONS", value: mergeToolOptions(toolOptions?.value) });
+  return { env: out, original };
+}
+
+/** Template-level labels and annotations a patched template carries. */
+export function injectTemplateMeta(meta: PodTemplate["metadata"], ref: string): NonNullable<PodTemplate["metadata"]> {
+  return { ...meta, annotations: { ...(meta?.annotations ?? {}), [REF_ANNOTATION]: ref } };
+}

@@ -1,0 +1,28 @@
+/**
+ * A ClassCache's ref: the digest of everything the operator can see that goes into a build of
+ * its workload — image, jar, launch, agent, profile, mode, training, and the sharing scope. The
+ * operator cannot compute the archive key itself (that needs the image's JVM and files); the
+ * build resolves ref → key and binds it, signed, in the directory. A new image → a new ref →
+ * a new build. Memory sharing is not in it: it only changes run-time flags.
+ */
+import { canonicalJson, sha256Hex } from "../util/hash.ts";
+
+export const REF_FORMAT = "classcache.dev/ref/v1";
+
+export interface RefInputs {
+  /** The namespace for namespace-scoped archives, "" for cluster-shared ones. */
+  scope: string;
+  image: string;
+  jarPath: string;
+  /** The java command line as the pod runs it, app args included. */
+  launch: string[];
+  agent: { image: string; jarPath: string; configPath: string } | null;
+  /** Profile name for a built-in one, or the full text of an inline profile. */
+  profile: string;
+  mode: string;
+  training: { exitOnRefresh: boolean; readyUrl: string; warmupUrls: string[]; timeoutSeconds: number };
+}
+
+export function computeRef(inputs: RefInputs): string {
+  return sha256Hex(canonicalJson({ format: REF_FORMAT, ...inputs }));
+}
