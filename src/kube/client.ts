@@ -55,6 +55,8 @@ export interface ApplyOptions extends ObjectOptions {
   /** Take over fields other managers own (default true, as a controller should). */
   force?: boolean;
   dryRun?: boolean;
+  /** Unknown or duplicate fields: "Strict" fails the request, "Warn" (the server's default) only warns. */
+  fieldValidation?: "Strict" | "Warn" | "Ignore";
 }
 
 export interface ListOptions extends RequestOptions {
@@ -305,7 +307,12 @@ export class KubeClient {
 
   async #apply<T extends KubeObject>(rt: ResourceType, obj: T, opts: ApplyOptions, subresource: string | undefined): Promise<T> {
     const path = resourcePath(rt, this.#ns(rt, opts.namespace, obj), nameOf(obj), subresource);
-    const query: Query = { fieldManager: opts.fieldManager, force: opts.force ?? true, dryRun: opts.dryRun ? "All" : undefined };
+    const query: Query = {
+      fieldManager: opts.fieldManager,
+      force: opts.force ?? true,
+      dryRun: opts.dryRun ? "All" : undefined,
+      fieldValidation: opts.fieldValidation,
+    };
     // JSON is YAML, so the apply-patch+yaml content type takes it as it is.
     const call: Call = { method: "PATCH", path, query, body: withTypeMeta(rt, obj), contentType: APPLY_CONTENT_TYPE };
     return (await this.#call({ ...call, ...signalOf(opts) })) as T;

@@ -1,0 +1,180 @@
+/**
+ * The node agents: one DaemonSet for the cluster, one agent per node, serving every app. The
+ * agent is the only writer of the node store; everything else sees it read-only.
+ */
+import {
+  AGENT_SERVICE_ACCOUNT,
+  COMPONENTS,
+  DIRECTORY_HOST,
+  MOUNTS,
+  NAMES,
+  PORTS,
+  SECRET_KEYS,
+  STORE_ROOT,
+  SYSTEM_NAMESPACE,
+} from "../constants.ts";
+import { fieldEnv, lockedDown, objectLabels, secretEnv, selectorLabels, type Built, type EnvVar } from "./meta.ts";
+
+/** Owner read-only: the agent runs as root, nobody else in the pod needs these files. */
+const SECRET_MODE = 0o400;
+/** The zone label a node carries, copied onto pods at binding (Kubernetes ≥ 1.35, PodTopologyLabels). */
+const ZONE_LABEL = "topology.kubernetes.io/zone";
+
+/** A directory the operator did not create (spec.valkey.create: false). */
+export interface ExternalDirectory {
+  /** host:port of the Valkey or Redis. */
+  addr: string;
+  /** Its password, in a Secret of the system namespace (a pod reads Secrets of its own namespace only). */
+  passwordSecret?: { name: string; key: string };
+  /** rediss:// instead of redis://. */
+  tls?: boolean;
+}
+
+export interface AgentsOptions {
+  /** The classcache image (the operator's own, pinned by digest in a release). */
+  image: string;
+  /** The managed directory when absent. */
+  directory?: ExternalDirectory;
+  /** e.g. system-node-critical; absent by default, because GKE and others quota critical priorities outside kube-system. */
+  priorityClassName?: string;
+  imagePullPolicy?: "Always" | "IfNotPresent" | "Never";
+}
+
+/**
+ * The directory URL and the env it needs. The password reaches the URL through $(REDIS_PASSWORD),
+ * which the kubelet expands: the DaemonSet itself never contains it.
+ */
+export function directoryUrl(dir?: ExternalDirectory): { url: string; env: EnvVar[] } {
+  if (!dir) {
+    return {
+      url: `redis://:$(REDIS_PASSWORD)@${DIRECTORY_HOST}:${PORTS.directory}`,
+      env: [secretEnv("REDIS_PASSWORD", NAMES.directorySecret, SECRET_KEYS.password)],
+    };
+  }
+  const scheme = dir.tls ? "rediss" : "redis";
+  if (!dir.passwordSecret) return { url: `${scheme}://${dir.addr}`, env: [] };
+  return {
+    url: `${scheme}://:$(REDIS_PASSWORD)@${dir.addr}`,
+    env: [secretEnv("REDIS_PASSWORD", dir.passwordSecret.name, dir.passwordSecret.key)],
+  };
+}
+
+export function agentsDaemonSet(opts: AgentsOptions): Built {
+  const labels = objectLabels(COMPONENTS.agent);
+  const directory = directoryUrl(opts.directory);
+  const args = [
+    "node",
+    "--name", "$(NODE_NAME)",
+    // Empty when the node has no zone label or the cluster predates pod topology labels: then every
+    // such node is in the same (unnamed) zone, and peer choice is simply random.
+    "--zone", "$(NODE_ZONE)",
+    "--store", STORE_ROOT,
+    "--root", STORE_ROOT,
+    "--directory", directory.url,
+    "--token-file", `${MOUNTS.agentToken}/${SECRET_KEYS.token}`,
+    "--trust", `${MOUNTS.trust}/${SECRET_KEYS.trust}`,
+    "--signing-key", `${MOUNTS.signingKey}/${SECRET_KEYS.signingKey}`,
+    "--listen", `0.0.0.0:${PORTS.peer}`,
+    "--advertise", `http://$(POD_IP):${PORTS.peer}`,
+    // Loopback of the agent's own pod: workloads talk to the agent through the socket in the store.
+    "--api", `127.0.0.1:${PORTS.api}`,
+    "--log-format", "json",
+  ];
+  return {
+    apiVersion: "apps/v1",
+    kind: "DaemonSet",
+    metadata: { name: NAMES.agents, namespace: SYSTEM_NAMESPACE, labels },
+    spec: {
+      selector: { matchLabels: selectorLabels(COMPONENTS.agent) },
+      // maxSurge 0: two agents on one node would both write the store.
+      updateStrategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: "10%", maxSurge: 0 } },
+      template: {
+        metadata: { labels },
+        spec: {
+          serviceAccountName: AGENT_SERVICE_ACCOUNT,
+          // The agent never calls the API server: its zone comes from the downward API, its
+          // secrets from volumes. No token in the pod, nothing to steal from a node.
+          automountServiceAccountToken: false,
+          enableServiceLinks: false,
+          hostNetwork: false,
+          ...(opts.priorityClassName ? { priorityClassName: opts.priorityClassName } : {}),
+          // Every node gets an agent, whatever its taints: a node without one only boots JVMs cold.
+          tolerations: [{ operator: "Exists" }],
+          terminationGracePeriodSeconds: 30,
+          securityContext: { seccompProfile: { type: "RuntimeDefault" } },
+          containers: [
+            {
+              name: "agent",
+              image: opts.image,
+              ...(opts.imagePullPolicy ? { imagePullPolicy: opts.imagePullPolicy } : {}),
+              args,
+              env: [
+                fieldEnv("NODE_NAME", "spec.nodeName"),
+                fieldEnv("POD_IP", "status.podIP"),
+                fieldEnv("NODE_ZONE", `metadata.labels['${ZONE_LABEL}']`),
+                ...directory.env,
+              ],
+              ports: [{ name: "peer", containerPort: PORTS.peer, protocol: "TCP" }],
+              readinessProbe: { httpGet: { path: "/readyz", port: "peer" }, periodSeconds: 10, timeoutSeconds: 3, failureThreshold: 3 },
+              livenessProbe: { httpGet: { path: "/healthz", port: "peer" }, initialDelaySeconds: 10, periodSeconds: 20, timeoutSeconds: 5, failureThreshold: 3 },
+              resources: { requests: { cpu: "50m", memory: "128Mi" }, limits: { memory: "512Mi" } },
+              // Root, because the store on the host belongs to root; but no capability at all:
+              // root without CAP_DAC_OVERRIDE writes only what root owns, i.e. the store.
+              securityContext: lockedDown({ runAsUser: 0 }),
+              volumeMounts: [
+                { name: "store", mountPath: STORE_ROOT },
+                { name: "token", mountPath: MOUNTS.agentToken, readOnly: true },
+                { name: "trust", mountPath: MOUNTS.trust, readOnly: true },
+                { name: "signing-key", mountPath: MOUNTS.signingKey, readOnly: true },
+                { name: "tmp", mountPath: "/tmp" },
+              ],
+            },
+          ],
+          volumes: [
+            // The only read-write hostPath of the project. A constant: no ClassCache field reaches it.
+            { name: "store", hostPath: { path: STORE_ROOT, type: "DirectoryOrCreate" } },
+            { name: "token", secret: { secretName: NAMES.agentToken, defaultMode: SECRET_MODE } },
+            { name: "trust", configMap: { name: NAMES.trust, defaultMode: 0o444 } },
+            {
+              name: "signing-key",
+              secret: { secretName: NAMES.signingKey, defaultMode: SECRET_MODE, items: [{ key: SECRET_KEYS.signingKey, path: SECRET_KEYS.signingKey }] },
+            },
+            { name: "tmp", emptyDir: { sizeLimit: "64Mi" } },
+          ],
+        },
+      },
+    },
+  };
+}
+
+/** The token peers present to each other and local clients present to the agent. */
+export function agentTokenSecret(token: string): Built {
+  return {
+    apiVersion: "v1",
+    kind: "Secret",
+    metadata: { name: NAMES.agentToken, namespace: SYSTEM_NAMESPACE, labels: objectLabels(COMPONENTS.agent) },
+    type: "Opaque",
+    stringData: { [SECRET_KEYS.token]: token },
+  };
+}
+
+/** The Ed25519 key pair manifests are signed with. Only the agents mount the private half. */
+export function signingKeySecret(pem: string, pub: string): Built {
+  return {
+    apiVersion: "v1",
+    kind: "Secret",
+    metadata: { name: NAMES.signingKey, namespace: SYSTEM_NAMESPACE, labels: objectLabels(COMPONENTS.agent) },
+    type: "Opaque",
+    stringData: { [SECRET_KEYS.signingKey]: pem, [SECRET_KEYS.trust]: pub },
+  };
+}
+
+/** The public key, readable by anyone who verifies manifests (agents, `classcache stats`). */
+export function trustConfigMap(pub: string): Built {
+  return {
+    apiVersion: "v1",
+    kind: "ConfigMap",
+    metadata: { name: NAMES.trust, namespace: SYSTEM_NAMESPACE, labels: objectLabels(COMPONENTS.agent) },
+    data: { [SECRET_KEYS.trust]: pub },
+  };
+}

@@ -1,0 +1,172 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { INJECT_LABEL, MOUNTS, REF_ANNOTATION, REF_LABEL, STORE_ROOT, STORE_RUN_DIR } from "../constants.ts";
+import { buildJob, buildJobName, buildTokenSecret, refHex, type BuildJobInput } from "./buildjob.ts";
+import type { Container, PodSpec, Volume } from "./meta.ts";
+import { buildInput, REF, workloadTemplate } from "./testing.ts";
+
+function podSpec(input: BuildJobInput): PodSpec {
+  const job = buildJob(input) as unknown as { spec: { template: { spec: PodSpec } } };
+  return job.spec.template.spec;
+}
+
+function appContainer(spec: PodSpec): Container {
+  assert.equal(spec.containers.length, 1);
+  return spec.containers[0]!;
+}
+
+function hostPaths(spec: PodSpec): Volume[] {
+  return (spec.volumes ?? []).filter((v) => v.hostPath !== undefined);
+}
+
+void describe("buildJob", () => {
+  void it("is named after the first 10 hex digits of the ref and owned by the ClassCache", () => {
+    const job = buildJob(buildInput());
+    assert.equal(job.metadata.name, "classcache-build-0123456789");
+    assert.equal(job.metadata.namespace, "shop-ns");
+    assert.deepEqual(job.metadata.ownerReferences, [
+      { apiVersion: "classcache.dev/v1", kind: "ClassCache", name: "shop", uid: "6f1c2c7e-1d0e-4a57-9d43-1a2b3c4d5e6f", controller: true, blockOwnerDeletion: true },
+    ]);
+    assert.equal(job.metadata.annotations?.[REF_ANNOTATION], REF);
+    assert.equal(job.metadata.labels?.[REF_LABEL]?.length, 63);
+    const spec = job["spec"] as Record<string, unknown>;
+    assert.equal(spec["backoffLimit"], 2);
+    assert.equal(spec["activeDeadlineSeconds"], 120 * 3 + 300);
+    assert.equal(spec["ttlSecondsAfterFinished"], 3600);
+  });
+
+  void it("mounts exactly one host path, the store's run directory, read-only, whatever the workload and the ClassCache say", () => {
+    const hostile = buildInput({
+      jarPath: "/var/lib/kubelet/../../etc/shadow",
+      containerName: "app",
+      agent: { image: "a:1", jarPath: "/", configPath: "/host/etc/passwd" },
+      profileYAML: "name: x\nhostPath: /",
+      ref: "sha256:ffffffffffffffffffff",
+    });
+    for (const input of [buildInput(), hostile, buildInput({ agent: undefined, arch: undefined })]) {
+      const spec = podSpec(input);
+      assert.deepEqual(hostPaths(spec), [{ name: "classcache-agent-run", hostPath: { path: STORE_RUN_DIR, type: "Directory" } }]);
+      const mounts = [...(spec.initContainers ?? []), ...spec.containers].flatMap((c) => c.volumeMounts ?? []);
+      for (const m of mounts.filter((m) => m.name === "classcache-agent-run")) assert.equal(m.readOnly, true);
+      assert.ok(!mounts.some((m) => m.name === "host-logs"), "the workload's hostPath volume is not mounted");
+    }
+  });
+
+  void it("keeps only the named app container, without probes, lifecycle hooks or ports, and keeps the init containers", () => {
+    const spec = podSpec(buildInput());
+    const app = appContainer(spec);
+    assert.equal(app.name, "app");
+    for (const field of ["livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "ports"]) assert.equal(app[field], undefined, field);
+    assert.deepEqual(
+      spec.initContainers?.map((c) => c.name),
+      ["classcache-kit", "classcache-agent", "classcache-agent-config", "migrate"],
+    );
+    assert.equal(spec["restartPolicy"], "Never");
+  });
+
+  void it("keeps the workload's image, env, resources, volumes, service account and scheduling", () => {
+    const tpl = workloadTemplate();
+    const spec = podSpec(buildInput());
+    const app = appContainer(spec);
+    assert.equal(app.image, "registry.example/shop@sha256:aaaa");
+    assert.deepEqual(app["resources"], tpl.spec.containers[0]!["resources"]);
+    assert.deepEqual(app["envFrom"], [{ configMapRef: { name: "shop-env" } }]);
+    assert.deepEqual(
+      app.env?.filter((e) => !e.name.startsWith("CLASSCACHE_")),
+      [
+        { name: "SPRING_PROFILES_ACTIVE", value: "prod" },
+        { name: "DB_PASSWORD", valueFrom: { secretKeyRef: { name: "db", key: "password" } } },
+      ],
+    );
+    assert.ok(!app.env?.some((e) => e.name === "CLASSCACHE_STORE"), "the workload cannot steer the build tool through CLASSCACHE_*");
+    assert.deepEqual(app.volumeMounts?.[0], { name: "config", mountPath: "/config", readOnly: true });
+    assert.ok(!app.volumeMounts?.some((m) => m.mountPath.startsWith(`${STORE_ROOT}/`)), "no workload mount inside the build's store");
+    assert.ok(spec.volumes?.some((v) => v.name === "config" && v.configMap?.name === "shop-config"));
+    assert.equal(spec["serviceAccountName"], "shop");
+    assert.deepEqual(spec["imagePullSecrets"], [{ name: "regcred" }]);
+    assert.deepEqual(spec["securityContext"], tpl.spec["securityContext"]);
+    assert.deepEqual(spec["tolerations"], tpl.spec["tolerations"]);
+    assert.deepEqual(spec.nodeSelector, { pool: "jvm", "kubernetes.io/arch": "arm64" });
+    const affinity = spec["affinity"] as Record<string, unknown>;
+    assert.ok(affinity["nodeAffinity"]);
+    assert.equal(affinity["podAntiAffinity"], undefined, "anti-affinity to its own replicas would strand a one-off pod");
+    assert.equal(spec["topologySpreadConstraints"], undefined);
+  });
+
+  void it("does not carry the workload's labels, so Services and the webhook leave the training pod alone", () => {
+    const job = buildJob(buildInput()) as unknown as { spec: { template: { metadata: { labels: Record<string, string> } } } };
+    const labels = job.spec.template.metadata.labels;
+    assert.equal(labels["app"], undefined);
+    assert.equal(labels[INJECT_LABEL], undefined);
+    assert.equal(labels["app.kubernetes.io/component"], "build");
+  });
+
+  void it("runs classcache build from the kit with an argument vector and no shell", () => {
+    const app = appContainer(podSpec(buildInput()));
+    assert.deepEqual(app.command, [`${MOUNTS.kit}/bin/classcache`]);
+    assert.deepEqual(app.args, [
+      "build",
+      "--app=/app.jar",
+      "--java=auto",
+      `--store=${STORE_ROOT}`,
+      `--root=${STORE_ROOT}`,
+      `--ref=${REF}`,
+      `--publish-to=unix:${MOUNTS.agentRun}/agent.sock`,
+      `--build-token-file=${MOUNTS.buildToken}/token`,
+      "--mode=hybrid",
+      "--agent=/classcache-agent/agent.jar",
+      "--agent-config=/classcache-agent/agent-config.properties",
+      "--profile=otel",
+      "--exit-on-refresh",
+      "--ready-url=http://localhost:8080/actuator/health",
+      "--warmup-url=http://localhost:8080/orders",
+      "--timeout=120",
+      "--json",
+    ]);
+  });
+
+  void it("hands an inline profile to the kit as data and points --profile at the file", () => {
+    const yaml = "name: custom\nmode: hybrid\n# $(rm -rf /) '; echo pwned\n";
+    const spec = podSpec(buildInput({ profileYAML: yaml }));
+    const kit = spec.initContainers?.find((c) => c.name === "classcache-kit");
+    assert.deepEqual(kit?.env, [{ name: "CLASSCACHE_PROFILE_YAML", value: yaml }]);
+    assert.ok(!kit?.command?.some((a) => a.includes("pwned")), "the profile is never part of the script");
+    assert.ok(appContainer(spec).args?.includes(`--profile=${MOUNTS.kit}/profile.yaml`));
+  });
+
+  void it("copies the agent jar with a plain cp and mounts the copies read-only", () => {
+    const spec = podSpec(buildInput());
+    const agent = spec.initContainers?.find((c) => c.name === "classcache-agent");
+    assert.deepEqual(agent?.command, ["cp", "/javaagent.jar", "/classcache-agent/agent.jar"]);
+    assert.equal(agent?.image, "otel/agent:2");
+    const app = appContainer(spec);
+    for (const path of [MOUNTS.kit, MOUNTS.agentJar, MOUNTS.buildToken]) {
+      assert.equal(app.volumeMounts?.find((m) => m.mountPath === path)?.readOnly, true, path);
+    }
+    assert.equal(spec.volumes?.find((v) => v.name === "classcache-build-token")?.secret?.secretName, "classcache-build-0123456789");
+  });
+
+  void it("drops the agent's init containers and flags without an agent", () => {
+    const spec = podSpec(buildInput({ agent: undefined, profile: undefined, mode: "none" }));
+    assert.deepEqual(spec.initContainers?.map((c) => c.name), ["classcache-kit", "migrate"]);
+    assert.ok(!appContainer(spec).args?.some((a) => a.startsWith("--agent") || a.startsWith("--profile")));
+    assert.ok(!spec.volumes?.some((v) => v.name === "classcache-agent"));
+  });
+
+  void it("fails on a container the template does not have and on a ref that is not a digest", () => {
+    assert.throws(() => buildJob(buildInput({ containerName: "nope" })), /no container "nope"/);
+    assert.throws(() => buildJob(buildInput({ ref: "../../etc" })), /not a digest/);
+    assert.equal(refHex("ABCDEF0123456"), "abcdef0123456");
+  });
+});
+
+void describe("buildTokenSecret", () => {
+  void it("shares the Job's name and holds the token under the key the pod reads", () => {
+    const owner = { apiVersion: "classcache.dev/v1", kind: "ClassCache", name: "shop", uid: "u", controller: true };
+    const s = buildTokenSecret("shop-ns", REF, "t0ken", owner);
+    assert.equal(s.metadata.name, buildJobName(REF));
+    assert.equal(s.metadata.namespace, "shop-ns");
+    assert.deepEqual(s["stringData"], { token: "t0ken" });
+    assert.deepEqual(s.metadata.ownerReferences, [owner]);
+  });
+});

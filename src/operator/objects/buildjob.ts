@@ -1,0 +1,289 @@
+/**
+ * The build Job: one training run of a workload's own pod, for one ref, in the workload's
+ * namespace. Same image, env, volumes, service account and scheduling as the workload, so the
+ * archive is built by the JVM that will map it, over the config the app really starts with; the
+ * container's command is swapped for `classcache build`, which publishes through the node agent.
+ */
+import { basename, extname } from "node:path";
+import type { OwnerReference } from "../../kube/types.ts";
+import { AGENT_SOCKET, COMPONENTS, KIT_SOURCE, MOUNTS, REF_ANNOTATION, REF_LABEL, SECRET_KEYS, STORE_ROOT, STORE_RUN_DIR } from "../constants.ts";
+import {
+  classCacheOwner,
+  lockedDown,
+  objectLabels,
+  type Built,
+  type ClassCacheRef,
+  type Container,
+  type EnvVar,
+  type PodSpec,
+  type PodTemplate,
+  type Volume,
+  type VolumeMount,
+} from "./meta.ts";
+
+export type BuildMode = "none" | "hybrid" | "baked";
+
+export interface BuildJobInput {
+  classCache: ClassCacheRef;
+  /** The digest of the build inputs, e.g. "sha256:<hex>" or bare hex. */
+  ref: string;
+  /** The workload's pod template as the user wrote it (not one the operator already patched). */
+  podTemplate: PodTemplate;
+  /** The JVM's container in it. */
+  containerName: string;
+  /** The application jar inside the workload's image (spec.app.jarPath). */
+  jarPath: string;
+  agent?: { image: string; jarPath: string; configPath?: string };
+  /** A catalog profile name (spec.profile). */
+  profile?: string;
+  /** An inline AgentProfile (spec.profileYAML); wins over `profile`, as in the CRD. */
+  profileYAML?: string;
+  mode?: BuildMode;
+  training: { exitOnRefresh?: boolean; readyUrl?: string; warmupUrls?: string[]; timeoutSeconds: number };
+  /** The classcache image: its runtime at /opt/classcache is copied into the pod. */
+  kitImage: string;
+  /** GOARCH-style arch (amd64, arm64) the archive is for: the pod runs on such a node. */
+  arch?: string;
+  /** The workload's own JVM options (from its command line): they decide GC and compressed oops. */
+  jvmOptions?: string[];
+  appArgs?: string[];
+}
+
+/** Volumes and containers the build adds; a workload's own ones with these names are dropped. */
+const V = {
+  kit: "classcache-kit",
+  agent: "classcache-agent",
+  work: "classcache-work",
+  agentRun: "classcache-agent-run",
+  buildToken: "classcache-build-token",
+} as const;
+/** Our own paths in the app container: a workload mount at or under one of them is dropped. */
+const RESERVED_PATHS = [MOUNTS.kit, MOUNTS.agentJar, STORE_ROOT, MOUNTS.agentRun, MOUNTS.buildToken];
+const AGENT_JAR = `${MOUNTS.agentJar}/agent.jar`;
+const PROFILE_FILE = `${MOUNTS.kit}/profile.yaml`;
+const KIT_UID = 65532;
+
+// Fixed script; the profile arrives as data in an env var, never spliced into the script.
+const KIT_SCRIPT =
+  `cp -R ${KIT_SOURCE}/. ${MOUNTS.kit}/ && ` +
+  `if [ -n "$CLASSCACHE_PROFILE_YAML" ]; then printf '%s' "$CLASSCACHE_PROFILE_YAML" > ${PROFILE_FILE}; fi`;
+
+/** The hex of a ref ("sha256:abc…" or "abc…"), lower-case. */
+export function refHex(ref: string): string {
+  const hex = ref.slice(ref.lastIndexOf(":") + 1).toLowerCase();
+  if (!/^[0-9a-f]{10,}$/.test(hex)) throw new Error(`ref ${JSON.stringify(ref)} is not a digest: expected at least 10 hex digits`);
+  return hex;
+}
+
+/** classcache-build-<first 10 hex of the ref>: the Job and its token Secret share it. */
+export function buildJobName(ref: string): string {
+  return `classcache-build-${refHex(ref).slice(0, 10)}`;
+}
+
+export function buildLabels(ref: string): Record<string, string> {
+  return objectLabels(COMPONENTS.build, { [REF_LABEL]: refHex(ref).slice(0, 63) });
+}
+
+/** The token the build pod presents to the node agent when it publishes; good for this one ref. */
+export function buildTokenSecret(namespace: string, ref: string, token: string, owner: OwnerReference): Built {
+  return {
+    apiVersion: "v1",
+    kind: "Secret",
+    metadata: {
+      name: buildJobName(ref),
+      namespace,
+      labels: buildLabels(ref),
+      annotations: { [REF_ANNOTATION]: ref },
+      ownerReferences: [owner],
+    },
+    type: "Opaque",
+    stringData: { [SECRET_KEYS.token]: token },
+  };
+}
+
+export function buildJob(input: BuildJobInput): Built {
+  const labels = buildLabels(input.ref);
+  const annotations = { [REF_ANNOTATION]: input.ref };
+  return {
+    apiVersion: "batch/v1",
+    kind: "Job",
+    metadata: {
+      name: buildJobName(input.ref),
+      namespace: input.classCache.namespace,
+      labels,
+      annotations,
+      ownerReferences: [classCacheOwner(input.classCache)],
+    },
+    spec: {
+      // A failed build is retried twice, then recorded with backoff by the controller: never a loop.
+      backoffLimit: 2,
+      // Up to three JVM runs (capture, training, verification) of timeoutSeconds each, plus start-up.
+      activeDeadlineSeconds: input.training.timeoutSeconds * 3 + 300,
+      ttlSecondsAfterFinished: 3600,
+      template: {
+        // Not the workload's labels: its Services would send traffic to the training run, and
+        // the webhook would patch it. Meshes are kept out: a classic sidecar never exits, so the Job never ends.
+        metadata: { labels, annotations: { ...annotations, "sidecar.istio.io/inject": "false", "linkerd.io/inject": "disabled" } },
+        spec: buildPodSpec(input),
+      },
+    },
+  };
+}
+
+export function buildPodSpec(input: BuildJobInput): PodSpec {
+  const src = input.podTemplate.spec;
+  const app = src.containers.find((c) => c.name === input.containerName);
+  if (!app) throw new Error(`the pod template has no container ${JSON.stringify(input.containerName)}`);
+  const volumes = keptVolumes(src.volumes ?? []);
+  const kept = new Set(volumes.map((v) => v.name));
+  const affinity = src["affinity"] as Record<string, unknown> | undefined;
+  const nodeSelector = { ...src.nodeSelector, ...(input.arch ? { "kubernetes.io/arch": input.arch } : {}) };
+  const rest = omit(src, [
+    "containers",
+    "initContainers",
+    "volumes",
+    "nodeSelector",
+    "affinity",
+    "restartPolicy",
+    // Spreading rules are about the workload's replicas: for a one-off pod they only make it unschedulable.
+    "topologySpreadConstraints",
+    "activeDeadlineSeconds",
+    "nodeName",
+  ]);
+  return {
+    ...rest,
+    restartPolicy: "Never",
+    ...(Object.keys(nodeSelector).length ? { nodeSelector } : {}),
+    ...(affinity && withoutAntiAffinity(affinity)),
+    initContainers: [...ourInitContainers(input), ...(src.initContainers ?? []).filter((c) => !c.name.startsWith("classcache-")).map((c) => withMounts(c, kept))],
+    containers: [buildContainer(input, app, kept)],
+    volumes: [...volumes, ...ourVolumes(input)],
+  };
+}
+
+/**
+ * The workload's volumes minus hostPath ones: the operator creates this pod, so a host path in it
+ * would be one the operator mounted for whoever wrote the workload. Our own names are dropped too.
+ */
+function keptVolumes(volumes: Volume[]): Volume[] {
+  const ours = new Set<string>(Object.values(V));
+  return volumes.filter((v) => v.hostPath === undefined && !ours.has(v.name));
+}
+
+function reservedPath(path: string): boolean {
+  const p = path.replace(/\/+$/, "");
+  return RESERVED_PATHS.some((r) => p === r || p.startsWith(`${r}/`));
+}
+
+function withMounts(c: Container, kept: Set<string>): Container {
+  if (!c.volumeMounts) return c;
+  return { ...c, volumeMounts: c.volumeMounts.filter((m) => kept.has(m.name) && !reservedPath(m.mountPath)) };
+}
+
+function withoutAntiAffinity(affinity: Record<string, unknown>): { affinity?: Record<string, unknown> } {
+  const rest = omit(affinity, ["podAntiAffinity"]);
+  return Object.keys(rest).length ? { affinity: rest } : {};
+}
+
+/** The app container: same image, env, resources, mounts and security context; another command. */
+function buildContainer(input: BuildJobInput, app: Container, kept: Set<string>): Container {
+  // Probes would kill or gate a pod that is not serving; ports only matter to Services and could
+  // clash as hostPorts with a running replica; lifecycle hooks belong to the app's own start/stop.
+  const base = omit(withMounts(app, kept), ["command", "args", "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "ports", "stdin", "stdinOnce", "tty"]);
+  const env: EnvVar[] = [
+    ...(app.env ?? []).filter((e) => !e.name.startsWith("CLASSCACHE_")),
+    { name: "CLASSCACHE_REF", value: input.ref },
+    { name: "CLASSCACHE_CLASSCACHE", value: `${input.classCache.namespace}/${input.classCache.name}` },
+  ];
+  const mounts: VolumeMount[] = [
+    ...(base.volumeMounts ?? []),
+    { name: V.kit, mountPath: MOUNTS.kit, readOnly: true },
+    ...(input.agent ? [{ name: V.agent, mountPath: MOUNTS.agentJar, readOnly: true }] : []),
+    // The temporary store sits where workloads see the node store, so the training JVM sees the
+    // paths the workload will: no mount namespace (CAP_SYS_ADMIN) needed to fake them.
+    { name: V.work, mountPath: STORE_ROOT },
+    { name: V.agentRun, mountPath: MOUNTS.agentRun, readOnly: true },
+    { name: V.buildToken, mountPath: MOUNTS.buildToken, readOnly: true },
+  ];
+  return { ...base, command: [`${MOUNTS.kit}/bin/classcache`], args: buildArgs(input), env, volumeMounts: mounts };
+}
+
+/** `classcache build …` as an argument vector: no shell, and every user value after an `=`. */
+export function buildArgs(input: BuildJobInput): string[] {
+  const t = input.training;
+  const args = [
+    "build",
+    `--app=${input.jarPath}`,
+    "--java=auto",
+    `--store=${STORE_ROOT}`,
+    `--root=${STORE_ROOT}`,
+    `--ref=${input.ref}`,
+    `--publish-to=unix:${MOUNTS.agentRun}/${basename(AGENT_SOCKET)}`,
+    `--build-token-file=${MOUNTS.buildToken}/${SECRET_KEYS.token}`,
+  ];
+  if (input.mode) args.push(`--mode=${input.mode}`);
+  if (input.agent) {
+    args.push(`--agent=${AGENT_JAR}`);
+    if (input.agent.configPath) args.push(`--agent-config=${agentConfigFile(input.agent.configPath)}`);
+  }
+  if (input.profileYAML) args.push(`--profile=${PROFILE_FILE}`);
+  else if (input.profile) args.push(`--profile=${input.profile}`);
+  if (t.exitOnRefresh !== undefined) args.push(t.exitOnRefresh ? "--exit-on-refresh" : "--no-exit-on-refresh");
+  for (const o of input.jvmOptions ?? []) args.push(`--jvm-opt=${o}`);
+  for (const a of input.appArgs ?? []) args.push(`--arg=${a}`);
+  if (t.readyUrl) args.push(`--ready-url=${t.readyUrl}`);
+  for (const u of t.warmupUrls ?? []) args.push(`--warmup-url=${u}`);
+  args.push(`--timeout=${t.timeoutSeconds}`, "--json");
+  return args;
+}
+
+/** The agent's config keeps its extension (agents pick the parser by it) under a fixed name. */
+function agentConfigFile(configPath: string): string {
+  const ext = extname(configPath);
+  return `${MOUNTS.agentJar}/agent-config${/^\.[A-Za-z0-9]{1,16}$/.test(ext) ? ext : ""}`;
+}
+
+function initContainer(name: string, image: string, command: string[], mount: VolumeMount, env: EnvVar[] = []): Container {
+  return {
+    name,
+    image,
+    command,
+    ...(env.length ? { env } : {}),
+    volumeMounts: [mount],
+    resources: { requests: { cpu: "10m", memory: "32Mi" }, limits: { memory: "128Mi" } },
+    // Copies need no privilege; non-root keeps the pod admissible under runAsNonRoot and "restricted".
+    securityContext: lockedDown({ runAsUser: KIT_UID, runAsGroup: KIT_UID }),
+  };
+}
+
+function ourInitContainers(input: BuildJobInput): Container[] {
+  const profileEnv = input.profileYAML ? [{ name: "CLASSCACHE_PROFILE_YAML", value: input.profileYAML }] : [];
+  const out = [initContainer(V.kit, input.kitImage, ["sh", "-c", KIT_SCRIPT], { name: V.kit, mountPath: MOUNTS.kit }, profileEnv)];
+  const agent = input.agent;
+  if (agent) {
+    const mount = { name: V.agent, mountPath: MOUNTS.agentJar };
+    // Plain cp, no shell: agent images are often busybox or distroless-like, and the paths stay data.
+    out.push(initContainer(V.agent, agent.image, ["cp", agent.jarPath, AGENT_JAR], mount));
+    if (agent.configPath) out.push(initContainer(`${V.agent}-config`, agent.image, ["cp", agent.configPath, agentConfigFile(agent.configPath)], mount));
+  }
+  return out;
+}
+
+function ourVolumes(input: BuildJobInput): Volume[] {
+  return [
+    { name: V.kit, emptyDir: { sizeLimit: "1Gi" } },
+    ...(input.agent ? [{ name: V.agent, emptyDir: { sizeLimit: "512Mi" } }] : []),
+    { name: V.work, emptyDir: {} },
+    // Only the run/ directory of the node store (the agent's socket), read-only, and only if the
+    // agent made it: a build pod neither sees the archives nor creates anything on the host.
+    { name: V.agentRun, hostPath: { path: STORE_RUN_DIR, type: "Directory" } },
+    // 0444: the app container may run as any user; the token is good for this one build only.
+    { name: V.buildToken, secret: { secretName: buildJobName(input.ref), defaultMode: 0o444 } },
+  ];
+}
+
+function omit<T extends object>(obj: T, keys: string[]): T {
+  const out = { ...obj } as Record<string, unknown>;
+  for (const k of keys) delete out[k];
+  return out as T;
+}

@@ -1,0 +1,149 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { MOUNTS, NAMES, PORTS, STORE_ROOT, SYSTEM_NAMESPACE } from "../constants.ts";
+import { agentsDaemonSet, agentTokenSecret, directoryUrl, signingKeySecret, trustConfigMap } from "./agents.ts";
+import { directorySecret, directoryService, directoryStatefulSet, generatePassword } from "./directory.ts";
+import type { Container, PodSpec } from "./meta.ts";
+import { networkPolicies } from "./networkpolicy.ts";
+
+interface Workload {
+  spec: { template: { metadata: { labels: Record<string, string> }; spec: PodSpec }; selector: { matchLabels: Record<string, string> } };
+}
+
+const podOf = (o: unknown): PodSpec => (o as Workload).spec.template.spec;
+const only = (spec: PodSpec): Container => {
+  assert.equal(spec.containers.length, 1);
+  return spec.containers[0]!;
+};
+/** Every string of a container that ends up on a command line or in a probe's command. */
+const commandLine = (c: Container): string => JSON.stringify([c.command, c.args, c["readinessProbe"], c["livenessProbe"]]);
+
+void describe("directory", () => {
+  void it("generates 256-bit URL-safe passwords", () => {
+    const a = generatePassword();
+    assert.match(a, /^[A-Za-z0-9_-]{43}$/);
+    assert.notEqual(a, generatePassword());
+  });
+
+  void it("keeps the password in the Secret: never in arguments or probes, -a never used", () => {
+    const secret = directorySecret("s3cret-password");
+    assert.deepEqual(secret["stringData"], { password: "s3cret-password" });
+    assert.equal(secret.metadata.name, NAMES.directorySecret);
+    const c = only(podOf(directoryStatefulSet()));
+    assert.ok(!commandLine(c).includes("s3cret"));
+    assert.ok(c.args?.includes("$(VALKEY_PASSWORD)"));
+    assert.ok(!/\s-a\s/.test(commandLine(c)), "valkey-cli -a would put the password on the process list");
+    assert.deepEqual(
+      c.env?.map((e) => [e.name, e.valueFrom]),
+      ["VALKEY_PASSWORD", "REDISCLI_AUTH"].map((n) => [n, { secretKeyRef: { name: NAMES.directorySecret, key: "password" } }]),
+    );
+  });
+
+  void it("runs valkey as a non-root user with a read-only root and its data on a claim", () => {
+    const sts = directoryStatefulSet({ image: "valkey/valkey:8.0", storageSize: "1Gi", storageClassName: "fast" }) as unknown as {
+      spec: Workload["spec"] & { replicas: number; volumeClaimTemplates: { spec: Record<string, unknown> }[] };
+    };
+    assert.equal(sts.spec.replicas, 1);
+    const c = only(sts.spec.template.spec);
+    assert.equal(c.image, "valkey/valkey:8.0");
+    assert.deepEqual(c["securityContext"], {
+      runAsNonRoot: true,
+      runAsUser: 999,
+      runAsGroup: 1000,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ["ALL"] },
+      seccompProfile: { type: "RuntimeDefault" },
+    });
+    assert.deepEqual(sts.spec.volumeClaimTemplates[0]?.spec, { accessModes: ["ReadWriteOnce"], resources: { requests: { storage: "1Gi" } }, storageClassName: "fast" });
+    assert.equal(only(podOf(directoryStatefulSet())).image, "valkey/valkey:7.2-alpine");
+  });
+
+  void it("selects its pods with the labels the StatefulSet gives them", () => {
+    const svc = directoryService() as unknown as { spec: { selector: Record<string, string>; ports: { port: number }[] } };
+    const sts = directoryStatefulSet() as unknown as Workload;
+    assert.deepEqual(svc.spec.selector, sts.spec.selector.matchLabels);
+    for (const [k, v] of Object.entries(svc.spec.selector)) assert.equal(sts.spec.template.metadata.labels[k], v);
+    assert.equal(svc.spec.ports[0]?.port, PORTS.directory);
+  });
+});
+
+void describe("agents", () => {
+  const ds = agentsDaemonSet({ image: "ghcr.io/classcache/classcache:0.1.0" });
+  const spec = podOf(ds);
+  const c = only(spec);
+
+  void it("mounts one host path, the constant store root, and it is the only read-write one", () => {
+    const hostVolumes = (spec.volumes ?? []).filter((v) => v.hostPath);
+    assert.deepEqual(hostVolumes, [{ name: "store", hostPath: { path: STORE_ROOT, type: "DirectoryOrCreate" } }]);
+    assert.deepEqual(
+      c.volumeMounts?.filter((m) => !m.readOnly).map((m) => m.mountPath),
+      [STORE_ROOT, "/tmp"],
+    );
+  });
+
+  void it("reads the directory password from the Secret through the kubelet, never from its own spec", () => {
+    assert.ok(c.args?.includes(`redis://:$(REDIS_PASSWORD)@${NAMES.directory}.${SYSTEM_NAMESPACE}.svc:${PORTS.directory}`));
+    assert.deepEqual(c.env?.find((e) => e.name === "REDIS_PASSWORD")?.valueFrom, { secretKeyRef: { name: NAMES.directorySecret, key: "password" } });
+    const ext = directoryUrl({ addr: "redis.infra:6380", passwordSecret: { name: "redis", key: "pw" }, tls: true });
+    assert.equal(ext.url, "rediss://:$(REDIS_PASSWORD)@redis.infra:6380");
+    assert.equal(directoryUrl({ addr: "redis.infra:6379" }).url, "redis://redis.infra:6379");
+  });
+
+  void it("mounts the secrets read-only, owner-only, and only the private half of the signing key", () => {
+    const secretVolumes = (spec.volumes ?? []).filter((v) => v.secret);
+    assert.deepEqual(secretVolumes.map((v) => [v.secret?.secretName, v.secret?.defaultMode]), [
+      [NAMES.agentToken, 0o400],
+      [NAMES.signingKey, 0o400],
+    ]);
+    assert.deepEqual(secretVolumes[1]?.secret?.items, [{ key: "signing.pem", path: "signing.pem" }]);
+    for (const path of [MOUNTS.agentToken, MOUNTS.trust, MOUNTS.signingKey]) {
+      assert.equal(c.volumeMounts?.find((m) => m.mountPath === path)?.readOnly, true, path);
+    }
+  });
+
+  void it("runs on every node, without API credentials, capabilities or privilege escalation", () => {
+    assert.deepEqual(spec["tolerations"], [{ operator: "Exists" }]);
+    assert.equal(spec["automountServiceAccountToken"], false);
+    assert.equal(spec["hostNetwork"], false);
+    assert.equal(spec["priorityClassName"], undefined);
+    const sc = c["securityContext"] as Record<string, unknown>;
+    assert.deepEqual(sc["capabilities"], { drop: ["ALL"] });
+    assert.equal(sc["allowPrivilegeEscalation"], false);
+    assert.equal(sc["readOnlyRootFilesystem"], true);
+    const critical = podOf(agentsDaemonSet({ image: "x", priorityClassName: "system-node-critical" }));
+    assert.equal(critical["priorityClassName"], "system-node-critical");
+  });
+
+  void it("builds the key material objects with the names the DaemonSet mounts", () => {
+    assert.equal(agentTokenSecret("t").metadata.name, NAMES.agentToken);
+    assert.deepEqual(signingKeySecret("PRIVATE", "PUBLIC")["stringData"], { "signing.pem": "PRIVATE", "signing.pub": "PUBLIC" });
+    assert.deepEqual(trustConfigMap("PUBLIC")["data"], { "signing.pub": "PUBLIC" });
+  });
+});
+
+void describe("networkPolicies", () => {
+  type Rule = { from?: { podSelector: { matchLabels: Record<string, string> } }[]; ports?: { port: number }[] };
+  const policies = networkPolicies().map((p) => ({ name: p.metadata.name, spec: p["spec"] as { podSelector: { matchLabels?: Record<string, string> }; ingress: Rule[] } }));
+  const byName = (n: string) => policies.find((p) => p.name === n)!.spec;
+  const component = (r: Rule) => r.from?.map((f) => f.podSelector.matchLabels["app.kubernetes.io/component"]);
+
+  void it("denies all ingress in the namespace by default", () => {
+    assert.deepEqual(byName("classcache-default-deny-ingress"), { podSelector: {}, policyTypes: ["Ingress"] });
+  });
+
+  void it("lets only agents and the operator reach the directory, and only agents reach agents", () => {
+    const dir = byName("classcache-directory");
+    assert.deepEqual(dir.ingress.map(component), [["agent", "operator"]]);
+    assert.deepEqual(dir.ingress[0]?.ports, [{ protocol: "TCP", port: PORTS.directory }]);
+    const agents = byName("classcache-agent");
+    assert.deepEqual(agents.ingress.map(component), [["agent"]]);
+    assert.deepEqual(agents.ingress[0]?.ports, [{ protocol: "TCP", port: PORTS.peer }]);
+  });
+
+  void it("keeps the webhook port open to any source, the API server included", () => {
+    const wh = byName("classcache-webhook");
+    assert.equal(wh.ingress[0]?.from, undefined);
+    assert.deepEqual(wh.ingress[0]?.ports, [{ protocol: "TCP", port: PORTS.webhook }]);
+  });
+});
