@@ -3,9 +3,12 @@
  * real password-protected redis-server as the directory) ask for the same fresh key at the
  * same moment. Prints the wall time until every node holds a verified copy, how many builds
  * ran (must be 1), and per node the peak of concurrent uploads (never above the cap) and how
- * many archive copies' worth of bytes it served (how evenly the load fanned out).
+ * many archive copies' worth of bytes it served (how evenly the load fanned out). Target: no
+ * node serves more than 2× the upload cap in copies (one copy = the archive plus its layout).
  *
- *   node bench/distribution-fanout.ts [--nodes 32] [--upload-cap 4] [--json out.json]
+ *   node bench/distribution-fanout.ts [--nodes 32] [--upload-cap 4] [--java <JAVA_HOME>] [--json out.json] [--keep]
+ *
+ * --keep leaves the work directory (agent logs under logs/) and prints its path.
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -18,7 +21,7 @@ import { resolveJavaHome } from "../src/jvm/jdk.ts";
 import { Agent } from "../src/testenv/agents.ts";
 import { startRedis } from "../src/testenv/redis.ts";
 
-const { values } = parseArgs({ options: { nodes: { type: "string", default: "32" }, "upload-cap": { type: "string", default: "4" }, java: { type: "string" }, json: { type: "string" } } });
+const { values } = parseArgs({ options: { nodes: { type: "string", default: "32" }, "upload-cap": { type: "string", default: "4" }, java: { type: "string" }, json: { type: "string" }, keep: { type: "boolean" } } });
 const n = Number(values.nodes);
 const cap = Number(values["upload-cap"]);
 
@@ -51,13 +54,11 @@ try {
   const spec = { app, appArgs: [], jvmOptions: [], java, agent: agentJar, profile: "reference", training: { warmupUrls: [], timeoutMs: 600_000 } };
   process.stderr.write(`all ${n} ask for a fresh key at once…\n`);
   const t0 = performance.now();
-  const done: number[] = [];
   const results = await Promise.all(
     agents.map(async (a) => {
       const r = await a.ensure({ build: spec });
-      done.push(performance.now() - t0);
       if (r.status !== 200) throw new Error(`${a.spec.name}: ${JSON.stringify(r.body)}`);
-      return r.body;
+      return Object.assign(r.body, { doneMs: Math.round(performance.now() - t0) });
     }),
   );
   const wallMs = Math.round(performance.now() - t0);
@@ -65,8 +66,10 @@ try {
   const buildMs = Math.round(Number(built[0]?.ms ?? 0));
   const archiveBytes = Number(results[0]!.size);
   const perNode = await Promise.all(
-    agents.map(async (a) => ({
+    agents.map(async (a, i) => ({
       node: a.spec.name,
+      source: String(results[i]!.source),
+      doneMs: results[i]!.doneMs,
       peakUploads: await a.metric("classcache_peer_uploads_peak"),
       servedBytes: await a.metric("classcache_peer_served_bytes_total"),
       rejected: await a.metric("classcache_peer_uploads_rejected_total"),
@@ -77,7 +80,10 @@ try {
   // One node's pull: the archive and the app's extracted layout.
   const copy = archiveBytes + Number(results[0]!.layoutSize);
   const maxPeak = Math.max(...perNode.map((p) => p.peakUploads));
-  const top = [...perNode].sort((a, b) => b.servedBytes - a.servedBytes).slice(0, 5);
+  const copies = (bytes: number) => Math.round((bytes / copy) * 10) / 10;
+  const maxCopies = Math.max(...perNode.map((p) => copies(p.servedBytes)));
+  const byServed = [...perNode].sort((a, b) => b.servedBytes - a.servedBytes);
+  const row = (p: (typeof perNode)[number]) => ({ node: p.node, source: p.source, doneS: Math.round(p.doneMs / 100) / 10, servedMiB: Math.round(p.servedBytes / 1048576), archiveCopies: copies(p.servedBytes), peak: p.peakUploads, rejected503: p.rejected });
   const result = {
     date: new Date().toISOString(),
     nodes: n,
@@ -87,22 +93,29 @@ try {
     buildMs,
     distributeMs: wallMs - buildMs,
     archiveMiB: Math.round((archiveBytes / 1048576) * 10) / 10,
+    copyMiB: Math.round((copy / 1048576) * 10) / 10,
     maxPeakConcurrentUploads: maxPeak,
-    withinTwiceCap: maxPeak <= 2 * cap,
-    topServers: top.map((p) => ({ node: p.node, servedMiB: Math.round(p.servedBytes / 1048576), archiveCopies: Math.round((p.servedBytes / copy) * 10) / 10, peak: p.peakUploads, rejected503: p.rejected })),
+    maxCopiesServed: maxCopies,
+    builderCopiesServed: copies(perNode.find((p) => p.source === "built")?.servedBytes ?? 0),
+    withinTwiceCap: maxCopies <= 2 * cap,
+    nodesServing: perNode.filter((p) => p.servedBytes > 0).length,
+    perNode: byServed.map(row),
   };
   const lines = [
-    `| nodes | builds | wall time to all verified | of which build | distribution after build | archive | max concurrent uploads on one node (cap) |`,
-    `| --- | --- | --- | --- | --- | --- | --- |`,
-    `| ${n} | ${builds} | ${(wallMs / 1000).toFixed(1)} s | ${(buildMs / 1000).toFixed(1)} s | ${((wallMs - buildMs) / 1000).toFixed(1)} s | ${result.archiveMiB} MiB | ${maxPeak} (${cap}) |`,
+    `| nodes | builds | wall time to all verified | of which build | distribution after build | archive (+ layout) | max concurrent uploads on one node (cap) | most copies one node served (≤ ${2 * cap}) |`,
+    `| --- | --- | --- | --- | --- | --- | --- | --- |`,
+    `| ${n} | ${builds} | ${(wallMs / 1000).toFixed(1)} s | ${(buildMs / 1000).toFixed(1)} s | ${((wallMs - buildMs) / 1000).toFixed(1)} s | ${result.archiveMiB} MiB (${result.copyMiB} MiB) | ${maxPeak} (${cap}) | ${maxCopies} |`,
     "",
-    "Busiest uploaders (bytes served, in archive-sized copies):",
-    ...result.topServers.map((t) => `  ${t.node}: ${t.servedMiB} MiB (${t.archiveCopies} copies), peak ${t.peak} concurrent, ${t.rejected503} requests answered 503`),
+    `builds = 1: ${builds === 1 ? "met" : "NOT met"}; most copies served by one node ≤ 2 × cap: ${result.withinTwiceCap ? "met" : "NOT met"}; ${result.nodesServing} of ${n} nodes served bytes`,
+    "",
+    "Per node (bytes served, in copies of archive + layout), busiest first:",
+    ...result.perNode.map((t) => `  ${t.node} ${t.source.padEnd(6)} done at ${t.doneS.toFixed(1).padStart(6)} s: ${String(t.servedMiB).padStart(5)} MiB (${t.archiveCopies} copies), peak ${t.peak} concurrent, ${t.rejected503} answered 503`),
   ];
   process.stdout.write(`${lines.join("\n")}\n\n${JSON.stringify(result, null, 2)}\n`);
   if (values.json) await writeFile(values.json, JSON.stringify(result, null, 2) + "\n");
 } finally {
   await Promise.all(agents.map((a) => a.kill()));
   await redis.stop();
-  await rm(tmp, { recursive: true, force: true });
+  if (values.keep) process.stderr.write(`kept ${tmp} (agent logs in logs/)\n`);
+  else await rm(tmp, { recursive: true, force: true });
 }
