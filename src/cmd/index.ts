@@ -7,5 +7,6 @@ import { runCommand } from "./run.ts";
 import { nodeCommand } from "./node.ts";
 import { demoCommand } from "./demo.ts";
 import { podInitCommand } from "./podinit.ts";
+import { operatorCommand } from "./operator.ts";
 
-export const commands: Command[] = [buildCommand, flagsCommand, runCommand, inspectCommand, nodeCommand, podInitCommand, demoCommand];
+export const commands: Command[] = [buildCommand, flagsCommand, runCommand, inspectCommand, nodeCommand, podInitCommand, operatorCommand, demoCommand];

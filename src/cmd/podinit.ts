@@ -3,7 +3,8 @@ import { mkdir } from "node:fs/promises";
 import { STORE_ROOT } from "../operator/constants.ts";
 import { nodeArch } from "../node/agent.ts";
 import { planPod, want, writeArgfiles } from "../node/podinit.ts";
-import { parse, type Command, type Io } from "./command.ts";
+import { parseArgs } from "node:util";
+import type { Command, Io } from "./command.ts";
 
 const usage = `
 usage: classcache pod-init --ref <ref> --out <dir> --fallback <arg>... [options]
@@ -38,7 +39,9 @@ export const podInitCommand: Command = {
 };
 
 async function podInit(argv: string[], io: Io): Promise<number> {
-    const { values } = parse("pod-init", argv, {
+    // Not strict: an operator newer than this image may pass a flag it does not know yet, and an
+    // init step must not fail a pod over that.
+    const { values } = parseArgs({ args: argv, strict: false, allowPositionals: true, options: {
       ref: { type: "string" },
       out: { type: "string" },
       fallback: { type: "string", multiple: true },
@@ -47,20 +50,23 @@ async function podInit(argv: string[], io: Io): Promise<number> {
       root: { type: "string", default: STORE_ROOT },
       "share-memory": { type: "boolean", default: false },
       socket: { type: "string" },
-    });
-    const out = values.out ?? "/classcache";
-    const fallback = values.fallback ?? [];
-    const fallbackJvm = values["fallback-jvm"] ?? [];
-    const ref = values.ref ?? "";
+    } });
+    const str = (v: unknown, d: string): string => (typeof v === "string" ? v : d);
+    const strs = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : []);
+    const out = str(values.out, "/classcache");
+    const fallback = strs(values.fallback);
+    const fallbackJvm = strs(values["fallback-jvm"]);
+    const ref = str(values.ref, "");
+    const store = str(values.store, STORE_ROOT);
     await mkdir(out, { recursive: true });
     if (!/^[0-9a-f]{64}$/.test(ref)) {
       await writeArgfiles(out, { jvm: fallbackJvm, launch: fallback });
       io.stderr.write(`classcache: --ref is missing or malformed; the pod runs without an archive\n`);
       return 0;
     }
-    const r = await planPod({ ref, arch: nodeArch(), store: values.store, root: values.root, out, fallback, fallbackJvm, shareMemory: values["share-memory"] });
+    const r = await planPod({ ref, arch: nodeArch(), store, root: str(values.root, STORE_ROOT), out, fallback, fallbackJvm, shareMemory: values["share-memory"] === true });
     await writeArgfiles(out, r);
-    if (!r.archive) await want(values.socket ?? `${values.store}/run/agent.sock`, ref);
+    if (!r.archive) await want(str(values.socket, `${store}/run/agent.sock`), ref);
     io.stdout.write(JSON.stringify({ ref, archive: r.archive, key: r.key, reason: r.reason }) + "\n");
     return 0;
 }

@@ -1,0 +1,77 @@
+/** `classcache operator`: the ClassCache controller and the admission webhook. */
+import { CLASSCACHE_VERSION } from "../build/pipeline.ts";
+import { KubeClient } from "../kube/client.ts";
+import { createOperator } from "../operator/operator.ts";
+import { usageError } from "../runtime/errors.ts";
+import { createLogger } from "../runtime/log.ts";
+import { FileCerts } from "../webhook/certs.ts";
+import { parse, type Command } from "./command.ts";
+
+const usage = `
+usage: classcache operator [options]
+
+Reconciles ClassCache resources (the directory, the node agents, build Jobs, workload patches,
+status) and serves the admission webhook. In a cluster it uses the pod's service account;
+outside one, give --kubeconfig and --webhook-url (the API server must reach this process).
+
+  --kubeconfig <file>        a kubeconfig (default: in-cluster service account)
+  --context <name>           a kubeconfig context other than the current one
+  --image <ref>              the classcache image for node agents, init steps and build kits
+                             (default ghcr.io/classcache/classcache:${CLASSCACHE_VERSION})
+  --webhook-port <n>         webhook HTTPS port (default 9443)
+  --webhook-host <addr>      webhook listen address (default 0.0.0.0)
+  --webhook-url <url>        how the API server reaches the webhook, e.g. https://127.0.0.1:9443
+                             (default: the Service classcache-webhook in classcache-system)
+  --webhook-cert-dir <dir>   tls.crt/tls.key/ca.crt from cert-manager instead of self-managed certificates
+  --directory-addr <h:p>     reach the managed directory here (outside the cluster its Service does not resolve)
+  --no-leader-election       run the controller without a Lease (one replica only)
+  --log-format text|json
+`;
+
+export const operatorCommand: Command = {
+  name: "operator",
+  summary: "run the ClassCache operator and admission webhook",
+  usage,
+  async run(argv, io) {
+    const { values } = parse("operator", argv, {
+      kubeconfig: { type: "string" },
+      context: { type: "string" },
+      image: { type: "string", default: `ghcr.io/classcache/classcache:${CLASSCACHE_VERSION}` },
+      "webhook-port": { type: "string", default: "9443" },
+      "webhook-host": { type: "string" },
+      "webhook-url": { type: "string" },
+      "webhook-cert-dir": { type: "string" },
+      "directory-addr": { type: "string" },
+      "no-leader-election": { type: "boolean", default: false },
+      "log-format": { type: "string", default: "text" },
+    });
+    const port = Number(values["webhook-port"]);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw usageError(`--webhook-port ${values["webhook-port"]} is not a port number`);
+    let webhookUrl: URL | undefined;
+    if (values["webhook-url"]) {
+      try {
+        webhookUrl = new URL(values["webhook-url"]);
+      } catch {
+        throw usageError(`--webhook-url ${values["webhook-url"]} is not a URL`, "e.g. https://127.0.0.1:9443");
+      }
+      if (webhookUrl.protocol !== "https:") throw usageError("--webhook-url must be https: the API server only calls webhooks over TLS");
+    }
+    const log = createLogger({ format: values["log-format"] === "json" ? "json" : "text" }, { component: "operator" });
+    const client = KubeClient.load({ ...(values.kubeconfig ? { kubeconfigPath: values.kubeconfig } : {}), ...(values.context ? { context: values.context } : {}), userAgent: `classcache-operator/${CLASSCACHE_VERSION}` });
+    const ip = webhookUrl && /^\d+\.\d+\.\d+\.\d+$/.test(webhookUrl.hostname) ? [webhookUrl.hostname] : undefined;
+    const op = createOperator({
+      client,
+      log,
+      image: values.image,
+      webhookPort: port,
+      ...(values["webhook-host"] ? { webhookHost: values["webhook-host"] } : {}),
+      ...(webhookUrl ? { webhookTarget: { url: webhookUrl.origin } } : {}),
+      ...(ip ? { webhookIps: ip } : {}),
+      ...(values["webhook-cert-dir"] ? { certs: new FileCerts({ dir: values["webhook-cert-dir"], logger: log }) } : {}),
+      ...(values["directory-addr"] ? { directoryUrl: values["directory-addr"] } : {}),
+      leaderElection: !values["no-leader-election"],
+    });
+    await op.manager.start(io.signal);
+    return 0;
+  },
+};

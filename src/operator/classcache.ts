@@ -1,0 +1,410 @@
+/**
+ * The ClassCache reconciler: gather (the ClassCache, its workload, the directory's view of
+ * its ref), decide (the pod patch, the conditions), act (build Job, workload patch, status),
+ * all through server-side apply with one field manager, so a pass that changes nothing writes
+ * nothing. Deleting a ClassCache puts the workload back as it was and removes its ref's
+ * bindings from the directory before the finalizer goes.
+ */
+import { randomBytes } from "node:crypto";
+import { openBinding, SignatureError, type TrustStore } from "../archive/signing.ts";
+import type { Directory } from "../directory/directory.ts";
+import type { KubeClient } from "../kube/client.ts";
+import { isNotFound } from "../kube/errors.ts";
+import type { EventRecorder } from "../kube/events.ts";
+import { resourceType, Secrets } from "../kube/resource.ts";
+import type { KubeObject } from "../kube/types.ts";
+import type { Logger } from "../runtime/log.ts";
+import type { Informer } from "./runtime/informer.ts";
+import type { Result } from "./runtime/reconcile.ts";
+import { ClassCaches, ConditionTypes, FINALIZER, Reasons, resolveSpec, type ClassCache, type ClassCacheStatus, type Condition, type ResolvedSpec } from "./api/v1.ts";
+import { FIELD_MANAGER, INJECT_LABEL, ORIGINAL_LAUNCH_ANNOTATION, REF_ANNOTATION } from "./constants.ts";
+import { injectPod, INIT_CONTAINERS, stripInjection, type InjectionInput, type OriginalLaunch, type PodSpec, type PodTemplate } from "./inject.ts";
+import { buildJob, buildJobName, buildTokenSecret } from "./objects/buildjob.ts";
+import { classCacheOwner } from "./objects/meta.ts";
+import { computeRef } from "./ref.ts";
+
+export const Deployments = resourceType("apps/v1", "Deployment", "deployments");
+export const StatefulSetsType = resourceType("apps/v1", "StatefulSet", "statefulsets");
+export const DaemonSetsType = resourceType("apps/v1", "DaemonSet", "daemonsets");
+export const Jobs = resourceType("batch/v1", "Job", "jobs");
+export const WORKLOAD_TYPES = { Deployment: Deployments, StatefulSet: StatefulSetsType, DaemonSet: DaemonSetsType } as const;
+
+/** The archs whose bindings the status reports. */
+const ARCHS = ["amd64", "arm64"];
+
+export interface Workload extends KubeObject {
+  spec: { template: PodTemplate; [f: string]: unknown };
+}
+
+interface JobObject extends KubeObject {
+  status?: { failed?: number; succeeded?: number; conditions?: { type: string; status: string; message?: string }[] };
+}
+
+export interface ClassCacheReconcilerOptions {
+  client: KubeClient;
+  classCaches: Informer<ClassCache>;
+  workloads: Record<keyof typeof WORKLOAD_TYPES, Informer<Workload>>;
+  jobs: Informer<JobObject>;
+  events: EventRecorder;
+  log: Logger;
+  /** The classcache image: init step of patched pods, kit of build Jobs. */
+  image: string;
+  /** The directory and the key its bindings are signed with, once the cluster's parts exist. */
+  directory: () => Promise<{ directory: Directory | undefined; trust: TrustStore | undefined }>;
+  /** Re-check an archive that is not available yet this often (default 30 s). */
+  pollMs?: number;
+  /** Refresh holders and hit rates of an available archive this often (default 60 s). */
+  readyPollMs?: number;
+}
+
+/** What the pod patch needs from a ClassCache and a pod spec: the ref and the injection input. */
+export function injectionFor(cc: ClassCache, spec: ResolvedSpec, pod: PodSpec, image: string): { ref: string; input: InjectionInput; container: string | undefined } {
+  const container = spec.container ? pod.containers.find((c) => c.name === spec.container) : pod.containers[0];
+  const launch = [...(container?.command ?? spec.launch?.command ?? []), ...(container?.args ?? [])];
+  const ref = computeRef({
+    scope: spec.sharing === "Cluster" ? "" : (cc.metadata.namespace ?? ""),
+    image: spec.app.image ?? String(container?.image ?? ""),
+    jarPath: spec.app.jarPath,
+    launch,
+    agent: spec.agent ? { image: spec.agent.image, jarPath: spec.agent.jarPath, configPath: spec.agent.configPath ?? "" } : null,
+    profile: spec.profile ? JSON.stringify(spec.profile) : "",
+    mode: spec.mode,
+    training: { exitOnRefresh: spec.training.exitOnRefresh ?? true, readyUrl: spec.training.readyUrl ?? "", warmupUrls: spec.training.warmupUrls, timeoutSeconds: spec.training.timeoutSeconds },
+  });
+  const runtimeOptions = spec.profile?.runtime.extraJvmOpts ?? [];
+  return {
+    ref,
+    container: container?.name,
+    input: {
+      ref,
+      container: spec.container,
+      jarPath: spec.app.jarPath,
+      mode: spec.mode,
+      memorySharing: spec.memorySharing,
+      launchCommand: spec.launch?.command,
+      agent: spec.agent && spec.mode !== "none" ? { image: spec.agent.image, jarPath: spec.agent.jarPath, runtimeOptions } : undefined,
+      image,
+    },
+  };
+}
+
+function originalOf(w: Workload): OriginalLaunch | undefined {
+  const text = w.metadata.annotations?.[ORIGINAL_LAUNCH_ANNOTATION];
+  if (!text) return undefined;
+  try {
+    return JSON.parse(text) as OriginalLaunch;
+  } catch {
+    return undefined;
+  }
+}
+
+function isPatched(w: Workload): boolean {
+  return (w.spec.template.spec.initContainers ?? []).some((c) => c.name === INIT_CONTAINERS.init) || w.metadata.annotations?.[ORIGINAL_LAUNCH_ANNOTATION] !== undefined;
+}
+
+export class ClassCacheReconciler {
+  readonly #o: ClassCacheReconcilerOptions;
+
+  constructor(opts: ClassCacheReconcilerOptions) {
+    this.#o = opts;
+  }
+
+  /** ClassCache keys whose workload is `w`: the secondary-watch mapping. */
+  ownersOf(kind: string, w: KubeObject): string[] {
+    return this.#o.classCaches
+      .list()
+      .filter((cc) => cc.metadata.namespace === w.metadata.namespace && cc.spec.workloadRef.name === w.metadata.name && (cc.spec.workloadRef.kind ?? "Deployment") === kind)
+      .map((cc) => `${cc.metadata.namespace}/${cc.metadata.name}`);
+  }
+
+  async reconcile(key: string, signal: AbortSignal): Promise<Result> {
+    const cc = this.#o.classCaches.get(key);
+    if (!cc) return {};
+    if (cc.metadata.deletionTimestamp) return this.#finalize(cc, signal);
+    if (!(cc.metadata.finalizers ?? []).includes(FINALIZER)) {
+      await this.#o.client.patch(ClassCaches, cc.metadata.name!, { metadata: { finalizers: [...(cc.metadata.finalizers ?? []), FINALIZER], resourceVersion: cc.metadata.resourceVersion } }, { type: "merge", namespace: cc.metadata.namespace!, signal });
+      return {}; // the update brings us back
+    }
+    const conditions = new Conditions(cc);
+    const status: ClassCacheStatus = { observedGeneration: cc.metadata.generation ?? 0 };
+    let spec: ResolvedSpec;
+    let warnings: string[];
+    try {
+      ({ spec, warnings } = resolveSpec(cc));
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      conditions.set(ConditionTypes.Ready, "False", Reasons.InvalidSpec, message);
+      await this.#status(cc, { ...status, phase: "Failed", lastError: message }, conditions, signal);
+      return {};
+    }
+    conditions.set(ConditionTypes.Degraded, warnings.length ? "True" : "False", warnings.length ? Reasons.IgnoredFields : Reasons.AsExpected, warnings.length ? warnings.join("; ") : "nothing is degraded");
+
+    const kind = spec.workloadRef.kind;
+    const workload = this.#o.workloads[kind].get(`${cc.metadata.namespace}/${spec.workloadRef.name}`);
+    if (!workload) {
+      const msg = `${kind} ${cc.metadata.namespace}/${spec.workloadRef.name} does not exist (yet); the ClassCache applies as soon as it is created`;
+      conditions.set(ConditionTypes.WorkloadPatched, "False", Reasons.WorkloadNotFound, msg);
+      conditions.set(ConditionTypes.Ready, "False", Reasons.WorkloadNotFound, msg);
+      await this.#status(cc, { ...status, phase: "Pending" }, conditions, signal);
+      return {};
+    }
+
+    // The workload as its owner wrote it: our own earlier patch taken out.
+    const clean = stripInjection(workload.spec.template.spec, originalOf(workload));
+    const { ref, input, container } = injectionFor(cc, spec, clean, this.#o.image);
+    status.ref = ref;
+    const injected = injectPod(clean, input);
+
+    // The archive: the directory's signed binding of the ref, per arch.
+    const archive = await this.#archive(ref, status, conditions);
+    if (!archive.available && container) await this.#ensureBuild(cc, spec, ref, { ...workload.spec.template, spec: clean }, container, conditions, signal);
+
+    // The workload.
+    const patched = await this.#patchWorkload(cc, spec, workload, injected, conditions, signal);
+    const ready = archive.available && patched;
+    status.phase = summarize(conditions, ready, `pods of ${kind} ${spec.workloadRef.name} start from archive ${status.archiveKey?.slice(0, 12)} on nodes that hold it`, patched);
+    await this.#status(cc, status, conditions, signal);
+    return { requeueAfter: ready ? (this.#o.readyPollMs ?? 60_000) : (this.#o.pollMs ?? 30_000) };
+  }
+
+  async #archive(ref: string, status: ClassCacheStatus, conditions: Conditions): Promise<{ available: boolean }> {
+    const { directory, trust } = await this.#o.directory();
+    if (!directory || !trust || !(await directory.ping().catch(() => false))) {
+      conditions.set(ConditionTypes.ArchiveAvailable, "Unknown", Reasons.DirectoryUnavailable, "the directory cannot be reached; pods start without an archive until it can");
+      conditions.set(ConditionTypes.Degraded, "True", Reasons.DirectoryUnavailable, "the directory cannot be reached from the operator");
+      return { available: false };
+    }
+    status.archives = [];
+    for (const arch of ARCHS) {
+      const text = await directory.binding(`${ref}.${arch}`);
+      if (!text) continue;
+      try {
+        const { key } = openBinding(text, trust, ref, arch);
+        const holders = await directory.holders(key);
+        const envelope = await directory.manifest(key);
+        const m = envelope ? (JSON.parse(envelope) as { manifest?: { verification?: { hitRate?: number }; createdAt?: string; jvm?: { vendor?: string; runtimeVersion?: string } } }).manifest : undefined;
+        status.archives.push({
+          arch,
+          key,
+          holders: holders.filter((h) => h.complete !== false).length,
+          ...(m?.verification?.hitRate !== undefined ? { hitRate: m.verification.hitRate } : {}),
+          ...(m?.createdAt ? { builtAt: m.createdAt } : {}),
+          ...(m?.jvm ? { jvm: `${m.jvm.vendor ?? ""} ${m.jvm.runtimeVersion ?? ""}`.trim() } : {}),
+        });
+      } catch (err) {
+        if (!(err instanceof SignatureError)) throw err;
+        conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.VerificationFailed, `the directory's binding for ${arch} is not signed by the cluster's key: ${err.message}`);
+        return { available: false };
+      }
+    }
+    const first = status.archives[0];
+    if (!first) {
+      status.archives = undefined;
+      conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.BuildPending, `no archive for ref ${ref.slice(0, 12)} yet`);
+      return { available: false };
+    }
+    status.archiveKey = first.key;
+    status.readyPeers = first.holders ?? 0;
+    if (first.hitRate !== undefined) status.hitRate = `${(first.hitRate * 100).toFixed(1)}%`;
+    conditions.set(ConditionTypes.ArchiveAvailable, "True", Reasons.ArchiveVerified, `archive ${first.key.slice(0, 12)} (${first.arch}) verified, held by ${first.holders ?? 0} node(s), build hit rate ${status.hitRate ?? "unknown"}`);
+    return { available: true };
+  }
+
+  /** One build Job per ref, with its one-ref publishing token; its outcome goes into the conditions. */
+  async #ensureBuild(cc: ClassCache, spec: ResolvedSpec, ref: string, template: PodTemplate, container: string, conditions: Conditions, signal: AbortSignal): Promise<void> {
+    // Only when nothing is built yet: no directory means a build could not publish, and a
+    // binding that failed verification needs a person, not another build.
+    if (conditions.reasonOf(ConditionTypes.ArchiveAvailable) !== Reasons.BuildPending) return;
+    const ns = cc.metadata.namespace!;
+    const name = buildJobName(ref);
+    const job = this.#o.jobs.get(`${ns}/${name}`);
+    if (job) {
+      const failed = job.status?.conditions?.find((c) => c.type === "Failed" && c.status === "True");
+      if (failed) conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.BuildFailed, `build Job ${name} failed: ${failed.message ?? "see its pod's log"}; it is not retried until the workload or the ClassCache changes`);
+      else conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.Building, `build Job ${name} is running`);
+      return;
+    }
+    const owner = classCacheOwner({ name: cc.metadata.name!, namespace: ns, uid: cc.metadata.uid ?? "" });
+    const tokenSecret = buildTokenSecret(ns, ref, randomBytes(24).toString("hex"), owner);
+    try {
+      await this.#o.client.create(Secrets, tokenSecret, { namespace: ns, fieldManager: FIELD_MANAGER, signal });
+    } catch (err) {
+      if ((err as { status?: number }).status !== 409) throw err;
+    }
+    const jobObject = buildJob({
+      classCache: { name: cc.metadata.name!, namespace: ns, uid: cc.metadata.uid ?? "" },
+      ref,
+      podTemplate: template as never,
+      containerName: container,
+      jarPath: spec.app.jarPath,
+      ...(spec.agent ? { agent: { image: spec.agent.image, jarPath: spec.agent.jarPath, ...(spec.agent.configPath ? { configPath: spec.agent.configPath } : {}) } } : {}),
+      ...(cc.spec.profileYAML ? { profileYAML: cc.spec.profileYAML } : cc.spec.profile ? { profile: cc.spec.profile } : {}),
+      mode: spec.mode,
+      training: {
+        timeoutSeconds: spec.training.timeoutSeconds,
+        warmupUrls: spec.training.warmupUrls,
+        ...(spec.training.readyUrl ? { readyUrl: spec.training.readyUrl } : {}),
+        ...(spec.training.exitOnRefresh !== undefined ? { exitOnRefresh: spec.training.exitOnRefresh } : {}),
+      },
+      kitImage: this.#o.image,
+    });
+    await this.#o.client.apply(Jobs, jobObject, { fieldManager: FIELD_MANAGER, force: true, namespace: ns, signal });
+    await this.#o.events.record(cc, "Normal", "BuildStarted", "Build", `build Job ${name} created for ref ${ref.slice(0, 12)}`);
+    conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.Building, `build Job ${name} created`);
+  }
+
+  /** Owned: apply the patch to the template. Webhook, or a launch that cannot be patched: leave the template clean. */
+  async #patchWorkload(cc: ClassCache, spec: ResolvedSpec, w: Workload, injected: ReturnType<typeof injectPod>, conditions: Conditions, signal: AbortSignal): Promise<boolean> {
+    const kind = spec.workloadRef.kind;
+    if (!injected.outcome.patched) {
+      if (isPatched(w)) await this.#unpatch(kind, w, signal);
+      conditions.set(ConditionTypes.WorkloadPatched, "False", injected.outcome.reason, injected.outcome.message);
+      return false;
+    }
+    if (spec.patchMode === "Webhook") {
+      if (isPatched(w)) await this.#unpatch(kind, w, signal);
+      const label = w.spec.template.metadata?.labels?.[INJECT_LABEL];
+      if (label !== cc.metadata.name) {
+        conditions.set(ConditionTypes.WorkloadPatched, "False", "InjectLabelMissing", `Webhook mode: add the label ${INJECT_LABEL}: ${cc.metadata.name} to the pod template of ${kind} ${w.metadata.name}, so the webhook patches its pods`);
+        return false;
+      }
+      conditions.set(ConditionTypes.WorkloadPatched, "True", Reasons.InjectedByWebhook, `pods labelled ${INJECT_LABEL}=${cc.metadata.name} are patched when they are created; the template stays as written`);
+      return true;
+    }
+    const app = injected.spec.containers.find((c) => c.name === injected.original!.container)!;
+    const ours = new Set(["classcache-store", "classcache-args"]);
+    const apply = {
+      apiVersion: "apps/v1",
+      kind,
+      metadata: { name: w.metadata.name, namespace: w.metadata.namespace, annotations: { [ORIGINAL_LAUNCH_ANNOTATION]: JSON.stringify(injected.original) } },
+      spec: {
+        template: {
+          metadata: { annotations: { [REF_ANNOTATION]: injectedRef(injected) } },
+          spec: {
+            initContainers: (injected.spec.initContainers ?? []).filter((c) => Object.values(INIT_CONTAINERS).includes(c.name as never)),
+            volumes: (injected.spec.volumes ?? []).filter((v) => ours.has(v.name)),
+            containers: [
+              {
+                name: app.name,
+                command: app.command,
+                env: (app.env ?? []).filter((e) => e.name === "JDK_JAVA_OPTIONS" || (e.name === "JAVA_TOOL_OPTIONS" && e.value !== undefined)),
+                volumeMounts: (app.volumeMounts ?? []).filter((m) => ours.has(m.name)),
+              },
+            ],
+          },
+        },
+      },
+    };
+    try {
+      await this.#o.client.apply(WORKLOAD_TYPES[kind], apply, { fieldManager: FIELD_MANAGER, force: true, namespace: w.metadata.namespace!, signal });
+    } catch (err) {
+      const message = `patching ${kind} ${w.metadata.name} failed: ${err instanceof Error ? err.message : String(err)}`;
+      conditions.set(ConditionTypes.WorkloadPatched, "False", Reasons.PatchFailed, message);
+      return false;
+    }
+    conditions.set(ConditionTypes.WorkloadPatched, "True", Reasons.Patched, injected.outcome.message);
+    return true;
+  }
+
+  /** Puts the template back as its owner wrote it, then drops every field this manager applied. */
+  async #unpatch(kind: keyof typeof WORKLOAD_TYPES, w: Workload, signal: AbortSignal): Promise<void> {
+    const rt = WORKLOAD_TYPES[kind];
+    const restored = stripInjection(w.spec.template.spec, originalOf(w));
+    const annotations = { ...(w.spec.template.metadata?.annotations ?? {}) };
+    delete annotations[REF_ANNOTATION];
+    const ops: unknown[] = [
+      { op: "test", path: "/metadata/resourceVersion", value: w.metadata.resourceVersion },
+      { op: "replace", path: "/spec/template/spec", value: restored },
+      { op: "replace", path: "/spec/template/metadata/annotations", value: annotations },
+    ];
+    if (w.metadata.annotations?.[ORIGINAL_LAUNCH_ANNOTATION] !== undefined) ops.push({ op: "remove", path: `/metadata/annotations/${ORIGINAL_LAUNCH_ANNOTATION.replaceAll("~", "~0").replaceAll("/", "~1")}` });
+    await this.#o.client.patch(rt, w.metadata.name!, ops, { type: "json", namespace: w.metadata.namespace!, fieldManager: FIELD_MANAGER, signal });
+    // An empty apply releases whatever this manager still owns (nothing of ours is left to remove).
+    await this.#o.client.apply(rt, { apiVersion: "apps/v1", kind, metadata: { name: w.metadata.name, namespace: w.metadata.namespace } }, { fieldManager: FIELD_MANAGER, force: true, namespace: w.metadata.namespace!, signal });
+  }
+
+  async #finalize(cc: ClassCache, signal: AbortSignal): Promise<Result> {
+    if (!(cc.metadata.finalizers ?? []).includes(FINALIZER)) return {};
+    const kind = (cc.spec.workloadRef.kind ?? "Deployment") as keyof typeof WORKLOAD_TYPES;
+    const rt = WORKLOAD_TYPES[kind];
+    if (rt) {
+      try {
+        const w = await this.#o.client.get<Workload>(rt, cc.spec.workloadRef.name, { namespace: cc.metadata.namespace!, signal });
+        if (isPatched(w)) await this.#unpatch(kind, w, signal);
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+    }
+    const ref = cc.status?.ref;
+    const { directory } = await this.#o.directory();
+    if (ref && directory) {
+      // Only if no other ClassCache (another namespace with cluster sharing) still uses the ref.
+      const shared = this.#o.classCaches.list().some((o) => o !== cc && !o.metadata.deletionTimestamp && o.status?.ref === ref);
+      // An unreachable directory must not keep the ClassCache forever: a leftover binding is
+      // signed, names an archive for inputs nobody uses any more, and goes with the store's GC.
+      if (!shared && (await directory.ping().catch(() => false))) for (const arch of ARCHS) await directory.unbind(`${ref}.${arch}`);
+      else if (!shared) this.#o.log.warn("directory unreachable; the ref's bindings stay in it", { ref: ref.slice(0, 12) });
+    }
+    await this.#o.client.patch(
+      ClassCaches,
+      cc.metadata.name!,
+      { metadata: { finalizers: (cc.metadata.finalizers ?? []).filter((f) => f !== FINALIZER), resourceVersion: cc.metadata.resourceVersion } },
+      { type: "merge", namespace: cc.metadata.namespace!, signal },
+    );
+    this.#o.log.info("classcache removed", { classcache: `${cc.metadata.namespace}/${cc.metadata.name}` });
+    return {};
+  }
+
+  async #status(cc: ClassCache, status: ClassCacheStatus, conditions: Conditions, signal: AbortSignal): Promise<void> {
+    const body = { apiVersion: "classcache.dev/v1", kind: "ClassCache", metadata: { name: cc.metadata.name, namespace: cc.metadata.namespace }, status: { ...status, conditions: conditions.list() } };
+    await this.#o.client.applyStatus(ClassCaches, body, { fieldManager: FIELD_MANAGER, force: true, namespace: cc.metadata.namespace!, signal });
+  }
+}
+
+/** Sets Ready from the other conditions and returns the phase. */
+function summarize(conditions: Conditions, ready: boolean, readyMessage: string, patched: boolean): string {
+  const blocker = patched ? ConditionTypes.ArchiveAvailable : ConditionTypes.WorkloadPatched;
+  if (ready) conditions.set(ConditionTypes.Ready, "True", Reasons.Ready, readyMessage);
+  else conditions.set(ConditionTypes.Ready, "False", conditions.reasonOf(blocker) ?? Reasons.Reconciling, conditions.messageOf(blocker) ?? "");
+  if (ready) return "Ready";
+  const reason = conditions.reasonOf(ConditionTypes.ArchiveAvailable);
+  return reason === Reasons.BuildFailed || reason === Reasons.VerificationFailed ? "Failed" : reason === Reasons.Building ? "Building" : "Pending";
+}
+
+function injectedRef(injected: ReturnType<typeof injectPod>): string {
+  const init = injected.spec.initContainers?.find((c) => c.name === INIT_CONTAINERS.init);
+  return (init?.args ?? []).find((a) => a.startsWith("--ref="))?.slice("--ref=".length) ?? "";
+}
+
+/** The conditions of one pass; a condition whose status did not change keeps its transition time. */
+class Conditions {
+  readonly #previous: Map<string, Condition>;
+  readonly #next = new Map<string, Condition>();
+  readonly #generation: number;
+
+  constructor(cc: ClassCache) {
+    this.#previous = new Map((cc.status?.conditions ?? []).map((c) => [c.type, c]));
+    this.#generation = cc.metadata.generation ?? 0;
+  }
+
+  set(type: string, status: Condition["status"], reason: string, message: string): void {
+    const prev = this.#previous.get(type);
+    const lastTransitionTime = prev && prev.status === status ? prev.lastTransitionTime : new Date().toISOString().replace(/\.\d+Z$/, "Z");
+    this.#next.set(type, { type, status, observedGeneration: this.#generation, lastTransitionTime, reason, message: message.slice(0, 32_000) });
+  }
+
+  statusOf(type: string): string | undefined {
+    return this.#next.get(type)?.status;
+  }
+  reasonOf(type: string): string | undefined {
+    return this.#next.get(type)?.reason;
+  }
+  messageOf(type: string): string | undefined {
+    return this.#next.get(type)?.message;
+  }
+
+  list(): Condition[] {
+    const order = [ConditionTypes.Ready, ConditionTypes.ArchiveAvailable, ConditionTypes.WorkloadPatched, ConditionTypes.Degraded];
+    return [...this.#next.values()].sort((a, b) => order.indexOf(a.type as never) - order.indexOf(b.type as never));
+  }
+}

@@ -1,0 +1,150 @@
+/**
+ * The cluster's shared parts, one set for every ClassCache: the directory (a managed Valkey
+ * unless the ClassCaches name an external one), the node-agent DaemonSet, the keys and tokens
+ * they use, and the NetworkPolicies around them. Reconciled as one singleton, whenever any
+ * ClassCache changes; every write is a server-side apply with the operator's field manager,
+ * so a second pass writes nothing.
+ */
+import { randomBytes } from "node:crypto";
+import { createPublicKey } from "node:crypto";
+import { generateSigningKey, trustStoreFromPems, type TrustStore } from "../archive/signing.ts";
+import type { KubeClient } from "../kube/client.ts";
+import { isNotFound } from "../kube/errors.ts";
+import { ConfigMaps, resourceType, Secrets, Services } from "../kube/resource.ts";
+import type { KubeObject } from "../kube/types.ts";
+import type { Logger } from "../runtime/log.ts";
+import { resolveSpec, type ClassCache } from "./api/v1.ts";
+import { DIRECTORY_HOST, FIELD_MANAGER, NAMES, PORTS, SECRET_KEYS, SYSTEM_NAMESPACE } from "./constants.ts";
+import { agentsDaemonSet, agentTokenSecret, signingKeySecret, trustConfigMap, type ExternalDirectory } from "./objects/agents.ts";
+import { directorySecret, directoryService, directoryStatefulSet, generatePassword } from "./objects/directory.ts";
+import type { Built } from "./objects/meta.ts";
+import { networkPolicies } from "./objects/networkpolicy.ts";
+
+export const StatefulSets = resourceType("apps/v1", "StatefulSet", "statefulsets");
+export const DaemonSets = resourceType("apps/v1", "DaemonSet", "daemonsets");
+export const NetworkPolicies = resourceType("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies");
+
+const TYPES: Record<string, ReturnType<typeof resourceType>> = {
+  Secret: Secrets,
+  ConfigMap: ConfigMaps,
+  Service: Services,
+  StatefulSet: StatefulSets,
+  DaemonSet: DaemonSets,
+  NetworkPolicy: NetworkPolicies,
+};
+
+/** Which directory the cluster uses, decided from the ClassCaches: the oldest one's choice wins. */
+export interface DirectoryChoice {
+  managed: boolean;
+  external?: ExternalDirectory;
+  image?: string;
+  storageSize?: string;
+  storageClassName?: string;
+  /** Who decided it. */
+  from?: string;
+}
+
+export function chooseDirectory(all: ClassCache[]): DirectoryChoice {
+  const live = all.filter((c) => !c.metadata.deletionTimestamp).sort((a, b) => (a.metadata.creationTimestamp ?? "").localeCompare(b.metadata.creationTimestamp ?? "") || keyOf(a).localeCompare(keyOf(b)));
+  for (const cc of live) {
+    let v;
+    try {
+      v = resolveSpec(cc).spec.valkey;
+    } catch {
+      continue;
+    }
+    const from = keyOf(cc);
+    if (!v.create && v.addr) return { managed: false, external: { addr: v.addr, ...(v.passwordSecretRef ? { passwordSecret: v.passwordSecretRef } : {}) }, from };
+    return { managed: true, image: v.image, storageSize: v.storageSize, ...(v.storageClassName ? { storageClassName: v.storageClassName } : {}), from };
+  }
+  return { managed: true };
+}
+
+function keyOf(o: KubeObject): string {
+  return `${o.metadata.namespace ?? ""}/${o.metadata.name}`;
+}
+
+export interface Credentials {
+  trust: TrustStore;
+  publicPem: string;
+  /** The directory URL for the operator itself (status, clean-up). */
+  directoryUrl: string | undefined;
+}
+
+export class Infrastructure {
+  readonly #client: KubeClient;
+  readonly #image: string;
+  readonly #log: Logger;
+  /** Outside the cluster the Service name does not resolve: the operator reaches a managed directory here instead. */
+  readonly #directoryOverride: string | undefined;
+
+  constructor(opts: { client: KubeClient; image: string; log: Logger; directoryUrl?: string | undefined }) {
+    this.#client = opts.client;
+    this.#image = opts.image;
+    this.#log = opts.log;
+    this.#directoryOverride = opts.directoryUrl;
+  }
+
+  async reconcile(all: ClassCache[], signal?: AbortSignal): Promise<Credentials> {
+    const choice = chooseDirectory(all);
+    const signing = await this.#secret(NAMES.signingKey, () => {
+      const k = generateSigningKey();
+      return signingKeySecret(k.privatePem, k.publicPem);
+    });
+    const publicPem = signing[SECRET_KEYS.trust] ?? createPublicKey(signing[SECRET_KEYS.signingKey] ?? "").export({ type: "spki", format: "pem" }).toString();
+    await this.#secret(NAMES.agentToken, () => agentTokenSecret(randomBytes(24).toString("hex")));
+    const objects: Built[] = [trustConfigMap(publicPem), ...networkPolicies()];
+    let password: string | undefined;
+    if (choice.managed) {
+      password = (await this.#secret(NAMES.directorySecret, () => directorySecret(generatePassword())))[SECRET_KEYS.password];
+      objects.push(
+        directoryService(),
+        directoryStatefulSet({ ...(choice.image ? { image: choice.image } : {}), ...(choice.storageSize ? { storageSize: choice.storageSize } : {}), ...(choice.storageClassName ? { storageClassName: choice.storageClassName } : {}) }),
+      );
+    }
+    objects.push(agentsDaemonSet({ image: this.#image, ...(choice.external ? { directory: choice.external } : {}) }));
+    for (const o of objects) await this.apply(o, signal);
+    return { trust: trustStoreFromPems([publicPem]), publicPem, directoryUrl: await this.#operatorDirectoryUrl(choice, password) };
+  }
+
+  async apply(o: Built, signal?: AbortSignal): Promise<KubeObject> {
+    const rt = TYPES[o.kind];
+    if (!rt) throw new Error(`no resource type for ${o.kind}`);
+    return this.#client.apply(rt, o, { fieldManager: FIELD_MANAGER, force: true, ...(signal ? { signal } : {}) });
+  }
+
+  /** A Secret's data, creating it once with generated values: never regenerated, so keys and passwords stay stable. */
+  async #secret(name: string, make: () => Built): Promise<Record<string, string>> {
+    try {
+      return decode(await this.#client.get<KubeObject & { data?: Record<string, string> }>(Secrets, name, { namespace: SYSTEM_NAMESPACE }));
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    this.#log.info("creating secret", { name });
+    try {
+      return decode(await this.#client.create(Secrets, make(), { namespace: SYSTEM_NAMESPACE, fieldManager: FIELD_MANAGER }));
+    } catch (err) {
+      // Another operator replica created it first: use theirs.
+      if ((err as { status?: number }).status === 409) return decode(await this.#client.get(Secrets, name, { namespace: SYSTEM_NAMESPACE }));
+      throw err;
+    }
+  }
+
+  async #operatorDirectoryUrl(choice: DirectoryChoice, managedPassword: string | undefined): Promise<string | undefined> {
+    if (choice.managed) {
+      const host = this.#directoryOverride ?? `${DIRECTORY_HOST}:${PORTS.directory}`;
+      return `redis://:${encodeURIComponent(managedPassword ?? "")}@${host}`;
+    }
+    const ext = choice.external!;
+    if (!ext.passwordSecret) return `${ext.tls ? "rediss" : "redis"}://${ext.addr}`;
+    const data = decode(await this.#client.get(Secrets, ext.passwordSecret.name, { namespace: SYSTEM_NAMESPACE }).catch(() => ({ metadata: { name: "" } })));
+    const pw = data[ext.passwordSecret.key];
+    return pw === undefined ? undefined : `${ext.tls ? "rediss" : "redis"}://:${encodeURIComponent(pw)}@${ext.addr}`;
+  }
+}
+
+function decode(secret: KubeObject & { data?: Record<string, string>; stringData?: Record<string, string> }): Record<string, string> {
+  const out: Record<string, string> = { ...(secret.stringData ?? {}) };
+  for (const [k, v] of Object.entries(secret.data ?? {})) out[k] = Buffer.from(v, "base64").toString("utf8");
+  return out;
+}

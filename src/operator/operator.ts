@@ -1,0 +1,153 @@
+/**
+ * The operator, wired: informers for ClassCaches, their workloads and build Jobs; the
+ * ClassCache controller (leader only); the webhook server, its certificates and its
+ * configurations (every replica serves admission). Each part is a Runnable; the manager
+ * starts and stops them as a group.
+ */
+import { hostname } from "node:os";
+import type { TrustStore } from "../archive/signing.ts";
+import type { Directory } from "../directory/directory.ts";
+import { openDirectory } from "../directory/open.ts";
+import type { KubeClient } from "../kube/client.ts";
+import { EventRecorder } from "../kube/events.ts";
+import type { KubeObject } from "../kube/types.ts";
+import type { Logger } from "../runtime/log.ts";
+import { aborted } from "../runtime/runnable.ts";
+import { SelfManagedCerts, type CertSource } from "../webhook/certs.ts";
+import { WebhookRegistrar, type WebhookTarget } from "../webhook/configuration.ts";
+import { WebhookServer, type MutatePod } from "../webhook/server.ts";
+import { ClassCaches, resolveSpec, validateClassCache, type ClassCache } from "./api/v1.ts";
+import { ClassCacheReconciler, injectionFor, Jobs, WORKLOAD_TYPES, type Workload } from "./classcache.ts";
+import { INJECT_LABEL, REF_ANNOTATION, SYSTEM_NAMESPACE } from "./constants.ts";
+import { Infrastructure } from "./infra.ts";
+import { injectPod, INIT_CONTAINERS, type PodSpec } from "./inject.ts";
+import { Controller, toControllerOwner, watchSecondary } from "./runtime/controller.ts";
+import { Informer } from "./runtime/informer.ts";
+import { LeaderElector } from "./runtime/leader.ts";
+import { Manager } from "./runtime/manager.ts";
+
+export interface OperatorOptions {
+  client: KubeClient;
+  log: Logger;
+  /** The classcache image: node agents, init steps, build kits. */
+  image: string;
+  /** Where the API server reaches the webhook; default: the Service classcache-webhook in the system namespace. */
+  webhookTarget?: WebhookTarget;
+  webhookPort?: number;
+  webhookHost?: string;
+  /** Certificates from elsewhere (cert-manager); default: self-managed in a Secret. */
+  certs?: CertSource;
+  /** Extra IPs for the self-managed serving certificate (127.0.0.1 outside the cluster). */
+  webhookIps?: string[];
+  /** Reach the managed directory here instead of its Service (when running outside the cluster). */
+  directoryUrl?: string;
+  leaderElection?: boolean;
+  identity?: string;
+  pollMs?: number;
+}
+
+export interface Operator {
+  manager: Manager;
+  webhook: WebhookServer;
+  registrar: WebhookRegistrar;
+  reconciler: ClassCacheReconciler;
+}
+
+export function createOperator(o: OperatorOptions): Operator {
+  const { client, log } = o;
+  const informer = <T extends KubeObject>(resource: Parameters<typeof client.list>[0], extra: { labelSelector?: string } = {}) =>
+    new Informer<T>({ client, resource, logger: log, resyncPeriodMs: 10 * 60_000, ...extra });
+  const classCaches = informer<ClassCache>(ClassCaches);
+  const workloads = {
+    Deployment: informer<Workload>(WORKLOAD_TYPES.Deployment),
+    StatefulSet: informer<Workload>(WORKLOAD_TYPES.StatefulSet),
+    DaemonSet: informer<Workload>(WORKLOAD_TYPES.DaemonSet),
+  };
+  const jobs = informer<KubeObject>(Jobs, { labelSelector: "app.kubernetes.io/part-of=classcache" });
+  const identity = o.identity ?? `${hostname()}-${process.pid}`;
+  const events = new EventRecorder({ client, reportingController: "classcache.dev/operator", reportingInstance: identity, logger: log });
+
+  const infra = new Infrastructure({ client, image: o.image, log, directoryUrl: o.directoryUrl });
+  const directories = new Map<string, Directory>();
+  let cluster: { at: number; fingerprint: string; directory: Directory | undefined; trust: TrustStore | undefined } | undefined;
+  // The cluster's parts are re-applied when the ClassCaches' choice of directory changes, else every 10 min.
+  const directory = async (): Promise<{ directory: Directory | undefined; trust: TrustStore | undefined }> => {
+    const all = classCaches.list();
+    const fingerprint = JSON.stringify(all.map((c) => [c.metadata.uid, c.spec.valkey, c.metadata.creationTimestamp]));
+    if (cluster && cluster.fingerprint === fingerprint && Date.now() - cluster.at < 10 * 60_000) return cluster;
+    const creds = await infra.reconcile(all);
+    let dir: Directory | undefined;
+    if (creds.directoryUrl) {
+      dir = directories.get(creds.directoryUrl);
+      if (!dir) {
+        dir = openDirectory(creds.directoryUrl, { log });
+        directories.set(creds.directoryUrl, dir);
+      }
+    }
+    cluster = { at: Date.now(), fingerprint, directory: dir, trust: creds.trust };
+    return cluster;
+  };
+
+  const reconciler = new ClassCacheReconciler({ client, classCaches, workloads, jobs: jobs, events, log, image: o.image, directory, ...(o.pollMs ? { pollMs: o.pollMs, readyPollMs: o.pollMs } : {}) });
+  const controller = new Controller<ClassCache>({
+    name: "classcache",
+    for: classCaches,
+    watches: [
+      ...Object.entries(workloads).map(([kind, inf]) => watchSecondary(inf, (w) => reconciler.ownersOf(kind, w))),
+      watchSecondary(jobs, toControllerOwner("ClassCache", "classcache.dev")),
+    ],
+    reconcile: (key, signal) => reconciler.reconcile(key, signal),
+    logger: log,
+  });
+
+  const mutatePod: MutatePod = async (pod) => {
+    const name = pod.metadata.labels?.[INJECT_LABEL];
+    const namespace = pod.metadata.namespace;
+    const cc = classCaches.get(`${namespace}/${name}`) ?? (await client.get<ClassCache>(ClassCaches, name ?? "", { namespace: namespace ?? "" }).catch(() => undefined));
+    if (!cc) return { warnings: [`classcache: no ClassCache "${name}" in namespace ${namespace}; the pod runs without an archive`] };
+    const spec = (pod as unknown as { spec: PodSpec }).spec;
+    if ((spec.initContainers ?? []).some((c) => c.name === INIT_CONTAINERS.init)) return {}; // patched already (Owned mode, or a reinvocation)
+    const { spec: resolved } = resolveSpec(cc);
+    const { ref, input } = injectionFor(cc, resolved, spec, o.image);
+    const r = injectPod(spec, input);
+    if (!r.outcome.patched) return { warnings: [`classcache: ${r.outcome.message}`] };
+    const annotations = { ...(pod.metadata.annotations ?? {}), [REF_ANNOTATION]: ref };
+    return { pod: { ...pod, metadata: { ...pod.metadata, annotations }, spec: r.spec } };
+  };
+  // The webhook sees a Pod with its namespace unset when it comes from a controller: take it from the request.
+  const mutate: MutatePod = (pod, ctx) => mutatePod({ ...pod, metadata: { ...pod.metadata, namespace: pod.metadata.namespace ?? ctx.namespace } }, ctx);
+
+  const certs =
+    o.certs ??
+    new SelfManagedCerts({ client, namespace: SYSTEM_NAMESPACE, service: { name: "classcache-webhook", namespace: SYSTEM_NAMESPACE }, ...(o.webhookIps ? { extraIps: o.webhookIps } : {}), logger: log });
+  const webhook = new WebhookServer({ certs, mutatePod: mutate, validate: validateClassCache, logger: log, ...(o.webhookPort !== undefined ? { port: o.webhookPort } : {}), ...(o.webhookHost ? { host: o.webhookHost } : {}) });
+  const registrar = new WebhookRegistrar({
+    client,
+    certs,
+    logger: log,
+    operatorNamespace: SYSTEM_NAMESPACE,
+    target: o.webhookTarget ?? { service: { namespace: SYSTEM_NAMESPACE, name: "classcache-webhook" } },
+  });
+
+  const manager = new Manager({
+    logger: log,
+    ...(o.leaderElection === false ? {} : { leaderElection: new LeaderElector({ client, namespace: SYSTEM_NAMESPACE, name: "classcache-operator", identity, logger: log }) }),
+  });
+  for (const inf of [classCaches, ...Object.values(workloads), jobs]) manager.add(inf, { needLeaderElection: false });
+  manager.add(certs, { needLeaderElection: false });
+  manager.add(webhook, { needLeaderElection: false });
+  manager.add(registrar, { needLeaderElection: false });
+  manager.add(controller);
+  // Directory connections retry forever; they end with the operator.
+  manager.add(
+    {
+      name: "directory-connections",
+      start: async (signal: AbortSignal) => {
+        await aborted(signal);
+        await Promise.all([...directories.values()].map((d) => d.close().catch(() => {})));
+      },
+    },
+    { needLeaderElection: false },
+  );
+  return { manager, webhook, registrar, reconciler };
+}

@@ -1,0 +1,298 @@
+/**
+ * The operator against a real kube-apiserver + etcd, a real Redis as the directory, and its
+ * webhook called by the API server itself over TLS: resources written for cluster-classcache
+ * reach the expected objects and status; a second pass writes nothing; an image change gives a
+ * new ref and a new build; a stripped patch comes back; the finalizer puts the workload back.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, before, describe, it } from "node:test";
+import { signBinding, signManifest, signerFromPem } from "../src/archive/signing.ts";
+import { ValkeyDirectory } from "../src/directory/valkey.ts";
+import { freePort } from "../src/jvm/launch.ts";
+import { KubeClient } from "../src/kube/client.ts";
+import { ApiError } from "../src/kube/errors.ts";
+import { Deployments, Namespaces, Pods, Secrets } from "../src/kube/resource.ts";
+import { testLogger } from "../src/kube/testing/env.ts";
+import type { KubeObject } from "../src/kube/types.ts";
+import { ClassCaches, type ClassCache } from "../src/operator/api/v1.ts";
+import { Jobs } from "../src/operator/classcache.ts";
+import { ORIGINAL_LAUNCH_ANNOTATION, REF_ANNOTATION, SYSTEM_NAMESPACE } from "../src/operator/constants.ts";
+import { DaemonSets, NetworkPolicies, StatefulSets } from "../src/operator/infra.ts";
+import type { PodSpec } from "../src/operator/inject.ts";
+import { createOperator, type Operator } from "../src/operator/operator.ts";
+import { defaultManifestFiles } from "../src/testenv/manifests.ts";
+import { startRedis, type RunningRedis } from "../src/testenv/redis.ts";
+import { REPO_ROOT, startTestEnv, type TestEnv } from "../src/testenv/testenv.ts";
+
+interface Workload extends KubeObject {
+  spec: { template: { metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> }; spec: PodSpec } };
+}
+
+function deployment(name: string, namespace: string, container: Record<string, unknown>, labels: Record<string, string> = {}): Workload {
+  return {
+    apiVersion: "apps/v1",
+    kind: "Deployment",
+    metadata: { name, namespace },
+    spec: {
+      selector: { matchLabels: { app: name } },
+      template: { metadata: { labels: { app: name, ...labels } }, spec: { containers: [{ name: "app", image: "registry.example/shop:1.0", ...container }] } },
+    } as Workload["spec"],
+  };
+}
+
+function classCache(name: string, namespace: string, spec: Record<string, unknown>): ClassCache {
+  return { apiVersion: "classcache.dev/v1", kind: "ClassCache", metadata: { name, namespace }, spec: spec as unknown as ClassCache["spec"] };
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs / 1000} s${last instanceof Error ? ` (last error: ${last.message})` : ""}`);
+    await sleep(100);
+  }
+}
+
+function condition(cc: ClassCache | undefined, type: string): { status: string; reason: string; message: string } | undefined {
+  return cc?.status?.conditions?.find((c) => c.type === type);
+}
+
+const JAVA_LAUNCH = { command: ["java", "-Xmx256m", "-jar", "/app.jar"], args: ["--server.port=8080"], env: [{ name: "JAVA_TOOL_OPTIONS", value: "-Dteam=shop" }] };
+
+describe("the operator against a real API server, directory and webhook", () => {
+  let dir: string;
+  let env: TestEnv;
+  let client: KubeClient;
+  let redis: RunningRedis;
+  let op: Operator;
+  const stop = new AbortController();
+  let running: Promise<void>;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "classcache-operator-"));
+    env = await startTestEnv({ dir, manifests: defaultManifestFiles(REPO_ROOT) });
+    client = KubeClient.load({ kubeconfigPath: env.kubeconfigPath });
+    redis = await startRedis({ dir: join(dir, "redis"), password: "directory-password-for-tests" });
+    for (const ns of ["shop", "web", "legacy"]) await client.create(Namespaces, { metadata: { name: ns } });
+    await client.create(Secrets, { metadata: { name: "external-valkey", namespace: SYSTEM_NAMESPACE }, stringData: { password: redis.password } }, { namespace: SYSTEM_NAMESPACE });
+    const port = await freePort();
+    op = createOperator({
+      client,
+      log: testLogger({ component: "operator" }),
+      image: "registry.example/classcache:test",
+      webhookPort: port,
+      webhookHost: "127.0.0.1",
+      webhookTarget: { url: `https://127.0.0.1:${port}` },
+      webhookIps: ["127.0.0.1"],
+      leaderElection: false,
+      pollMs: 500,
+    });
+    running = op.manager.start(stop.signal);
+    await until("the webhook is registered", () => Promise.resolve(op.registrar.registered() && op.webhook.ready()));
+  });
+
+  after(async () => {
+    stop.abort();
+    await running?.catch(() => {});
+    await redis?.stop();
+    await env?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const getCc = (ns: string, name: string) => client.get<ClassCache>(ClassCaches, name, { namespace: ns });
+  const getDeploy = (ns: string, name: string) => client.get<Workload>(Deployments, name, { namespace: ns });
+
+  it("creates the managed directory and the node agents for a ClassCache with the original's defaults, and says the directory is not reachable yet", async () => {
+    await client.create(Deployments, deployment("legacy", "legacy", JAVA_LAUNCH), { namespace: "legacy" });
+    await client.create(ClassCaches, classCache("legacy", "legacy", { workloadRef: { name: "legacy" }, profile: "scouter", agent: { image: "registry.example/scouter:2.21" } }), { namespace: "legacy" });
+    const sts = await until("the directory StatefulSet", () => client.get<KubeObject & { spec: { template: { spec: { containers: { args?: string[]; command?: string[] }[] } } } }>(StatefulSets, "classcache-directory", { namespace: SYSTEM_NAMESPACE }));
+    assert.match(JSON.stringify(sts.spec.template.spec.containers[0]), /--appendonly/);
+    await client.get(Secrets, "classcache-directory-auth", { namespace: SYSTEM_NAMESPACE });
+    const ds = await client.get<KubeObject & { spec: { template: { spec: { volumes: { hostPath?: { path: string } }[] } } } }>(DaemonSets, "classcache-agent", { namespace: SYSTEM_NAMESPACE });
+    assert.deepEqual(ds.spec.template.spec.volumes.filter((v) => v.hostPath).map((v) => v.hostPath!.path), ["/var/lib/classcache"], "the only host path is the fixed store");
+    const nps = await client.list(NetworkPolicies, { namespace: SYSTEM_NAMESPACE });
+    assert.ok(nps.items.length >= 3, "network policies around the directory and the agents");
+    const cc = await until("DirectoryUnavailable", async () => {
+      const c = await getCc("legacy", "legacy");
+      return condition(c, "ArchiveAvailable")?.reason === "DirectoryUnavailable" && c;
+    });
+    assert.ok(cc.metadata.finalizers?.includes("classcache.dev/cleanup"));
+    assert.equal(condition(cc, "WorkloadPatched")?.status, "True", "pods still get the patch: without an archive they start as before");
+    // Deleting it puts the workload back even though the directory never answered.
+    await client.delete(ClassCaches, "legacy", { namespace: "legacy" });
+    await until("the ClassCache is gone", () => getCc("legacy", "legacy").then(() => false, (e: unknown) => e instanceof ApiError && e.status === 404));
+    const restored = await getDeploy("legacy", "legacy");
+    assert.deepEqual(restored.spec.template.spec.containers[0]!.command, JAVA_LAUNCH.command);
+    assert.equal(restored.spec.template.spec.initContainers, undefined);
+  });
+
+  let ownedRef = "";
+
+  it("patches an Owned-mode workload created after its ClassCache, starts one build Job, and a second pass writes nothing", async () => {
+    await client.create(
+      ClassCaches,
+      classCache("shop", "shop", {
+        workloadRef: { apiVersion: "apps/v1", kind: "Deployment", name: "shop" },
+        app: { image: "registry.example/shop:1.0", jarPath: "/app.jar" },
+        agent: { image: "registry.example/otel:2.10", jarPath: "/otel.jar" },
+        profile: "otel",
+        patchMode: "Owned",
+        valkey: { create: false, addr: `${redis.host}:${redis.port}`, passwordSecretRef: { name: "external-valkey", key: "password" } },
+      }),
+      { namespace: "shop" },
+    );
+    const waiting = await until("WorkloadNotFound", async () => {
+      const c = await getCc("shop", "shop");
+      return condition(c, "WorkloadPatched")?.reason === "WorkloadNotFound" && c;
+    });
+    assert.equal(condition(waiting, "Ready")?.status, "False");
+    await client.create(Deployments, deployment("shop", "shop", JAVA_LAUNCH), { namespace: "shop" });
+    const cc = await until("patched and building", async () => {
+      const c = await getCc("shop", "shop");
+      return condition(c, "WorkloadPatched")?.reason === "Patched" && condition(c, "ArchiveAvailable")?.reason === "Building" && c;
+    });
+    ownedRef = cc.status!.ref!;
+    assert.match(ownedRef, /^[0-9a-f]{64}$/);
+    const d = await getDeploy("shop", "shop");
+    const app = d.spec.template.spec.containers[0]!;
+    assert.deepEqual(app.command, ["java", "-Xmx256m", "@/classcache/launch.args"]);
+    assert.deepEqual(app.args, ["--server.port=8080"]);
+    assert.equal(app.env?.find((e) => e.name === "JAVA_TOOL_OPTIONS")?.value, "-Dteam=shop -Xshare:auto");
+    assert.deepEqual(d.spec.template.spec.initContainers?.map((c) => c.name), ["classcache-agent-jar", "classcache-init"]);
+    assert.equal(d.spec.template.metadata?.annotations?.[REF_ANNOTATION], ownedRef);
+    const job = await client.get<KubeObject>(Jobs, `classcache-build-${ownedRef.slice(0, 10)}`, { namespace: "shop" });
+    assert.equal(job.metadata.ownerReferences?.[0]?.kind, "ClassCache");
+    // Server-side apply owns exactly our fields; re-running the reconcile changes nothing.
+    const before = [(await getDeploy("shop", "shop")).metadata.resourceVersion, (await getCc("shop", "shop")).metadata.resourceVersion];
+    await op.reconciler.reconcile("shop/shop", new AbortController().signal);
+    await op.reconciler.reconcile("shop/shop", new AbortController().signal);
+    const afterRv = [(await getDeploy("shop", "shop")).metadata.resourceVersion, (await getCc("shop", "shop")).metadata.resourceVersion];
+    assert.deepEqual(afterRv, before, "a second reconcile writes nothing");
+    const managers = (await getDeploy("shop", "shop")).metadata.managedFields?.map((m) => `${m.manager}/${m.operation}`) ?? [];
+    assert.ok(managers.includes("classcache-operator/Apply"), managers.join(", "));
+  });
+
+  it("reports the archive once a build binds the ref in the directory, signed with the cluster's key", async () => {
+    const secret = await client.get<KubeObject & { data: Record<string, string> }>(Secrets, "classcache-signing-key", { namespace: SYSTEM_NAMESPACE });
+    const signer = signerFromPem(Buffer.from(secret.data["signing.pem"]!, "base64").toString());
+    const directory = new ValkeyDirectory({ url: redis.url });
+    try {
+      const key = "b".repeat(64);
+      const manifest = { key, createdAt: new Date().toISOString(), verification: { hitRate: 0.97 }, jvm: { vendor: "Eclipse Adoptium", runtimeVersion: "25.0.3+9" } };
+      await directory.publish(key, signManifest(manifest as never, signer));
+      await directory.announce(key, { node: "node-1", url: "http://10.0.0.1:7071", zone: "a" }, 60_000);
+      await directory.bind(`${ownedRef}.amd64`, signBinding({ ref: ownedRef, arch: "amd64", key }, signer));
+      const cc = await until("Ready", async () => {
+        const c = await getCc("shop", "shop");
+        return condition(c, "Ready")?.status === "True" && c;
+      });
+      assert.equal(cc.status?.archiveKey, key);
+      assert.equal(cc.status?.readyPeers, 1);
+      assert.equal(cc.status?.hitRate, "97.0%");
+      assert.equal(cc.status?.phase, "Ready");
+      // A binding signed by another key is not believed.
+      await directory.unbind(`${ownedRef}.amd64`);
+      const forger = signerFromPem((await import("../src/archive/signing.ts")).generateSigningKey().privatePem);
+      await directory.bind(`${ownedRef}.amd64`, signBinding({ ref: ownedRef, arch: "amd64", key }, forger));
+      await until("VerificationFailed", async () => condition(await getCc("shop", "shop"), "ArchiveAvailable")?.reason === "VerificationFailed");
+      await directory.unbind(`${ownedRef}.amd64`);
+      await directory.bind(`${ownedRef}.amd64`, signBinding({ ref: ownedRef, arch: "amd64", key }, signer));
+    } finally {
+      await directory.close();
+    }
+  });
+
+  it("puts back a patch that something else stripped, and builds again for a new image", async () => {
+    const d = await getDeploy("shop", "shop");
+    // A GitOps tool re-applies the template as written in git.
+    const clean = deployment("shop", "shop", JAVA_LAUNCH);
+    await client.update(Deployments, { ...clean, metadata: { ...clean.metadata, resourceVersion: d.metadata.resourceVersion } }, { namespace: "shop" });
+    await until("re-patched", async () => (await getDeploy("shop", "shop")).spec.template.spec.initContainers?.some((c) => c.name === "classcache-init"));
+    const again = await getDeploy("shop", "shop");
+    const bumped = structuredClone(again);
+    bumped.spec.template.spec.containers[0]!.image = "registry.example/shop:1.1";
+    await client.update(Deployments, bumped, { namespace: "shop" });
+    // spec.app.image pins the image for the original's resources; without it the pod's image decides.
+    const cc = await getCc("shop", "shop");
+    await client.patch(ClassCaches, "shop", { spec: { app: { image: "registry.example/shop:1.1" } } }, { type: "merge", namespace: "shop" });
+    const next = await until("a new ref", async () => {
+      const c = await getCc("shop", "shop");
+      return c.status?.ref !== undefined && c.status.ref !== cc.status?.ref ? c : undefined;
+    });
+    await until("its build Job", () => client.get(Jobs, `classcache-build-${next.status!.ref!.slice(0, 10)}`, { namespace: "shop" }));
+    assert.equal(condition(next, "ArchiveAvailable")?.status, "False", "nothing is built for the new image yet");
+    assert.equal((await getDeploy("shop", "shop")).spec.template.metadata?.annotations?.[REF_ANNOTATION], next.status!.ref);
+  });
+
+  it("in Webhook mode leaves the template clean and patches the Pod the API server creates, over TLS", async () => {
+    await client.create(Deployments, deployment("web", "web", JAVA_LAUNCH, { "classcache.dev/inject": "web" }), { namespace: "web" });
+    await client.create(ClassCaches, classCache("web", "web", { workloadRef: { name: "web" }, patchMode: "Webhook", valkey: { create: false, addr: `${redis.host}:${redis.port}`, passwordSecretRef: { name: "external-valkey", key: "password" } } }), { namespace: "web" });
+    const cc = await until("InjectedByWebhook", async () => {
+      const c = await getCc("web", "web");
+      return condition(c, "WorkloadPatched")?.reason === "InjectedByWebhook" && c.status?.ref !== undefined ? c : undefined;
+    });
+    assert.equal((await getDeploy("web", "web")).spec.template.spec.initContainers, undefined, "the template stays as written");
+    const pod = await client.create<KubeObject & { spec: PodSpec }>(
+      Pods,
+      { metadata: { name: "web-1", namespace: "web", labels: { app: "web", "classcache.dev/inject": "web" } }, spec: { containers: [{ name: "app", image: "registry.example/shop:1.0", ...JAVA_LAUNCH }] } },
+      { namespace: "web" },
+    );
+    assert.equal(pod.metadata.annotations?.[REF_ANNOTATION], cc.status!.ref, "the webhook computes the same ref as the operator");
+    assert.deepEqual(pod.spec.containers[0]!.command, ["java", "-Xmx256m", "@/classcache/launch.args"]);
+    assert.deepEqual(pod.spec.initContainers?.map((c) => c.name), ["classcache-init"]);
+    const plain = await client.create<KubeObject & { spec: PodSpec }>(Pods, { metadata: { name: "other", namespace: "web" }, spec: { containers: [{ name: "app", image: "x", ...JAVA_LAUNCH }] } }, { namespace: "web" });
+    assert.deepEqual(plain.spec.containers[0]!.command, JAVA_LAUNCH.command, "unlabelled pods are untouched");
+  });
+
+  it("says what to set when the launch comes from the image, and patches nothing", async () => {
+    await client.create(Deployments, deployment("entry", "web", { args: ["--server.port=8080"] }), { namespace: "web" });
+    await client.create(ClassCaches, classCache("entry", "web", { workloadRef: { name: "entry" }, valkey: { create: false, addr: `${redis.host}:${redis.port}`, passwordSecretRef: { name: "external-valkey", key: "password" } } }), { namespace: "web" });
+    const cc = await until("LaunchUnknown", async () => {
+      const c = await getCc("web", "entry");
+      return condition(c, "WorkloadPatched")?.reason === "LaunchUnknown" && c;
+    });
+    assert.match(condition(cc, "WorkloadPatched")!.message, /spec\.launch\.command/);
+    assert.equal((await getDeploy("web", "entry")).spec.template.spec.initContainers, undefined);
+  });
+
+  it("refuses a ClassCache the CRD's rules cannot judge, through the validating webhook", async () => {
+    const err = await client.create(ClassCaches, classCache("typo", "web", { workloadRef: { name: "web" }, profile: "open-telemetry", agent: { image: "x" } }), { namespace: "web" }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof ApiError, "refused");
+    assert.match(err.message, /open-telemetry/);
+    assert.match(err.message, /otel|scouter|pinpoint/);
+  });
+
+  it("on deletion puts the workload back exactly as it was and removes the ref from the directory", async () => {
+    const ref = (await getCc("shop", "shop")).status!.ref!;
+    await client.delete(ClassCaches, "shop", { namespace: "shop" });
+    await until("the ClassCache is gone", () => getCc("shop", "shop").then(() => false, (e: unknown) => e instanceof ApiError && e.status === 404));
+    const d = await getDeploy("shop", "shop");
+    const app = d.spec.template.spec.containers[0]!;
+    assert.deepEqual(app.command, JAVA_LAUNCH.command);
+    assert.deepEqual(app.env, JAVA_LAUNCH.env);
+    assert.equal(app.volumeMounts, undefined);
+    assert.equal(d.spec.template.spec.initContainers, undefined);
+    assert.equal(d.spec.template.spec.volumes, undefined);
+    assert.equal(d.metadata.annotations?.[ORIGINAL_LAUNCH_ANNOTATION], undefined);
+    assert.equal(d.spec.template.metadata?.annotations?.[REF_ANNOTATION], undefined);
+    const directory = new ValkeyDirectory({ url: redis.url });
+    try {
+      assert.equal(await directory.binding(`${ref}.amd64`), undefined);
+    } finally {
+      await directory.close();
+    }
+  });
+});
