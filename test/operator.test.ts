@@ -3,6 +3,7 @@
  * webhook called by the API server itself over TLS: resources written for cluster-classcache
  * reach the expected objects and status; a second pass writes nothing; an image change gives a
  * new ref and a new build; a stripped patch comes back; the finalizer puts the workload back.
+ * The operator runs as its own service account, so the RBAC it ships is proven sufficient.
  */
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -86,8 +87,13 @@ describe("the operator against a real API server, directory and webhook", () => 
     for (const ns of ["shop", "web", "legacy"]) await client.create(Namespaces, { metadata: { name: ns } });
     await client.create(Secrets, { metadata: { name: "external-valkey", namespace: SYSTEM_NAMESPACE }, stringData: { password: redis.password } }, { namespace: SYSTEM_NAMESPACE });
     const port = await freePort();
+    // The operator runs as its service account: the RBAC in deploy/rbac must be enough for all of this.
+    const asOperator = KubeClient.load({
+      kubeconfigPath: env.kubeconfigPath,
+      impersonate: { user: `system:serviceaccount:${SYSTEM_NAMESPACE}:classcache-operator`, groups: ["system:serviceaccounts", `system:serviceaccounts:${SYSTEM_NAMESPACE}`, "system:authenticated"] },
+    });
     op = createOperator({
-      client,
+      client: asOperator,
       log: testLogger({ component: "operator" }),
       image: "registry.example/classcache:test",
       webhookPort: port,

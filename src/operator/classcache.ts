@@ -125,6 +125,8 @@ export class ClassCacheReconciler {
       await this.#o.client.patch(ClassCaches, cc.metadata.name!, { metadata: { finalizers: [...(cc.metadata.finalizers ?? []), FINALIZER], resourceVersion: cc.metadata.resourceVersion } }, { type: "merge", namespace: cc.metadata.namespace!, signal });
       return {}; // the update brings us back
     }
+    // The cluster's shared parts (directory, node agents, keys) exist before anything else.
+    const cluster = await this.#o.directory();
     const conditions = new Conditions(cc);
     const status: ClassCacheStatus = { observedGeneration: cc.metadata.generation ?? 0 };
     let spec: ResolvedSpec;
@@ -156,7 +158,7 @@ export class ClassCacheReconciler {
     const injected = injectPod(clean, input);
 
     // The archive: the directory's signed binding of the ref, per arch.
-    const archive = await this.#archive(ref, status, conditions);
+    const archive = await this.#archive(cluster, ref, status, conditions);
     if (!archive.available && container) await this.#ensureBuild(cc, spec, ref, { ...workload.spec.template, spec: clean }, container, conditions, signal);
 
     // The workload.
@@ -167,8 +169,8 @@ export class ClassCacheReconciler {
     return { requeueAfter: ready ? (this.#o.readyPollMs ?? 60_000) : (this.#o.pollMs ?? 30_000) };
   }
 
-  async #archive(ref: string, status: ClassCacheStatus, conditions: Conditions): Promise<{ available: boolean }> {
-    const { directory, trust } = await this.#o.directory();
+  async #archive(cluster: { directory: Directory | undefined; trust: TrustStore | undefined }, ref: string, status: ClassCacheStatus, conditions: Conditions): Promise<{ available: boolean }> {
+    const { directory, trust } = cluster;
     if (!directory || !trust || !(await directory.ping().catch(() => false))) {
       conditions.set(ConditionTypes.ArchiveAvailable, "Unknown", Reasons.DirectoryUnavailable, "the directory cannot be reached; pods start without an archive until it can");
       conditions.set(ConditionTypes.Degraded, "True", Reasons.DirectoryUnavailable, "the directory cannot be reached from the operator");

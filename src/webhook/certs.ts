@@ -14,7 +14,7 @@ import { X509Certificate as NodeX509, createHash, createPrivateKey, webcrypto } 
 import { readFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import { join } from "node:path";
-import "./reflect.ts"; // before @peculiar/x509
+import "reflect-metadata"; // @peculiar/x509 registers its algorithms with tsyringe, which needs it
 import * as x509 from "@peculiar/x509";
 import type { KubeClient } from "../kube/client.ts";
 import { isNotFound } from "../kube/errors.ts";
