@@ -5,7 +5,7 @@ import type { Server } from "node:http";
 import { loadTrustStore, signerFromPem } from "../archive/signing.ts";
 import { openDirectory, redact } from "../directory/open.ts";
 import { NodeAgent } from "../node/agent.ts";
-import { createApiServer, createSocketServer } from "../node/api.ts";
+import { createApiServer, createSocketServer, Wants } from "../node/api.ts";
 import { NodeMetrics } from "../node/metrics.ts";
 import { createPeerServer, type BlobSource } from "../p2p/server.ts";
 import { ClasscacheError, usageError } from "../runtime/errors.ts";
@@ -38,6 +38,7 @@ builds archives on request, and heartbeats what it holds to the directory.
   --lease-ttl <seconds>    build lease lifetime; a dead builder's lease expires after it (default 30)
   --holder-ttl <seconds>   holder entries expire this long after the last heartbeat (default 30)
   --heartbeat <seconds>    how often holdings are re-announced (default 10)
+  --want-retry <seconds>   how often refs that pods asked for are looked up again (default 10)
   --log-format text|json
 `;
 
@@ -90,8 +91,9 @@ export const nodeCommand: Command = {
       "lease-ttl": { type: "string", default: "30" },
       "holder-ttl": { type: "string", default: "30" },
       heartbeat: { type: "string", default: "10" },
+      "want-retry": { type: "string", default: "10" },
     });
-    const seconds = (flag: "lease-ttl" | "holder-ttl" | "heartbeat") => {
+    const seconds = (flag: "lease-ttl" | "holder-ttl" | "heartbeat" | "want-retry") => {
       const n = Number(values[flag]);
       if (!(n > 0)) throw usageError(`--${flag} must be a positive number of seconds`);
       return n * 1000;
@@ -143,7 +145,8 @@ export const nodeCommand: Command = {
       ready: () => directory.ping(),
     });
     const api = createApiServer(agent, { token });
-    const socketServer = createSocketServer(agent);
+    const wants = new Wants(agent);
+    const socketServer = createSocketServer(wants);
     const socketPath = values.socket ?? join(store.dir, "run", "agent.sock");
     await listen(peer, listenAt, "peer server");
     await listen(api, apiAt, "local API");
@@ -153,6 +156,7 @@ export const nodeCommand: Command = {
     const heartbeat = setInterval(() => {
       agent.heartbeat().catch((err: unknown) => log.warn("heartbeat failed", { error: String(err) }));
     }, seconds("heartbeat"));
+    const retryWants = setInterval(() => wants.tick(), seconds("want-retry"));
     let collecting = false; // gc waits for the store lock: never let calls pile up behind a long build
     const gc = setInterval(() => {
       if (collecting) return;
@@ -171,6 +175,7 @@ export const nodeCommand: Command = {
     await new Promise<void>((resolve) => io.signal.addEventListener("abort", () => resolve(), { once: true }));
     log.info("node agent stopping");
     clearInterval(heartbeat);
+    clearInterval(retryWants);
     clearInterval(gc);
     await agent.withdrawAll();
     peer.closeAllConnections();

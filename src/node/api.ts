@@ -102,6 +102,54 @@ async function handle(agent: NodeAgent, token: string, req: IncomingMessage, res
 }
 
 /**
+ * Refs that pods on this node asked for. A ref is tried at once and again every `retryMs` (a
+ * single directory read while nothing is bound) until the node holds it, for `ttlMs` at most:
+ * a pod that started before its archive was built gets it for its next start.
+ */
+export class Wants {
+  readonly #agent: NodeAgent;
+  readonly #ttlMs: number;
+  readonly #refs = new Map<string, number>();
+  readonly #inflight = new Set<string>();
+
+  constructor(agent: NodeAgent, opts: { ttlMs?: number } = {}) {
+    this.#agent = agent;
+    this.#ttlMs = opts.ttlMs ?? 60 * 60_000;
+  }
+
+  add(ref: string): void {
+    if (!this.#refs.has(ref) && this.#refs.size >= 10_000) return; // bounded: the socket is open to every pod
+    this.#refs.set(ref, Date.now() + this.#ttlMs);
+    this.#try(ref);
+  }
+
+  /** Tries every wanted ref again; call it on a timer. */
+  tick(): void {
+    const now = Date.now();
+    for (const [ref, expires] of this.#refs) {
+      if (expires < now) this.#refs.delete(ref);
+      else this.#try(ref);
+    }
+  }
+
+  get size(): number {
+    return this.#refs.size;
+  }
+
+  #try(ref: string): void {
+    if (this.#inflight.has(ref)) return;
+    this.#inflight.add(ref);
+    this.#agent
+      .ensure({ ref })
+      .then(
+        () => this.#refs.delete(ref),
+        (err: unknown) => this.#agent.opts.log.debug("a wanted ref is not available yet", { ref: ref.slice(0, 12), error: err instanceof Error ? err.message : String(err) }),
+      )
+      .finally(() => this.#inflight.delete(ref));
+  }
+}
+
+/**
  * The node's Unix socket for pods (inside the store, which pods mount read-only; connecting to
  * a socket needs no write access to the mount). It only takes "wants": a pod whose ref is not
  * on this node yet asks for it, and the agent pulls it in the background — only what a signed
@@ -109,22 +157,14 @@ async function handle(agent: NodeAgent, token: string, req: IncomingMessage, res
  *
  *   POST /v1/want {"ref": "<64 hex>"}  →  202 {"ref"}
  */
-export function createSocketServer(agent: NodeAgent): Server {
-  const wanted = new Set<string>();
+export function createSocketServer(wants: Wants): Server {
   return createServer((req, res) => {
     void (async () => {
       if (req.method === "POST" && req.url === "/v1/want") {
         const input = (await body(req, 4096)) as { ref?: unknown };
         if (typeof input.ref !== "string" || !/^[0-9a-f]{64}$/.test(input.ref)) throw new ClasscacheError("usage", "ref must be 64 lowercase hex digits");
-        const ref = input.ref;
-        if (!wanted.has(ref)) {
-          wanted.add(ref);
-          agent
-            .ensure({ ref })
-            .catch((err: unknown) => agent.opts.log.info("a wanted ref is not available", { ref: ref.slice(0, 12), error: err instanceof Error ? err.message : String(err) }))
-            .finally(() => wanted.delete(ref));
-        }
-        send(res, 202, { ref });
+        wants.add(input.ref);
+        send(res, 202, { ref: input.ref });
         return;
       }
       send(res, 404, { error: "not found" });
