@@ -8,11 +8,9 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { BOOT_STARTED } from "../src/build/train.ts";
 import { referenceAgentJar, demoAppJar, REPO } from "../src/demo/fixtures.ts";
@@ -20,36 +18,18 @@ import { ValkeyDirectory } from "../src/directory/valkey.ts";
 import { hitRate, readClassCounts } from "../src/jvm/hsperf.ts";
 import { freePort } from "../src/jvm/launch.ts";
 import { JvmProcess } from "../src/jvm/process.ts";
-import { KubeClient } from "../src/kube/client.ts";
-import { Deployments, Namespaces, Pods, Secrets } from "../src/kube/resource.ts";
-import { testLogger } from "../src/kube/testing/env.ts";
+import type { KubeClient } from "../src/kube/client.ts";
+import { Deployments, Pods, Secrets } from "../src/kube/resource.ts";
 import type { KubeObject } from "../src/kube/types.ts";
 import { ClassCaches, type ClassCache } from "../src/operator/api/v1.ts";
 import { REF_ANNOTATION, SYSTEM_NAMESPACE } from "../src/operator/constants.ts";
 import type { Container, PodSpec } from "../src/operator/inject.ts";
-import { createOperator, type Operator } from "../src/operator/operator.ts";
 import { Agent } from "../src/testenv/agents.ts";
-import { defaultManifestFiles } from "../src/testenv/manifests.ts";
-import { startRedis, type RunningRedis } from "../src/testenv/redis.ts";
-import { REPO_ROOT, startTestEnv, type TestEnv } from "../src/testenv/testenv.ts";
+import type { RunningRedis } from "../src/testenv/redis.ts";
 import { jdk } from "./support/cli.ts";
+import { startOperatorCluster, until, type OperatorCluster } from "./support/operator.ts";
 
 const STORE_ROOT = "/var/lib/classcache";
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs / 1000} s${last instanceof Error ? ` (${last.message})` : ""}`);
-    await sleep(200);
-  }
-}
 
 /**
  * A simulated node runs a container the way a kubelet would: its own mount namespace with the
@@ -90,53 +70,28 @@ async function runToEnd(p: JvmProcess, what: string): Promise<string> {
 
 // Runs as root (as CI does): a simulated node mounts the pod's volumes in its own mount namespace.
 describe("a webhook-patched Pod on a simulated node, from a P2P-pulled archive", () => {
+  let cluster: OperatorCluster;
   let dir: string;
-  let env: TestEnv;
   let client: KubeClient;
   let redis: RunningRedis;
-  let op: Operator;
   let nodeA: Agent;
   let nodeB: Agent;
   let app: string;
   let agentJar: string;
   let java17: string;
-  const stop = new AbortController();
-  let running: Promise<void>;
   const jvms: JvmProcess[] = [];
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "classcache-e2e-"));
     [app, agentJar, java17] = await Promise.all([demoAppJar(), referenceAgentJar(), jdk(17)]);
-    env = await startTestEnv({ dir, manifests: defaultManifestFiles(REPO_ROOT) });
-    client = KubeClient.load({ kubeconfigPath: env.kubeconfigPath });
-    redis = await startRedis({ dir: join(dir, "redis"), password: "e2e-directory-password" });
-    await client.create(Namespaces, { metadata: { name: "shop" } });
-    await client.create(Secrets, { metadata: { name: "directory", namespace: SYSTEM_NAMESPACE }, stringData: { password: redis.password } }, { namespace: SYSTEM_NAMESPACE });
-    const port = await freePort();
-    op = createOperator({
-      client,
-      log: testLogger({ component: "operator" }),
-      image: "registry.example/classcache:test",
-      webhookPort: port,
-      webhookHost: "127.0.0.1",
-      webhookTarget: { url: `https://127.0.0.1:${port}` },
-      webhookIps: ["127.0.0.1"],
-      leaderElection: false,
-      pollMs: 500,
-    });
-    running = op.manager.start(stop.signal);
-    await until("the webhook is registered", () => Promise.resolve(op.registrar.registered() && op.webhook.ready()));
+    cluster = await startOperatorCluster("e2e", ["shop"]);
+    ({ client, redis, dir } = cluster);
   });
 
   after(async () => {
     for (const j of jvms) await j.stop(2000).catch(() => {});
     await nodeA?.stop();
     await nodeB?.stop();
-    stop.abort();
-    await running?.catch(() => {});
-    await redis?.stop();
-    await env?.stop();
-    await rm(dir, { recursive: true, force: true });
+    await cluster?.stop();
   });
 
   it("boots the Pod as the API server stored it: first without the archive, then from the archive its node pulled", async () => {
@@ -167,7 +122,7 @@ describe("a webhook-patched Pod on a simulated node, from a P2P-pulled archive",
           agent: { image: "registry.example/reference-agent:1.0", jarPath: agentJar },
           profile: "reference",
           patchMode: "Webhook",
-          valkey: { create: false, addr: `${redis.host}:${redis.port}`, passwordSecretRef: { name: "directory", key: "password" } },
+          valkey: cluster.valkey,
         },
       } as unknown as ClassCache,
       { namespace: "shop" },
@@ -236,7 +191,7 @@ describe("a webhook-patched Pod on a simulated node, from a P2P-pulled archive",
     await until("the ClassCache is Ready", async () => {
       const cc = await client.get<ClassCache>(ClassCaches, "shop", { namespace: "shop" });
       return cc.status?.conditions?.find((c) => c.type === "Ready")?.status === "True";
-    });
+    }, 60_000);
 
     // 3. The cold pod's init step told node B it wants the ref: B pulls it from A, peer to peer.
     await until("node B holds the archive for the ref", () => Promise.resolve(existsSync(join(nodeB.spec.store, "refs", `${ref}.amd64`))), 120_000);

@@ -6,28 +6,19 @@
  * The operator runs as its own service account, so the RBAC it ships is proven sufficient.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { signBinding, signManifest, signerFromPem } from "../src/archive/signing.ts";
 import { ValkeyDirectory } from "../src/directory/valkey.ts";
-import { freePort } from "../src/jvm/launch.ts";
-import { KubeClient } from "../src/kube/client.ts";
+import type { KubeClient } from "../src/kube/client.ts";
 import { ApiError } from "../src/kube/errors.ts";
-import { Deployments, Namespaces, Pods, Secrets } from "../src/kube/resource.ts";
-import { testLogger } from "../src/kube/testing/env.ts";
+import { DaemonSets, Deployments, Jobs, NetworkPolicies, Pods, Secrets, StatefulSets } from "../src/kube/resource.ts";
 import type { KubeObject } from "../src/kube/types.ts";
 import { ClassCaches, type ClassCache } from "../src/operator/api/v1.ts";
-import { Jobs } from "../src/operator/classcache.ts";
 import { ORIGINAL_LAUNCH_ANNOTATION, REF_ANNOTATION, SYSTEM_NAMESPACE } from "../src/operator/constants.ts";
-import { DaemonSets, NetworkPolicies, StatefulSets } from "../src/operator/infra.ts";
 import type { PodSpec } from "../src/operator/inject.ts";
-import { createOperator, type Operator } from "../src/operator/operator.ts";
-import { defaultManifestFiles } from "../src/testenv/manifests.ts";
-import { startRedis, type RunningRedis } from "../src/testenv/redis.ts";
-import { REPO_ROOT, startTestEnv, type TestEnv } from "../src/testenv/testenv.ts";
+import type { Operator } from "../src/operator/operator.ts";
+import type { RunningRedis } from "../src/testenv/redis.ts";
+import { startOperatorCluster, until, type OperatorCluster } from "./support/operator.ts";
 
 interface Workload extends KubeObject {
   spec: { template: { metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> }; spec: PodSpec } };
@@ -49,21 +40,6 @@ function classCache(name: string, namespace: string, spec: Record<string, unknow
   return { apiVersion: "classcache.dev/v1", kind: "ClassCache", metadata: { name, namespace }, spec: spec as unknown as ClassCache["spec"] };
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs / 1000} s${last instanceof Error ? ` (last error: ${last.message})` : ""}`);
-    await sleep(100);
-  }
-}
-
 function condition(cc: ClassCache | undefined, type: string): { status: string; reason: string; message: string } | undefined {
   return cc?.status?.conditions?.find((c) => c.type === type);
 }
@@ -71,49 +47,18 @@ function condition(cc: ClassCache | undefined, type: string): { status: string; 
 const JAVA_LAUNCH = { command: ["java", "-Xmx256m", "-jar", "/app.jar"], args: ["--server.port=8080"], env: [{ name: "JAVA_TOOL_OPTIONS", value: "-Dteam=shop" }] };
 
 describe("the operator against a real API server, directory and webhook", () => {
-  let dir: string;
-  let env: TestEnv;
+  let cluster: OperatorCluster;
   let client: KubeClient;
   let redis: RunningRedis;
   let op: Operator;
-  const stop = new AbortController();
-  let running: Promise<void>;
+  let valkey: OperatorCluster["valkey"];
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "classcache-operator-"));
-    env = await startTestEnv({ dir, manifests: defaultManifestFiles(REPO_ROOT) });
-    client = KubeClient.load({ kubeconfigPath: env.kubeconfigPath });
-    redis = await startRedis({ dir: join(dir, "redis"), password: "directory-password-for-tests" });
-    for (const ns of ["shop", "web", "legacy"]) await client.create(Namespaces, { metadata: { name: ns } });
-    await client.create(Secrets, { metadata: { name: "external-valkey", namespace: SYSTEM_NAMESPACE }, stringData: { password: redis.password } }, { namespace: SYSTEM_NAMESPACE });
-    const port = await freePort();
-    // The operator runs as its service account: the RBAC in deploy/rbac must be enough for all of this.
-    const asOperator = KubeClient.load({
-      kubeconfigPath: env.kubeconfigPath,
-      impersonate: { user: `system:serviceaccount:${SYSTEM_NAMESPACE}:classcache-operator`, groups: ["system:serviceaccounts", `system:serviceaccounts:${SYSTEM_NAMESPACE}`, "system:authenticated"] },
-    });
-    op = createOperator({
-      client: asOperator,
-      log: testLogger({ component: "operator" }),
-      image: "registry.example/classcache:test",
-      webhookPort: port,
-      webhookHost: "127.0.0.1",
-      webhookTarget: { url: `https://127.0.0.1:${port}` },
-      webhookIps: ["127.0.0.1"],
-      leaderElection: false,
-      pollMs: 500,
-    });
-    running = op.manager.start(stop.signal);
-    await until("the webhook is registered", () => Promise.resolve(op.registrar.registered() && op.webhook.ready()));
+    cluster = await startOperatorCluster("operator", ["shop", "web", "legacy"]);
+    ({ client, redis, op, valkey } = cluster);
   });
 
-  after(async () => {
-    stop.abort();
-    await running?.catch(() => {});
-    await redis?.stop();
-    await env?.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => cluster?.stop());
 
   const getCc = (ns: string, name: string) => client.get<ClassCache>(ClassCaches, name, { namespace: ns });
   const getDeploy = (ns: string, name: string) => client.get<Workload>(Deployments, name, { namespace: ns });
@@ -153,7 +98,7 @@ describe("the operator against a real API server, directory and webhook", () => 
         agent: { image: "registry.example/otel:2.10", jarPath: "/otel.jar" },
         profile: "otel",
         patchMode: "Owned",
-        valkey: { create: false, addr: `${redis.host}:${redis.port}`, passwordSecretRef: { name: "external-valkey", key: "password" } },
+        valkey,
       }),
       { namespace: "shop" },
     );
@@ -242,7 +187,7 @@ describe("the operator against a real API server, directory and webhook", () => 
 
   it("in Webhook mode leaves the template clean and patches the Pod the API server creates, over TLS", async () => {
     await client.create(Deployments, deployment("web", "web", JAVA_LAUNCH, { "classcache.dev/inject": "web" }), { namespace: "web" });
-    await client.create(ClassCaches, classCache("web", "web", { workloadRef: { name: "web" }, patchMode: "Webhook", valkey: { create: false, addr: `${redis.host}:${redis.port}`, passwordSecretRef: { name: "external-valkey", key: "password" } } }), { namespace: "web" });
+    await client.create(ClassCaches, classCache("web", "web", { workloadRef: { name: "web" }, patchMode: "Webhook", valkey }), { namespace: "web" });
     const cc = await until("InjectedByWebhook", async () => {
       const c = await getCc("web", "web");
       return condition(c, "WorkloadPatched")?.reason === "InjectedByWebhook" && c.status?.ref !== undefined ? c : undefined;
@@ -262,7 +207,7 @@ describe("the operator against a real API server, directory and webhook", () => 
 
   it("says what to set when the launch comes from the image, and patches nothing", async () => {
     await client.create(Deployments, deployment("entry", "web", { args: ["--server.port=8080"] }), { namespace: "web" });
-    await client.create(ClassCaches, classCache("entry", "web", { workloadRef: { name: "entry" }, valkey: { create: false, addr: `${redis.host}:${redis.port}`, passwordSecretRef: { name: "external-valkey", key: "password" } } }), { namespace: "web" });
+    await client.create(ClassCaches, classCache("entry", "web", { workloadRef: { name: "entry" }, valkey }), { namespace: "web" });
     const cc = await until("LaunchUnknown", async () => {
       const c = await getCc("web", "entry");
       return condition(c, "WorkloadPatched")?.reason === "LaunchUnknown" && c;

@@ -60,6 +60,9 @@ export const CoreEvents = resourceType("v1", "Event", "events");
 export const Events = resourceType("events.k8s.io/v1", "Event", "events");
 export const Deployments = resourceType("apps/v1", "Deployment", "deployments");
 export const DaemonSets = resourceType("apps/v1", "DaemonSet", "daemonsets");
+export const StatefulSets = resourceType("apps/v1", "StatefulSet", "statefulsets");
+export const Jobs = resourceType("batch/v1", "Job", "jobs");
+export const NetworkPolicies = resourceType("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies");
 export const Leases = resourceType("coordination.k8s.io/v1", "Lease", "leases");
 export const CustomResourceDefinitions = resourceType(
   "apiextensions.k8s.io/v1",

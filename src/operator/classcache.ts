@@ -11,7 +11,7 @@ import type { Directory } from "../directory/directory.ts";
 import type { KubeClient } from "../kube/client.ts";
 import { isNotFound } from "../kube/errors.ts";
 import type { EventRecorder } from "../kube/events.ts";
-import { resourceType, Secrets } from "../kube/resource.ts";
+import { DaemonSets, Deployments, Jobs, Secrets, StatefulSets } from "../kube/resource.ts";
 import type { KubeObject } from "../kube/types.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { Informer } from "./runtime/informer.ts";
@@ -23,11 +23,7 @@ import { buildJob, buildJobName, buildTokenSecret } from "./objects/buildjob.ts"
 import { classCacheOwner } from "./objects/meta.ts";
 import { computeRef } from "./ref.ts";
 
-export const Deployments = resourceType("apps/v1", "Deployment", "deployments");
-export const StatefulSetsType = resourceType("apps/v1", "StatefulSet", "statefulsets");
-export const DaemonSetsType = resourceType("apps/v1", "DaemonSet", "daemonsets");
-export const Jobs = resourceType("batch/v1", "Job", "jobs");
-export const WORKLOAD_TYPES = { Deployment: Deployments, StatefulSet: StatefulSetsType, DaemonSet: DaemonSetsType } as const;
+export const WORKLOAD_TYPES = { Deployment: Deployments, StatefulSet: StatefulSets, DaemonSet: DaemonSets } as const;
 
 /** The archs whose bindings the status reports. */
 const ARCHS = ["amd64", "arm64"];
@@ -236,7 +232,7 @@ export class ClassCacheReconciler {
     const jobObject = buildJob({
       classCache: { name: cc.metadata.name!, namespace: ns, uid: cc.metadata.uid ?? "" },
       ref,
-      podTemplate: template as never,
+      podTemplate: template,
       containerName: container,
       jarPath: spec.app.jarPath,
       ...(spec.agent ? { agent: { image: spec.agent.image, jarPath: spec.agent.jarPath, ...(spec.agent.configPath ? { configPath: spec.agent.configPath } : {}) } } : {}),

@@ -10,7 +10,7 @@ import { createPublicKey } from "node:crypto";
 import { generateSigningKey, trustStoreFromPems, type TrustStore } from "../archive/signing.ts";
 import type { KubeClient } from "../kube/client.ts";
 import { isNotFound } from "../kube/errors.ts";
-import { ConfigMaps, resourceType, Secrets, Services } from "../kube/resource.ts";
+import { ConfigMaps, DaemonSets, NetworkPolicies, Secrets, Services, StatefulSets, type ResourceType } from "../kube/resource.ts";
 import type { KubeObject } from "../kube/types.ts";
 import type { Logger } from "../runtime/log.ts";
 import { resolveSpec, type ClassCache } from "./api/v1.ts";
@@ -20,11 +20,7 @@ import { directorySecret, directoryService, directoryStatefulSet, generatePasswo
 import type { Built } from "./objects/meta.ts";
 import { networkPolicies } from "./objects/networkpolicy.ts";
 
-export const StatefulSets = resourceType("apps/v1", "StatefulSet", "statefulsets");
-export const DaemonSets = resourceType("apps/v1", "DaemonSet", "daemonsets");
-export const NetworkPolicies = resourceType("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies");
-
-const TYPES: Record<string, ReturnType<typeof resourceType>> = {
+const TYPES: Record<string, ResourceType> = {
   Secret: Secrets,
   ConfigMap: ConfigMaps,
   Service: Services,

@@ -19,40 +19,9 @@
  *    lost to a missing archive.
  */
 import { AGENT_DIR, ARGS_DIR, JVM_ARGS_FILE, LAUNCH_ARGS_FILE, REF_ANNOTATION, STORE_ROOT } from "./constants.ts";
+import type { Container, EnvVar, PodSpec, PodTemplate, VolumeMount } from "./objects/meta.ts";
 
-export interface EnvVar {
-  name: string;
-  value?: string;
-  valueFrom?: unknown;
-}
-
-export interface VolumeMount {
-  name: string;
-  mountPath: string;
-  readOnly?: boolean;
-}
-
-export interface Container {
-  name: string;
-  image?: string;
-  command?: string[];
-  args?: string[];
-  env?: EnvVar[];
-  volumeMounts?: VolumeMount[];
-  [field: string]: unknown;
-}
-
-export interface PodSpec {
-  containers: Container[];
-  initContainers?: Container[];
-  volumes?: { name: string; [field: string]: unknown }[];
-  [field: string]: unknown;
-}
-
-export interface PodTemplate {
-  metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> };
-  spec: PodSpec;
-}
+export type { Container, EnvVar, PodSpec, PodTemplate, VolumeMount } from "./objects/meta.ts";
 
 export interface InjectionInput {
   ref: string;
@@ -236,7 +205,7 @@ function initContainers(input: InjectionInput, launch: string[]): Container[] {
       name: INIT_CONTAINERS.agent,
       image: input.agent!.image,
       command: ["cp", input.agent!.jarPath, `${AGENT_DIR}/agent.jar`],
-      volumeMounts: [{ name: VOLUMES.args, mountPath: AGENT_DIR, subPath: "agent" } as VolumeMount],
+      volumeMounts: [{ name: VOLUMES.args, mountPath: AGENT_DIR, subPath: "agent" }],
       resources: { requests: { cpu: "10m", memory: "16Mi" }, limits: { memory: "64Mi" } },
     });
   }

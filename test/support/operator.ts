@@ -1,0 +1,94 @@
+/**
+ * A cluster for operator tests: a real kube-apiserver + etcd with the project's CRD and RBAC, a
+ * real Redis as the external directory (its password in a Secret of classcache-system), and the
+ * operator running in this process as its own service account, its webhook called by the API
+ * server over TLS.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { freePort } from "../../src/jvm/launch.ts";
+import { KubeClient } from "../../src/kube/client.ts";
+import { Namespaces, Secrets } from "../../src/kube/resource.ts";
+import { testLogger } from "../../src/kube/testing/env.ts";
+import { SYSTEM_NAMESPACE } from "../../src/operator/constants.ts";
+import { createOperator, type Operator } from "../../src/operator/operator.ts";
+import { defaultManifestFiles } from "../../src/testenv/manifests.ts";
+import { startRedis, type RunningRedis } from "../../src/testenv/redis.ts";
+import { REPO_ROOT, startTestEnv, type TestEnv } from "../../src/testenv/testenv.ts";
+
+/** The Secret in classcache-system that holds the Redis password (valkey.passwordSecretRef). */
+export const DIRECTORY_SECRET = { name: "external-valkey", key: "password" };
+
+export interface OperatorCluster {
+  dir: string;
+  env: TestEnv;
+  /** An admin client, for what the test itself does. */
+  client: KubeClient;
+  redis: RunningRedis;
+  op: Operator;
+  /** spec.valkey of a ClassCache that uses the test's Redis. */
+  valkey: { create: false; addr: string; passwordSecretRef: typeof DIRECTORY_SECRET };
+  stop(): Promise<void>;
+}
+
+export async function startOperatorCluster(name: string, namespaces: string[]): Promise<OperatorCluster> {
+  const dir = await mkdtemp(join(tmpdir(), `classcache-${name}-`));
+  const env = await startTestEnv({ dir, manifests: defaultManifestFiles(REPO_ROOT) });
+  const client = KubeClient.load({ kubeconfigPath: env.kubeconfigPath });
+  const redis = await startRedis({ dir: join(dir, "redis"), password: `${name}-directory-password` });
+  for (const ns of namespaces) await client.create(Namespaces, { metadata: { name: ns } });
+  await client.create(Secrets, { metadata: { name: DIRECTORY_SECRET.name, namespace: SYSTEM_NAMESPACE }, stringData: { [DIRECTORY_SECRET.key]: redis.password } }, { namespace: SYSTEM_NAMESPACE });
+  const port = await freePort();
+  // The operator runs as its service account: the RBAC in deploy/rbac must be enough for everything it does.
+  const asOperator = KubeClient.load({
+    kubeconfigPath: env.kubeconfigPath,
+    impersonate: { user: `system:serviceaccount:${SYSTEM_NAMESPACE}:classcache-operator`, groups: ["system:serviceaccounts", `system:serviceaccounts:${SYSTEM_NAMESPACE}`, "system:authenticated"] },
+  });
+  const op = createOperator({
+    client: asOperator,
+    log: testLogger({ component: "operator" }),
+    image: "registry.example/classcache:test",
+    webhookPort: port,
+    webhookHost: "127.0.0.1",
+    webhookTarget: { url: `https://127.0.0.1:${port}` },
+    webhookIps: ["127.0.0.1"],
+    leaderElection: false,
+    pollMs: 500,
+  });
+  const stopping = new AbortController();
+  const running = op.manager.start(stopping.signal);
+  await until("the webhook is registered", () => Promise.resolve(op.registrar.registered() && op.webhook.ready()));
+  return {
+    dir,
+    env,
+    client,
+    redis,
+    op,
+    valkey: { create: false, addr: `${redis.host}:${redis.port}`, passwordSecretRef: DIRECTORY_SECRET },
+    async stop() {
+      stopping.abort();
+      await running.catch(() => {});
+      await redis.stop();
+      await env.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Polls until `fn` gives a value (not undefined or false); fails with the last error after `timeoutMs`. */
+export async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs / 1000} s${last instanceof Error ? ` (last error: ${last.message})` : ""}`);
+    await sleep(100);
+  }
+}
