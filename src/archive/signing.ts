@@ -4,7 +4,7 @@
  * visible or servable. The directory only stores envelopes: whoever can write to it still
  * cannot get bytes into a workload JVM without a trusted signing key.
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from "node:crypto";
+import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { ClasscacheError } from "../runtime/errors.ts";
 import { canonicalJson, sha256Hex } from "../util/hash.ts";
@@ -123,4 +123,13 @@ export function openBinding(text: string, trust: TrustStore, ref: string, arch: 
   if (!verify(null, Buffer.from(canonicalJson(canonical)), key, Buffer.from(env.signature, "base64"))) throw new SignatureError("ref binding signature does not verify");
   if (b.ref !== ref || b.arch !== arch) throw new SignatureError(`ref binding is for ${b.ref}/${b.arch}, not ${ref}/${arch}`);
   return canonical;
+}
+
+/**
+ * The token a ClassCache's build Job presents to a node agent to upload the build of one ref:
+ * an HMAC of the ref under a key only the operator and the agents hold. It is good for that ref
+ * only, so a pod in one namespace cannot publish an archive for another namespace's ref.
+ */
+export function buildToken(buildKey: string, ref: string): string {
+  return createHmac("sha256", buildKey).update(`classcache build ${ref}`).digest("hex");
 }

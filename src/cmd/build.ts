@@ -5,6 +5,9 @@ import { buildArchive, type BuildRequest } from "../build/pipeline.ts";
 import { createLogger } from "../runtime/log.ts";
 import { usageError } from "../runtime/errors.ts";
 import { defaultStore, parse, type Command } from "./command.ts";
+import { readFile } from "node:fs/promises";
+import { uploadBuild } from "../node/upload.ts";
+import { LocalStore } from "../store/store.ts";
 
 const usage = `
 usage: classcache build (--app <fat.jar> | --classpath <a.jar:b.jar> --main <class>) [options]
@@ -33,6 +36,16 @@ training
   --timeout <seconds>       deadline for each JVM run (default 300)
   Without these, a Spring Boot app trains until its context is refreshed
   (-Dspring.context.exit=onRefresh) and a class-path app until it exits.
+
+kubernetes (what a ClassCache's build Job passes)
+  --ref <ref>               the ClassCache's ref this build is for
+  --publish-to unix:<sock>  upload the verified build to the node agent at this socket
+  --build-token-file <f>    the ref's build token, presented to the agent
+  --mode <mode>             fail unless the profile runs the agent in this mode
+  --exit-on-refresh, --no-exit-on-refresh
+                            train a Spring Boot app until its context is refreshed (default), or
+                            until --ready-url/--ready-log says it is ready
+  --java auto               the same as leaving --java out
 
 output
   --store <dir>             the store (default: $CLASSCACHE_STORE or ~/.cache/classcache/store)
@@ -64,7 +77,15 @@ export const buildCommand: Command = {
       force: { type: "boolean" },
       json: { type: "boolean" },
       quiet: { type: "boolean" },
+      ref: { type: "string" },
+      "publish-to": { type: "string" },
+      "build-token-file": { type: "string" },
+      mode: { type: "string" },
+      "exit-on-refresh": { type: "boolean" },
+      "no-exit-on-refresh": { type: "boolean" },
     });
+    const publish = publishTarget(values);
+    checkExitFlags(values);
     const timeout = values.timeout === undefined ? 300 : Number(values.timeout);
     if (!Number.isFinite(timeout) || timeout <= 0) throw usageError(`--timeout ${values.timeout} is not a positive number of seconds`);
     if (values["ready-log"] !== undefined) {
@@ -80,7 +101,7 @@ export const buildCommand: Command = {
       mainClass: values.main,
       appArgs: values.arg ?? [],
       jvmOptions: values["jvm-opt"] ?? [],
-      java: values.java,
+      java: values.java === "auto" ? undefined : values.java,
       agent: values.agent,
       agentConfig: values["agent-config"],
       profile: values.profile,
@@ -98,11 +119,39 @@ export const buildCommand: Command = {
         if (!quiet) io.stderr.write(`  ${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s  ${step}\n`);
       },
     });
+    if (values.mode !== undefined && manifest.mode !== values.mode) {
+      throw usageError(`the build ran in mode ${manifest.mode}, not the requested ${values.mode}`, "the profile decides how the agent runs; pick a profile of that mode or leave the mode out");
+    }
+    if (publish) {
+      const token = (await readFile(publish.tokenFile, "utf8")).trim();
+      const store = await LocalStore.open(req.store);
+      const r = await uploadBuild(store, manifest, { socket: publish.socket, token, ref: publish.ref });
+      if (!quiet) io.stderr.write(`  uploaded to the node agent: key ${shortKey(r.key)} (${r.source})\n`);
+    }
     if (values.json) io.stdout.write(JSON.stringify(manifest, null, 2) + "\n");
     else io.stdout.write(summary(manifest, reused));
     return 0;
   },
 };
+
+function checkExitFlags(v: { "ready-url"?: string | undefined; "ready-log"?: string | undefined; "warmup-url"?: string[] | undefined; "exit-on-refresh"?: boolean | undefined; "no-exit-on-refresh"?: boolean | undefined; mode?: string | undefined }): void {
+  const readyGiven = v["ready-url"] !== undefined || v["ready-log"] !== undefined || (v["warmup-url"]?.length ?? 0) > 0;
+  if (v["no-exit-on-refresh"] && !readyGiven) throw usageError("--no-exit-on-refresh needs --ready-url or --ready-log: otherwise nothing says when training is done");
+  if (v["exit-on-refresh"] && readyGiven) throw usageError("--exit-on-refresh cannot go with --ready-url, --ready-log or --warmup-url: the app would exit before it is ready");
+  if (v.mode !== undefined && !["none", "hybrid", "baked"].includes(v.mode)) throw usageError(`--mode ${v.mode} is not one of none, hybrid, baked`);
+}
+
+function publishTarget(v: { ref?: string | undefined; "publish-to"?: string | undefined; "build-token-file"?: string | undefined }): { socket: string; tokenFile: string; ref: string } | undefined {
+  const to = v["publish-to"];
+  if (to === undefined) {
+    if (v.ref !== undefined || v["build-token-file"] !== undefined) throw usageError("--ref and --build-token-file go with --publish-to");
+    return undefined;
+  }
+  if (!to.startsWith("unix:")) throw usageError(`--publish-to ${to} is not unix:<socket path>`);
+  if (!v.ref || !/^[0-9a-f]{64}$/.test(v.ref)) throw usageError("--publish-to needs --ref <64 hex digits>");
+  if (!v["build-token-file"]) throw usageError("--publish-to needs --build-token-file <file>");
+  return { socket: to.slice("unix:".length), tokenFile: v["build-token-file"], ref: v.ref };
+}
 
 export function summary(m: Manifest, reused: boolean): string {
   const v = m.verification;

@@ -32,6 +32,8 @@ builds archives on request, and heartbeats what it holds to the directory.
   --advertise <url>        how peers reach this node (default http://<listen>)
   --api <host:port>        local API for the node's workloads and tools (default 127.0.0.1:7072)
   --socket <path>          Unix socket where pods ask for their ref (default <store>/run/agent.sock)
+  --build-key-file <file>  the key build tokens are derived from: lets build Jobs on this node
+                           upload their builds over the socket (needs --signing-key)
   --upload-cap <n>         concurrent uploads to peers (default 4; more get 503)
   --max-upload-rate <b/s>  upload bandwidth limit for the whole node (default none)
   --quota <bytes>          store size above which least recently used archives are removed (default 20 GiB)
@@ -84,6 +86,7 @@ export const nodeCommand: Command = {
       advertise: { type: "string" },
       api: { type: "string", default: "127.0.0.1:7072" },
       socket: { type: "string" },
+      "build-key-file": { type: "string" },
       "upload-cap": { type: "string", default: "4" },
       "max-upload-rate": { type: "string" },
       quota: { type: "string", default: String(20 * 1024 ** 3) },
@@ -146,7 +149,9 @@ export const nodeCommand: Command = {
     });
     const api = createApiServer(agent, { token });
     const wants = new Wants(agent);
-    const socketServer = createSocketServer(wants);
+    const buildKey = values["build-key-file"] ? (await readFile(values["build-key-file"], "utf8")).trim() : undefined;
+    if (buildKey !== undefined && !signer) throw usageError("--build-key-file needs --signing-key: an uploaded build is signed by this node");
+    const socketServer = createSocketServer(wants, { agent, ...(buildKey ? { buildKey } : {}) });
     const socketPath = values.socket ?? join(store.dir, "run", "agent.sock");
     await listen(peer, listenAt, "peer server");
     await listen(api, apiAt, "local API");

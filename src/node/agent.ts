@@ -30,6 +30,11 @@ export interface EnsureRequest {
    * the key is looked up from that binding. Either way the node records ref → key in its store.
    */
   ref?: string;
+  /**
+   * A build made elsewhere (a ClassCache's build Job, in the workload's image) whose files were
+   * uploaded into this node's store: published like a build of this node's own.
+   */
+  imported?: Manifest;
 }
 
 /** The JVM's arch naming, as manifests record it (see jvm/jdk.ts). */
@@ -115,12 +120,13 @@ export class NodeAgent {
   async ensure(req: EnsureRequest, signal?: AbortSignal): Promise<EnsureResult> {
     const t0 = performance.now();
     if (req.ref !== undefined && !/^[0-9a-f]{64}$/.test(req.ref)) throw new ClasscacheError("usage", "ref must be 64 lowercase hex digits");
-    if (req.ref && !req.key && !req.build) {
+    if (req.ref && !req.key && !req.build && !req.imported) {
       const key = await this.resolveRef(req.ref);
       return this.bindRef(req.ref, await this.ensure({ key }, signal));
     }
     const prepared = req.build ? await prepareBuild({ ...req.build, store: this.opts.store.dir, root: this.opts.root }, { log: this.opts.log }) : undefined;
-    const key = req.key ?? prepared?.key;
+    const imported = req.imported;
+    const key = req.key ?? prepared?.key ?? imported?.key;
     if (!key) throw new ClasscacheError("usage", "ensure needs a key or a build spec");
     if (prepared && req.key && prepared.key !== req.key) {
       throw new ClasscacheError("input", `the build spec gives key ${prepared.key}, not the requested ${req.key}`, { hint: "the app, JDK, agent or options differ from the ones the key was built for" });
@@ -128,10 +134,22 @@ export class NodeAgent {
     this.lastEnsured.set(key, Date.now());
     let p = this.inflight.get(key);
     if (!p) {
-      p = this.ensureKey(key, prepared ? () => prepared.run() : undefined, t0, signal).finally(() => this.inflight.delete(key));
+      const build = prepared ? () => prepared.run() : imported ? () => this.adoptImported(imported) : undefined;
+      p = this.ensureKey(key, build, t0, signal).finally(() => this.inflight.delete(key));
       this.inflight.set(key, p);
     }
     return req.ref ? this.bindRef(req.ref, await p) : p;
+  }
+
+  /** Makes an uploaded build's manifest visible in the store once every file it names is here. */
+  private async adoptImported(m: Manifest): Promise<BuildResult> {
+    const { store } = this.opts;
+    for (const sha of [m.archive.sha256, ...m.layout.files.map((f) => f.sha256)]) {
+      if (!(await store.hasBlob(sha))) throw new ClasscacheError("input", `the uploaded build lacks blob ${sha.slice(0, 12)}`, { hint: "upload every blob the manifest names before the manifest" });
+    }
+    await store.linkLayout(m.layout);
+    const { manifest } = await store.publishManifest(m);
+    return { manifest, reused: false };
   }
 
   /** The key the directory's signed binding gives for `ref` on this node's arch. */

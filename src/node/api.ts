@@ -11,6 +11,11 @@ import { join } from "node:path";
 import { fillRoot, launchArgs } from "../jvm/launch.ts";
 import { toJavaToolOptions, withMemorySharing } from "../jvm/options.ts";
 import { ClasscacheError } from "../runtime/errors.ts";
+import { layoutId } from "../store/store.ts";
+import { buildToken } from "../archive/signing.ts";
+import type { Manifest } from "../archive/manifest.ts";
+import { createWriteStream } from "node:fs";
+import { pipeline } from "node:stream/promises";
 import type { NodeAgent } from "./agent.ts";
 
 const STATUS: Record<string, number> = { usage: 400, input: 400, "not-found": 404, verification: 502, training: 503, store: 507 };
@@ -151,13 +156,18 @@ export class Wants {
 
 /**
  * The node's Unix socket for pods (inside the store, which pods mount read-only; connecting to
- * a socket needs no write access to the mount). It only takes "wants": a pod whose ref is not
- * on this node yet asks for it, and the agent pulls it in the background — only what a signed
- * binding and a signed manifest name, so an unauthenticated caller cannot choose any bytes.
+ * a socket needs no write access to the mount).
  *
- *   POST /v1/want {"ref": "<64 hex>"}  →  202 {"ref"}
+ *   POST /v1/want {"ref": "<64 hex>"}              →  202 {"ref"}
+ *   PUT  /v1/builds/<ref>/blobs/<sha256>  (bytes)   →  201 {"sha256"}
+ *   POST /v1/builds/<ref>/manifest  (manifest JSON) →  200 {"key", "source"}
+ *
+ * "want" needs no credentials: the agent then only fetches what a signed binding and a signed
+ * manifest name, so a caller cannot choose any bytes. Uploading a build needs the build token
+ * of that ref (see buildToken): the blobs are kept only under their verified sha256, the
+ * manifest is checked, and the agent signs and publishes it like one of its own builds.
  */
-export function createSocketServer(wants: Wants): Server {
+export function createSocketServer(wants: Wants, opts: { agent?: NodeAgent; buildKey?: string } = {}): Server {
   return createServer((req, res) => {
     void (async () => {
       if (req.method === "POST" && req.url === "/v1/want") {
@@ -167,7 +177,45 @@ export function createSocketServer(wants: Wants): Server {
         send(res, 202, { ref: input.ref });
         return;
       }
+      const m = /^\/v1\/builds\/([0-9a-f]{64})\/(?:blobs\/([0-9a-f]{64})|(manifest))$/.exec(req.url ?? "");
+      if (m && opts.agent && opts.buildKey) {
+        const ref = m[1]!;
+        if (!tokenMatches(req.headers.authorization, buildToken(opts.buildKey, ref))) {
+          res.writeHead(401, { "www-authenticate": "Bearer" }).end();
+          return;
+        }
+        if (req.method === "PUT" && m[2]) {
+          const store = opts.agent.opts.store;
+          const { tempPath } = await store.receive((path) => pipeline(req, createWriteStream(path, { flags: "wx" })), "upload");
+          const blob = await store.importBlob(tempPath, m[2]);
+          send(res, 201, { sha256: blob.sha256 });
+          return;
+        }
+        if (req.method === "POST" && m[3]) {
+          const manifest = checkUploadedManifest(await body(req, 16 << 20));
+          const r = await opts.agent.ensure({ imported: manifest, ref });
+          send(res, 200, { key: r.key, source: r.source });
+          return;
+        }
+      }
       send(res, 404, { error: "not found" });
-    })().catch((err: unknown) => send(res, err instanceof ClasscacheError && err.code === "usage" ? 400 : 500, { error: err instanceof Error ? err.message : String(err) }));
+    })().catch((err: unknown) => {
+      const code = err instanceof ClasscacheError ? err.code : "internal";
+      if (!res.headersSent) send(res, STATUS[code] ?? 500, { error: err instanceof Error ? err.message : String(err), code });
+      else res.destroy();
+    });
   });
+}
+
+/** The parts of an uploaded manifest that name paths and digests in the store: all must be safe. */
+export function checkUploadedManifest(v: unknown): Manifest {
+  const m = v as Manifest;
+  const hex = (x: unknown): boolean => typeof x === "string" && /^[0-9a-f]{64}$/.test(x);
+  const bad = (what: string) => new ClasscacheError("input", `the uploaded manifest is malformed: ${what}`);
+  if (!m || typeof m !== "object" || !hex(m.key)) throw bad("key");
+  if (!m.archive || !hex(m.archive.sha256) || m.archive.file !== `blobs/sha256/${m.archive.sha256}`) throw bad("archive");
+  if (!m.layout || !Array.isArray(m.layout.files) || !m.layout.files.every((f) => f && hex(f.sha256) && typeof f.path === "string" && Number.isInteger(f.size))) throw bad("layout files");
+  if (m.layout.id !== layoutId(m.layout.files)) throw bad("layout id does not match its files");
+  if (!m.runtime || !Array.isArray(m.runtime.jvmOptions) || !m.runtime.launch || !m.verification || !m.jvm) throw bad("runtime, verification or jvm");
+  return m;
 }

@@ -5,8 +5,7 @@
  * nothing. Deleting a ClassCache puts the workload back as it was and removes its ref's
  * bindings from the directory before the finalizer goes.
  */
-import { randomBytes } from "node:crypto";
-import { openBinding, SignatureError, type TrustStore } from "../archive/signing.ts";
+import { buildToken, openBinding, SignatureError, type TrustStore } from "../archive/signing.ts";
 import type { Directory } from "../directory/directory.ts";
 import type { KubeClient } from "../kube/client.ts";
 import { isNotFound } from "../kube/errors.ts";
@@ -46,7 +45,7 @@ export interface ClassCacheReconcilerOptions {
   /** The classcache image: init step of patched pods, kit of build Jobs. */
   image: string;
   /** The directory and the key its bindings are signed with, once the cluster's parts exist. */
-  directory: () => Promise<{ directory: Directory | undefined; trust: TrustStore | undefined }>;
+  directory: () => Promise<{ directory: Directory | undefined; trust: TrustStore | undefined; buildKey?: string | undefined }>;
   /** Re-check an archive that is not available yet this often (default 30 s). */
   pollMs?: number;
   /** Refresh holders and hit rates of an available archive this often (default 60 s). */
@@ -155,7 +154,7 @@ export class ClassCacheReconciler {
 
     // The archive: the directory's signed binding of the ref, per arch.
     const archive = await this.#archive(cluster, ref, status, conditions);
-    if (!archive.available && container) await this.#ensureBuild(cc, spec, ref, { ...workload.spec.template, spec: clean }, container, conditions, signal);
+    if (!archive.available && container) await this.#ensureBuild(cc, spec, ref, { ...workload.spec.template, spec: clean }, container, cluster.buildKey, conditions, signal);
 
     // The workload.
     const patched = await this.#patchWorkload(cc, spec, workload, injected, conditions, signal);
@@ -209,10 +208,10 @@ export class ClassCacheReconciler {
   }
 
   /** One build Job per ref, with its one-ref publishing token; its outcome goes into the conditions. */
-  async #ensureBuild(cc: ClassCache, spec: ResolvedSpec, ref: string, template: PodTemplate, container: string, conditions: Conditions, signal: AbortSignal): Promise<void> {
+  async #ensureBuild(cc: ClassCache, spec: ResolvedSpec, ref: string, template: PodTemplate, container: string, buildKey: string | undefined, conditions: Conditions, signal: AbortSignal): Promise<void> {
     // Only when nothing is built yet: no directory means a build could not publish, and a
     // binding that failed verification needs a person, not another build.
-    if (conditions.reasonOf(ConditionTypes.ArchiveAvailable) !== Reasons.BuildPending) return;
+    if (conditions.reasonOf(ConditionTypes.ArchiveAvailable) !== Reasons.BuildPending || !buildKey) return;
     const ns = cc.metadata.namespace!;
     const name = buildJobName(ref);
     const job = this.#o.jobs.get(`${ns}/${name}`);
@@ -223,7 +222,8 @@ export class ClassCacheReconciler {
       return;
     }
     const owner = classCacheOwner({ name: cc.metadata.name!, namespace: ns, uid: cc.metadata.uid ?? "" });
-    const tokenSecret = buildTokenSecret(ns, ref, randomBytes(24).toString("hex"), owner);
+    // Good for this ref only: the agent recomputes it from the build key (see buildToken).
+    const tokenSecret = buildTokenSecret(ns, ref, buildToken(buildKey, ref), owner);
     try {
       await this.#o.client.create(Secrets, tokenSecret, { namespace: ns, fieldManager: FIELD_MANAGER, signal });
     } catch (err) {

@@ -8,7 +8,6 @@
 export const SYSTEM_NAMESPACE = "classcache-system";
 /** The one field manager for every server-side apply the operator makes. */
 export const FIELD_MANAGER = "classcache-operator";
-export const FINALIZER = "classcache.dev/finalizer";
 
 /** The node store, on every node and inside every patched container (read-only there). */
 export const STORE_ROOT = "/var/lib/classcache";
@@ -57,7 +56,7 @@ export const AGENT_SERVICE_ACCOUNT = "classcache-agent";
 /** Where the managed directory is reached from the node agents and the operator. */
 export const DIRECTORY_HOST = `${NAMES.directory}.${SYSTEM_NAMESPACE}.svc`;
 /** Keys of the Secrets and ConfigMaps in the system namespace. */
-export const SECRET_KEYS = { password: "password", token: "token", signingKey: "signing.pem", trust: "signing.pub" } as const;
+export const SECRET_KEYS = { password: "password", token: "token", buildKey: "build-key", signingKey: "signing.pem", trust: "signing.pub" } as const;
 /** Mount points inside the node agent and build pods; constants, never taken from a ClassCache. */
 export const MOUNTS = {
   /** The shared token peers and local clients present (agents). */

@@ -63,6 +63,8 @@ function keyOf(o: KubeObject): string {
 export interface Credentials {
   trust: TrustStore;
   publicPem: string;
+  /** What build tokens are derived from (see buildToken). */
+  buildKey: string | undefined;
   /** The directory URL for the operator itself (status, clean-up). */
   directoryUrl: string | undefined;
 }
@@ -88,7 +90,7 @@ export class Infrastructure {
       return signingKeySecret(k.privatePem, k.publicPem);
     });
     const publicPem = signing[SECRET_KEYS.trust] ?? createPublicKey(signing[SECRET_KEYS.signingKey] ?? "").export({ type: "spki", format: "pem" }).toString();
-    await this.#secret(NAMES.agentToken, () => agentTokenSecret(randomBytes(24).toString("hex")));
+    const agentSecret = await this.#secret(NAMES.agentToken, () => agentTokenSecret(randomBytes(24).toString("hex"), randomBytes(32).toString("hex")));
     const objects: Built[] = [trustConfigMap(publicPem), ...networkPolicies()];
     let password: string | undefined;
     if (choice.managed) {
@@ -100,7 +102,7 @@ export class Infrastructure {
     }
     objects.push(agentsDaemonSet({ image: this.#image, ...(choice.external ? { directory: choice.external } : {}) }));
     for (const o of objects) await this.apply(o, signal);
-    return { trust: trustStoreFromPems([publicPem]), publicPem, directoryUrl: await this.#operatorDirectoryUrl(choice, password) };
+    return { trust: trustStoreFromPems([publicPem]), publicPem, buildKey: agentSecret[SECRET_KEYS.buildKey], directoryUrl: await this.#operatorDirectoryUrl(choice, password) };
   }
 
   async apply(o: Built, signal?: AbortSignal): Promise<KubeObject> {

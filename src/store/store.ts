@@ -123,7 +123,7 @@ export class LocalStore {
     try {
       const { sha256, size } = await sha256File(tempPath);
       if (expectedSha256 && expectedSha256 !== sha256) {
-        throw new ClasscacheError("store", `content of ${tempPath} does not match its expected sha256 ${expectedSha256}`);
+        throw new ClasscacheError("verification", `content of ${tempPath} does not match its expected sha256 ${expectedSha256}`);
       }
       const dest = this.blobPath(sha256);
       if (await isFile(dest)) {

@@ -74,6 +74,8 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
     "--token-file", `${MOUNTS.agentToken}/${SECRET_KEYS.token}`,
     "--trust", `${MOUNTS.trust}/${SECRET_KEYS.trust}`,
     "--signing-key", `${MOUNTS.signingKey}/${SECRET_KEYS.signingKey}`,
+    // Build Jobs on this node upload their builds with a token derived from this key for their ref.
+    "--build-key-file", `${MOUNTS.agentToken}/${SECRET_KEYS.buildKey}`,
     "--listen", `0.0.0.0:${PORTS.peer}`,
     "--advertise", `http://$(POD_IP):${PORTS.peer}`,
     // Loopback of the agent's own pod: workloads talk to the agent through the socket in the store.
@@ -147,14 +149,17 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
   };
 }
 
-/** The token peers present to each other and local clients present to the agent. */
-export function agentTokenSecret(token: string): Built {
+/**
+ * The token peers present to each other and local clients present to the agent, and the key
+ * the build tokens of build Jobs are derived from (one per ref, see buildToken).
+ */
+export function agentTokenSecret(token: string, buildKey: string): Built {
   return {
     apiVersion: "v1",
     kind: "Secret",
     metadata: { name: NAMES.agentToken, namespace: SYSTEM_NAMESPACE, labels: objectLabels(COMPONENTS.agent) },
     type: "Opaque",
-    stringData: { [SECRET_KEYS.token]: token },
+    stringData: { [SECRET_KEYS.token]: token, [SECRET_KEYS.buildKey]: buildKey },
   };
 }
 

@@ -1,0 +1,46 @@
+/**
+ * Uploading a build to the node agent: what a ClassCache's build Job does after `classcache
+ * build` has built and verified an archive in its own (temporary) store. Every blob the manifest
+ * names goes to the agent's socket, then the manifest; the agent signs and publishes it and binds
+ * the ref (see createSocketServer in api.ts).
+ */
+import { createReadStream } from "node:fs";
+import { request } from "node:http";
+import type { Manifest } from "../archive/manifest.ts";
+import { ClasscacheError } from "../runtime/errors.ts";
+import type { LocalStore } from "../store/store.ts";
+
+export interface UploadTarget {
+  /** The agent's Unix socket. */
+  socket: string;
+  token: string;
+  ref: string;
+}
+
+function call(t: UploadTarget, method: string, path: string, body: NodeJS.ReadableStream | string, size: number): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: t.socket, method, path, headers: { authorization: `Bearer ${t.token}`, "content-length": size, "content-type": typeof body === "string" ? "application/json" : "application/octet-stream" } }, (res) => {
+      const parts: Buffer[] = [];
+      res.on("data", (c: Buffer) => parts.push(c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(parts).toString("utf8") }));
+      res.on("error", reject);
+    });
+    req.on("error", (err) => reject(new ClasscacheError("input", `cannot reach the node agent at ${t.socket}: ${err.message}`, { hint: "the build Job mounts the node's agent socket; is the node agent running on this node?" })));
+    if (typeof body === "string") req.end(body);
+    else body.pipe(req);
+  });
+}
+
+export async function uploadBuild(store: LocalStore, manifest: Manifest, t: UploadTarget): Promise<{ key: string; source: string }> {
+  const blobs = new Map<string, number>([[manifest.archive.sha256, manifest.archive.size]]);
+  for (const f of manifest.layout.files) blobs.set(f.sha256, f.size);
+  for (const [sha, size] of blobs) {
+    const r = await call(t, "PUT", `/v1/builds/${t.ref}/blobs/${sha}`, createReadStream(store.blobPath(sha)), size);
+    if (r.status === 401) throw new ClasscacheError("input", "the node agent refused the build token", { hint: "the token is made for one ref by the operator; the build Job and its Secret must be for the same ref" });
+    if (r.status !== 201) throw new ClasscacheError("input", `the node agent refused blob ${sha.slice(0, 12)}: ${r.status} ${r.text}`);
+  }
+  const text = JSON.stringify(manifest);
+  const r = await call(t, "POST", `/v1/builds/${t.ref}/manifest`, text, Buffer.byteLength(text));
+  if (r.status !== 200) throw new ClasscacheError("input", `the node agent refused the manifest: ${r.status} ${r.text}`);
+  return JSON.parse(r.text) as { key: string; source: string };
+}
