@@ -210,6 +210,12 @@ describe("a webhook-patched Pod on a simulated node, from a P2P-pulled archive",
     assert.ok(counts, "the JVM's perf counters are readable");
     assert.ok(hitRate(counts) >= 0.9, `hit rate ${hitRate(counts)}: the JVM loaded its classes from the archive`);
     assert.equal(await instrumented(), true, "the baked instrumentation ran in this JVM");
+    // Node B's agent reads the JVM's perf counters and reports them; the status shows what the workload really gets.
+    const seen = await until("the workload's hit rate in status", async () => {
+      const cc = await client.get<ClassCache>(ClassCaches, "shop", { namespace: "shop" });
+      return cc.status?.workloadHitRate;
+    }, 60_000);
+    assert.ok(seen >= 0.9, `status.workloadHitRate ${seen}`);
     await warm.p.stop();
   });
 

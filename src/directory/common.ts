@@ -37,9 +37,13 @@ export function sortHolders(holders: Holder[]): Holder[] {
   return holders.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
 }
 
-/** A holder with exactly the contract's fields, in this order (`complete` only when false). */
+/** A holder with exactly the contract's fields, in this order (`complete` only when false, `usage` only when valid). */
 export function normalizeHolder(h: Holder): Holder {
-  return h.complete === false ? { node: h.node, url: h.url, zone: h.zone, complete: false } : { node: h.node, url: h.url, zone: h.zone };
+  const out: Holder = h.complete === false ? { node: h.node, url: h.url, zone: h.zone, complete: false } : { node: h.node, url: h.url, zone: h.zone };
+  const u = h.usage;
+  const count = (n: unknown): n is number => typeof n === "number" && Number.isInteger(n) && n >= 0;
+  if (u && count(u.jvms) && count(u.sharedClasses) && count(u.loadedClasses)) out.usage = { jvms: u.jvms, sharedClasses: u.sharedClasses, loadedClasses: u.loadedClasses };
+  return out;
 }
 
 /** A holder as stored: normalized, so equal holders serialize equally. */

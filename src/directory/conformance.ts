@@ -174,6 +174,13 @@ export function directoryConformance(name: string, make: () => Promise<Directory
       assert.deepEqual(await dir.holders("other-key"), []);
     });
 
+    test("a holder carries the usage of the archive on its node, and only well-formed usage", async ({ dir, other }) => {
+      const usage = { jvms: 2, sharedClasses: 18_000, loadedClasses: 18_600 };
+      await dir.announce("k", { ...h("n1"), usage }, 10 * T);
+      await dir.announce("k", { ...h("n2"), usage: { jvms: -1, sharedClasses: 1, loadedClasses: 1 } }, 10 * T);
+      assert.deepEqual(await other.holders("k"), [{ ...h("n1"), usage }, h("n2")]);
+    });
+
     test("a failure record is visible until it expires or is cleared", async ({ dir, other, pass }) => {
       const failure: BuildFailure = { node: "n1", message: "training JVM crashed", attempts: 2, retryAt: 1_900_000_000_000 };
       assert.equal(await dir.failure("k"), undefined);

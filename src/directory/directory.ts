@@ -17,6 +17,19 @@ export interface Holder {
   zone: string;
   /** False while the node is still pulling (it serves the blobs it has); absent once it holds them all. */
   complete?: boolean;
+  /**
+   * The JVMs on the node that have this key's archive mapped right now, and their class counts
+   * from their perf counters: the hit rate workloads really get, not only the build's.
+   */
+  usage?: HolderUsage;
+}
+
+export interface HolderUsage {
+  jvms: number;
+  /** Classes the JVMs loaded from the archive (java.cls.sharedLoadedClasses, summed). */
+  sharedClasses: number;
+  /** All classes the JVMs loaded (shared and not, summed). */
+  loadedClasses: number;
 }
 
 export interface Lease {

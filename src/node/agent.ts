@@ -17,6 +17,7 @@ import { ClasscacheError } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
 import { asStoreError, type Journal, type LocalStore } from "../store/store.ts";
 import type { NodeMetrics } from "./metrics.ts";
+import { scanUsage } from "./usage.ts";
 
 /** What to build if nobody has built the key yet: a build request without store and root. */
 export type BuildSpec = Omit<BuildRequest, "store" | "root" | "force">;
@@ -424,7 +425,19 @@ export class NodeAgent {
 
   /** Re-announces every local archive, and every one being pulled as partial (holder entries expire unless heartbeated). */
   async heartbeat(): Promise<void> {
-    for (const key of await this.opts.store.keys()) await this.opts.directory.announce(key, this.self, this.opts.holderTtlMs);
+    const { store } = this.opts;
+    const archiveOf = new Map<string, string>();
+    const keys = await store.keys();
+    for (const key of keys) {
+      const m = await store.getManifest(key).catch(() => undefined);
+      if (m) archiveOf.set(key, m.archive.sha256);
+    }
+    // Which JVMs on this node use each archive: announced with the holding, read by the operator.
+    const usage = await scanUsage([...new Set([this.opts.root, store.dir])], new Set(archiveOf.values()));
+    for (const key of keys) {
+      const u = usage.get(archiveOf.get(key) ?? "");
+      await this.opts.directory.announce(key, u ? { ...this.self, usage: u } : this.self, this.opts.holderTtlMs);
+    }
     for (const key of this.pullingKeys) await this.opts.directory.announce(key, { ...this.self, complete: false }, this.opts.holderTtlMs);
   }
 

@@ -15,7 +15,7 @@ import type { KubeObject } from "../kube/types.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { Informer } from "./runtime/informer.ts";
 import type { Result } from "./runtime/reconcile.ts";
-import { ClassCaches, ConditionTypes, FINALIZER, Reasons, resolveSpec, type ClassCache, type ClassCacheStatus, type Condition, type ResolvedSpec } from "./api/v1.ts";
+import { ClassCaches, ConditionTypes, FINALIZER, Reasons, resolveSpec, type ArchiveStatus, type ClassCache, type ClassCacheStatus, type Condition, type ResolvedSpec } from "./api/v1.ts";
 import { FIELD_MANAGER, INJECT_LABEL, ORIGINAL_LAUNCH_ANNOTATION, REF_ANNOTATION } from "./constants.ts";
 import { injectPod, INIT_CONTAINERS, stripInjection, type InjectionInput, type OriginalLaunch, type PodSpec, type PodTemplate } from "./inject.ts";
 import { buildJob, buildJobName, buildTokenSecret } from "./objects/buildjob.ts";
@@ -23,6 +23,9 @@ import { classCacheOwner } from "./objects/meta.ts";
 import { computeRef } from "./ref.ts";
 
 export const WORKLOAD_TYPES = { Deployment: Deployments, StatefulSet: StatefulSets, DaemonSet: DaemonSets } as const;
+
+/** Below this share of classes from the archive, a workload is reported Degraded. */
+const LOW_HIT_RATE = 0.8;
 
 /** The archs whose bindings the status reports. */
 const ARCHS = ["amd64", "arm64"];
@@ -172,12 +175,19 @@ export class ClassCacheReconciler {
       return { available: false };
     }
     status.archives = [];
+    const workload = { jvms: 0, shared: 0, loaded: 0 };
     for (const arch of ARCHS) {
       const text = await directory.binding(`${ref}.${arch}`);
       if (!text) continue;
       try {
         const { key } = openBinding(text, trust, ref, arch);
         const holders = await directory.holders(key);
+        for (const h of holders) {
+          if (!h.usage) continue;
+          workload.jvms += h.usage.jvms;
+          workload.shared += h.usage.sharedClasses;
+          workload.loaded += h.usage.loadedClasses;
+        }
         const envelope = await directory.manifest(key);
         const m = envelope ? (JSON.parse(envelope) as { manifest?: { verification?: { hitRate?: number }; createdAt?: string; jvm?: { vendor?: string; runtimeVersion?: string } } }).manifest : undefined;
         status.archives.push({
@@ -202,8 +212,7 @@ export class ClassCacheReconciler {
     }
     status.archiveKey = first.key;
     status.readyPeers = first.holders ?? 0;
-    if (first.hitRate !== undefined) status.hitRate = `${(first.hitRate * 100).toFixed(1)}%`;
-    conditions.set(ConditionTypes.ArchiveAvailable, "True", Reasons.ArchiveVerified, `archive ${first.key.slice(0, 12)} (${first.arch}) verified, held by ${first.holders ?? 0} node(s), build hit rate ${status.hitRate ?? "unknown"}`);
+    reportHitRates(status, conditions, first, workload);
     return { available: true };
   }
 
@@ -357,6 +366,22 @@ export class ClassCacheReconciler {
     const body = { apiVersion: "classcache.dev/v1", kind: "ClassCache", metadata: { name: cc.metadata.name, namespace: cc.metadata.namespace }, status: { ...status, conditions: conditions.list() } };
     await this.#o.client.applyStatus(ClassCaches, body, { fieldManager: FIELD_MANAGER, force: true, namespace: cc.metadata.namespace!, signal });
   }
+}
+
+/** The build's hit rate, and what the workload's running JVMs really get (from their perf counters, via the agents). */
+function reportHitRates(status: ClassCacheStatus, conditions: Conditions, first: ArchiveStatus, workload: { jvms: number; shared: number; loaded: number }): void {
+  const built = first.hitRate !== undefined ? `${(first.hitRate * 100).toFixed(1)}%` : "unknown";
+  status.hitRate = built;
+  let inUse = "no JVM maps it yet";
+  if (workload.loaded > 0) {
+    status.workloadHitRate = Math.round((workload.shared / workload.loaded) * 10_000) / 10_000;
+    status.hitRate = `${(status.workloadHitRate * 100).toFixed(1)}%`;
+    inUse = `${workload.jvms} running JVM(s) load ${status.hitRate} of their classes from it`;
+    if (status.workloadHitRate < LOW_HIT_RATE) {
+      conditions.set(ConditionTypes.Degraded, "True", Reasons.LowHitRate, `the workload's JVMs load only ${status.hitRate} of their classes from the archive (the build got ${built}): their class path, JVM options or JDK differ from the build's`);
+    }
+  }
+  conditions.set(ConditionTypes.ArchiveAvailable, "True", Reasons.ArchiveVerified, `archive ${first.key.slice(0, 12)} (${first.arch}) verified, held by ${first.holders ?? 0} node(s), build hit rate ${built}; ${inUse}`);
 }
 
 /** Sets Ready from the other conditions and returns the phase. */

@@ -37,6 +37,12 @@ export interface AgentsOptions {
   directory?: ExternalDirectory;
   /** e.g. system-node-critical; absent by default, because GKE and others quota critical priorities outside kube-system. */
   priorityClassName?: string;
+  /**
+   * Let the agent see the node's JVMs (host pid namespace, CAP_SYS_PTRACE to read other
+   * containers' /proc/<pid>/maps and perf counters), so status shows the hit rate workloads
+   * really get. Default true; without it only the build's hit rate is known.
+   */
+  observeJvms?: boolean;
   imagePullPolicy?: "Always" | "IfNotPresent" | "Never";
 }
 
@@ -99,6 +105,7 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
           automountServiceAccountToken: false,
           enableServiceLinks: false,
           hostNetwork: false,
+          ...(opts.observeJvms === false ? {} : { hostPID: true }),
           ...(opts.priorityClassName ? { priorityClassName: opts.priorityClassName } : {}),
           // Every node gets an agent, whatever its taints: a node without one only boots JVMs cold.
           tolerations: [{ operator: "Exists" }],
@@ -122,7 +129,7 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
               resources: { requests: { cpu: "50m", memory: "128Mi" }, limits: { memory: "512Mi" } },
               // Root, because the store on the host belongs to root; but no capability at all:
               // root without CAP_DAC_OVERRIDE writes only what root owns, i.e. the store.
-              securityContext: lockedDown({ runAsUser: 0 }),
+              securityContext: opts.observeJvms === false ? lockedDown({ runAsUser: 0 }) : { ...lockedDown({ runAsUser: 0 }), capabilities: { drop: ["ALL"], add: ["SYS_PTRACE"] } },
               volumeMounts: [
                 { name: "store", mountPath: STORE_ROOT },
                 { name: "token", mountPath: MOUNTS.agentToken, readOnly: true },

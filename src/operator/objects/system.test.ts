@@ -102,13 +102,17 @@ void describe("agents", () => {
     }
   });
 
-  void it("runs on every node, without API credentials, capabilities or privilege escalation", () => {
+  void it("runs on every node, without API credentials or privilege escalation, with only the capability to read JVMs' counters", () => {
     assert.deepEqual(spec["tolerations"], [{ operator: "Exists" }]);
     assert.equal(spec["automountServiceAccountToken"], false);
     assert.equal(spec["hostNetwork"], false);
+    assert.equal(spec["hostPID"], true, "it sees the node's JVMs");
     assert.equal(spec["priorityClassName"], undefined);
     const sc = c["securityContext"] as Record<string, unknown>;
-    assert.deepEqual(sc["capabilities"], { drop: ["ALL"] });
+    assert.deepEqual(sc["capabilities"], { drop: ["ALL"], add: ["SYS_PTRACE"] });
+    const blind = podOf(agentsDaemonSet({ image: "x", observeJvms: false }));
+    assert.equal(blind["hostPID"], undefined);
+    assert.deepEqual(((blind["containers"] as Record<string, unknown>[])[0]!["securityContext"] as Record<string, unknown>)["capabilities"], { drop: ["ALL"] });
     assert.equal(sc["allowPrivilegeEscalation"], false);
     assert.equal(sc["readOnlyRootFilesystem"], true);
     const critical = podOf(agentsDaemonSet({ image: "x", priorityClassName: "system-node-critical" }));

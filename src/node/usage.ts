@@ -1,0 +1,60 @@
+/**
+ * Which JVMs on this node have an archive of the store mapped, and how many of their classes
+ * came from it — read at no cost from /proc and each JVM's perf counters (hsperfdata), for every
+ * JVM on the node whatever container it runs in. This is the hit rate workloads really get.
+ *
+ * A container's JVM sees the store at the fixed root and keeps its perf counters in its own
+ * /tmp under its own pid: both are reached through /proc/<pid> (root/ and status's NSpid).
+ */
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { HolderUsage } from "../directory/directory.ts";
+import { readClassCounts } from "../jvm/hsperf.ts";
+
+const ARCHIVE_PATH = /\/blobs\/sha256\/([0-9a-f]{64})$/;
+
+/** The archive blob a process maps from one of `prefixes` (the store as the node and as containers see it). */
+export function mappedArchive(maps: string, prefixes: string[], archives: ReadonlySet<string>): string | undefined {
+  for (const line of maps.split("\n")) {
+    const path = line.slice(line.indexOf("/")).trim();
+    if (!prefixes.some((p) => path.startsWith(`${p}/blobs/sha256/`))) continue;
+    const sha = ARCHIVE_PATH.exec(path)?.[1];
+    if (sha && archives.has(sha)) return sha;
+  }
+  return undefined;
+}
+
+/** The pid a process has in its own pid namespace (the name of its hsperfdata file). */
+export function namespacePid(status: string): number | undefined {
+  const line = status.split("\n").find((l) => l.startsWith("NSpid:"));
+  const last = line?.trim().split(/\s+/).pop();
+  return last && /^\d+$/.test(last) ? Number(last) : undefined;
+}
+
+/** Usage per archive sha256, over every process on this machine. */
+export async function scanUsage(prefixes: string[], archives: ReadonlySet<string>, proc = "/proc"): Promise<Map<string, HolderUsage>> {
+  const out = new Map<string, HolderUsage>();
+  let pids: string[];
+  try {
+    pids = (await readdir(proc)).filter((d) => /^\d+$/.test(d));
+  } catch {
+    return out;
+  }
+  for (const pid of pids) {
+    try {
+      const sha = mappedArchive(await readFile(join(proc, pid, "maps"), "utf8"), prefixes, archives);
+      if (!sha) continue;
+      const nspid = namespacePid(await readFile(join(proc, pid, "status"), "utf8")) ?? Number(pid);
+      const counts = await readClassCounts(nspid, join(proc, pid, "root", "tmp"));
+      if (!counts) continue;
+      const u = out.get(sha) ?? { jvms: 0, sharedClasses: 0, loadedClasses: 0 };
+      u.jvms += 1;
+      u.sharedClasses += counts.shared;
+      u.loadedClasses += counts.shared + counts.notShared;
+      out.set(sha, u);
+    } catch {
+      // The process exited, or is not ours to read: skip it.
+    }
+  }
+  return out;
+}
