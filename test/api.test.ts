@@ -11,10 +11,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
-import { parse as parseYaml } from "yaml";
+import { parse as parseYaml, parseAllDocuments } from "yaml";
 import { KubeClient } from "../src/kube/client.ts";
 import { ApiError, isForbidden } from "../src/kube/errors.ts";
-import { ConfigMaps, CustomResourceDefinitions, Deployments, Namespaces, Pods, resourceType, Secrets } from "../src/kube/resource.ts";
+import { ConfigMaps, CustomResourceDefinitions, Deployments, Namespaces, Pods, resourceType, Secrets, Services } from "../src/kube/resource.ts";
 import type { KubeObject } from "../src/kube/types.ts";
 import { ClassCaches, resolveSpec, validateClassCache, type ClassCache } from "../src/operator/api/v1.ts";
 import { defaultManifestFiles } from "../src/testenv/manifests.ts";
@@ -354,6 +354,20 @@ void describe("the ClassCache API on a real API server", { timeout: 180_000 }, (
         const err = await rejection(call());
         assert.ok(isForbidden(err), `${what}: ${err.message}`);
       }
+    });
+  });
+
+  void describe("the operator's own Deployment and webhook Service (deploy/operator/)", () => {
+    void it("are accepted by the API server with strict field validation, as the operator's service account", async () => {
+      const docs = parseAllDocuments(readFileSync(join(REPO_ROOT, "deploy/operator/operator.yaml"), "utf8")).map((d) => d.toJS() as KubeObject & { kind: string });
+      assert.deepEqual(docs.map((d) => d.kind), ["Deployment", "Service"]);
+      for (const d of docs) {
+        const rt = d.kind === "Deployment" ? Deployments : Services;
+        await admin.apply(rt, d, { fieldManager: "classcache-install", dryRun: true, fieldValidation: "Strict" });
+      }
+      const pod = (docs[0] as unknown as { spec: { template: { spec: { serviceAccountName: string; containers: { args: string[] }[] } } } }).spec.template.spec;
+      assert.equal(pod.serviceAccountName, "classcache-operator");
+      assert.equal(pod.containers[0]!.args[0], "operator");
     });
   });
 });
