@@ -85,7 +85,8 @@ export class BuildFailedError extends ClasscacheError {}
 export class NodeAgent {
   readonly opts: Required<Omit<AgentOptions, "signer">> & { signer: Signer | undefined };
   readonly quarantine = new Quarantine();
-  private readonly inflight = new Map<string, Promise<EnsureResult>>();
+  /** One attempt per key; it is aborted only when every caller waiting on it has aborted. */
+  private readonly inflight = new Map<string, { p: Promise<EnsureResult>; ac: AbortController; waiters: number }>();
   /**
    * Blobs of verified manifests being pulled right now, by digest: once one is in the store
    * this node serves it to peers, before its own pull is complete (fan-out, not a hot spot).
@@ -133,13 +134,37 @@ export class NodeAgent {
       throw new ClasscacheError("input", `the build spec gives key ${prepared.key}, not the requested ${req.key}`, { hint: "the app, JDK, agent or options differ from the ones the key was built for" });
     }
     this.lastEnsured.set(key, Date.now());
-    let p = this.inflight.get(key);
-    if (!p) {
+    let entry = this.inflight.get(key);
+    if (!entry) {
       const build = prepared ? () => prepared.run() : imported ? () => this.adoptImported(imported) : undefined;
-      p = this.ensureKey(key, build, t0, signal).finally(() => this.inflight.delete(key));
-      this.inflight.set(key, p);
+      const ac = new AbortController();
+      const p = this.ensureKey(key, build, t0, ac.signal).finally(() => this.inflight.delete(key));
+      entry = { p, ac, waiters: 0 };
+      this.inflight.set(key, entry);
     }
-    return req.ref ? this.bindRef(req.ref, await p) : p;
+    const r = await this.join(entry, signal);
+    return req.ref ? this.bindRef(req.ref, r) : r;
+  }
+
+  /** Waits for a shared attempt; a caller that aborts stops waiting, and the last one to abort stops the attempt. */
+  private async join(entry: { p: Promise<EnsureResult>; ac: AbortController; waiters: number }, signal: AbortSignal | undefined): Promise<EnsureResult> {
+    signal?.throwIfAborted();
+    entry.waiters++;
+    if (!signal) return entry.p;
+    let onAbort: () => void = () => {};
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => {
+        if (--entry.waiters === 0) entry.ac.abort(signal.reason);
+        reject(signal.reason instanceof Error ? signal.reason : new Error("aborted"));
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+    aborted.catch(() => {}); // observed through the race below
+    try {
+      return await Promise.race([entry.p, aborted]);
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
   }
 
   /** Makes an uploaded build's manifest visible in the store once every file it names is here. */
