@@ -47,16 +47,18 @@ describe("a build Job's upload to its node agent", () => {
     await writeFile(join(dir, "signing.pub"), keys.publicPem);
     await writeFile(join(dir, "token"), randomBytes(24).toString("hex"), { mode: 0o600 });
     await writeFile(join(dir, "build-key"), buildKey, { mode: 0o600 });
+    await writeFile(join(dir, "directory-password"), redis.password, { mode: 0o600 });
     agent = await Agent.start({
       name: "node-a",
       address: "127.0.0.41",
       store: join(dir, "node-a"),
-      directory: redis.url,
+      // The password as the DaemonSet gives it: in a file, not in the URL on the command line.
+      directory: `redis://${redis.host}:${redis.port}`,
       tokenFile: join(dir, "token"),
       trust: join(dir, "signing.pub"),
       signingKey: join(dir, "signing.pem"),
       logDir: join(dir, "logs"),
-      args: ["--root", "/var/lib/classcache", "--build-key-file", join(dir, "build-key")],
+      args: ["--root", "/var/lib/classcache", "--build-key-file", join(dir, "build-key"), "--directory-password-file", join(dir, "directory-password")],
     });
   });
 

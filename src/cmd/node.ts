@@ -25,6 +25,8 @@ builds archives on request, and heartbeats what it holds to the directory.
   --store <dir>            the store directory
   --root <dir>             where workload JVMs see the store (default: --store; in Kubernetes /var/lib/classcache)
   --directory <url>        redis://:password@host:port, valkey://…, or http://… (an embedded directory server)
+  --directory-password-file <file>
+                           the directory's password, kept off the command line
   --token-file <file>      the shared token peers and local clients must present
   --trust <pub.pem>        a public key whose manifests this node accepts (repeatable)
   --signing-key <key.pem>  an Ed25519 private key: lets this node build and publish archives
@@ -57,6 +59,19 @@ async function listen(server: Server, hp: { host: string; port: number }, what: 
   });
 }
 
+/** The directory URL with the password from a file (redis:// and valkey:// URLs carry it as userinfo). */
+function withPassword(url: string, password: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw usageError(`--directory ${redact(url)} is not a URL`);
+  }
+  if (!/^(redis|rediss|valkey|valkeys):$/.test(u.protocol)) throw usageError("--directory-password-file goes with a redis:// or valkey:// directory");
+  u.password = encodeURIComponent(password);
+  return u.toString();
+}
+
 /** Listens on a Unix socket any local process may connect to (it only takes "wants"). */
 async function listenSocket(server: Server, path: string): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
@@ -79,6 +94,7 @@ export const nodeCommand: Command = {
       store: { type: "string" },
       root: { type: "string" },
       directory: { type: "string" },
+      "directory-password-file": { type: "string" },
       "token-file": { type: "string" },
       trust: { type: "string", multiple: true },
       "signing-key": { type: "string" },
@@ -109,7 +125,8 @@ export const nodeCommand: Command = {
     const trust = await loadTrustStore(values.trust);
     const signer = values["signing-key"] ? signerFromPem(await readFile(values["signing-key"], "utf8")) : undefined;
     const store = await LocalStore.open(values.store!);
-    const directory = openDirectory(values.directory!, { token, log });
+    const directoryAt = values["directory-password-file"] ? withPassword(values.directory!, (await readFile(values["directory-password-file"], "utf8")).trim()) : values.directory!;
+    const directory = openDirectory(directoryAt, { token, log });
     const listenAt = hostPort(values.listen, "--listen");
     const apiAt = hostPort(values.api, "--api");
     const metrics = new NodeMetrics();

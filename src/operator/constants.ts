@@ -63,6 +63,8 @@ export const MOUNTS = {
   agentToken: "/var/run/classcache/token",
   /** The public key whose manifests are accepted (agents). */
   trust: "/var/run/classcache/trust",
+  /** The directory's password (agents). */
+  directoryPassword: "/var/run/classcache/directory",
   /** The private signing key (agents only). */
   signingKey: "/var/run/classcache/signing",
   /** The one-build token a build pod presents when it publishes (build pods). */

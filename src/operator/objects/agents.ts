@@ -13,7 +13,7 @@ import {
   STORE_ROOT,
   SYSTEM_NAMESPACE,
 } from "../constants.ts";
-import { fieldEnv, lockedDown, objectLabels, secretEnv, selectorLabels, type Built, type EnvVar } from "./meta.ts";
+import { fieldEnv, lockedDown, objectLabels, selectorLabels, type Built } from "./meta.ts";
 
 /** Owner read-only: the agent runs as root, nobody else in the pod needs these files. */
 const SECRET_MODE = 0o400;
@@ -47,22 +47,14 @@ export interface AgentsOptions {
 }
 
 /**
- * The directory URL and the env it needs. The password reaches the URL through $(REDIS_PASSWORD),
- * which the kubelet expands: the DaemonSet itself never contains it.
+ * The directory URL (without a password) and the Secret key holding its password. The password
+ * reaches the agent as a file (`--directory-password-file`): never in the DaemonSet, in the
+ * agent's environment or on its command line, where the node's process list would show it.
  */
-export function directoryUrl(dir?: ExternalDirectory): { url: string; env: EnvVar[] } {
-  if (!dir) {
-    return {
-      url: `redis://:$(REDIS_PASSWORD)@${DIRECTORY_HOST}:${PORTS.directory}`,
-      env: [secretEnv("REDIS_PASSWORD", NAMES.directorySecret, SECRET_KEYS.password)],
-    };
-  }
-  const scheme = dir.tls ? "rediss" : "redis";
-  if (!dir.passwordSecret) return { url: `${scheme}://${dir.addr}`, env: [] };
-  return {
-    url: `${scheme}://:$(REDIS_PASSWORD)@${dir.addr}`,
-    env: [secretEnv("REDIS_PASSWORD", dir.passwordSecret.name, dir.passwordSecret.key)],
-  };
+export function directoryUrl(dir?: ExternalDirectory): { url: string; password?: { secretName: string; key: string } } {
+  if (!dir) return { url: `redis://${DIRECTORY_HOST}:${PORTS.directory}`, password: { secretName: NAMES.directorySecret, key: SECRET_KEYS.password } };
+  const url = `${dir.tls ? "rediss" : "redis"}://${dir.addr}`;
+  return dir.passwordSecret ? { url, password: { secretName: dir.passwordSecret.name, key: dir.passwordSecret.key } } : { url };
 }
 
 export function agentsDaemonSet(opts: AgentsOptions): Built {
@@ -77,6 +69,7 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
     "--store", STORE_ROOT,
     "--root", STORE_ROOT,
     "--directory", directory.url,
+    ...(directory.password ? ["--directory-password-file", `${MOUNTS.directoryPassword}/password`] : []),
     "--token-file", `${MOUNTS.agentToken}/${SECRET_KEYS.token}`,
     "--trust", `${MOUNTS.trust}/${SECRET_KEYS.trust}`,
     "--signing-key", `${MOUNTS.signingKey}/${SECRET_KEYS.signingKey}`,
@@ -121,7 +114,6 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
                 fieldEnv("NODE_NAME", "spec.nodeName"),
                 fieldEnv("POD_IP", "status.podIP"),
                 fieldEnv("NODE_ZONE", `metadata.labels['${ZONE_LABEL}']`),
-                ...directory.env,
               ],
               ports: [{ name: "peer", containerPort: PORTS.peer, protocol: "TCP" }],
               readinessProbe: { httpGet: { path: "/readyz", port: "peer" }, periodSeconds: 10, timeoutSeconds: 3, failureThreshold: 3 },
@@ -135,6 +127,7 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
                 { name: "token", mountPath: MOUNTS.agentToken, readOnly: true },
                 { name: "trust", mountPath: MOUNTS.trust, readOnly: true },
                 { name: "signing-key", mountPath: MOUNTS.signingKey, readOnly: true },
+                ...(directory.password ? [{ name: "directory-password", mountPath: MOUNTS.directoryPassword, readOnly: true }] : []),
                 { name: "tmp", mountPath: "/tmp" },
               ],
             },
@@ -148,6 +141,9 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
               name: "signing-key",
               secret: { secretName: NAMES.signingKey, defaultMode: SECRET_MODE, items: [{ key: SECRET_KEYS.signingKey, path: SECRET_KEYS.signingKey }] },
             },
+            ...(directory.password
+              ? [{ name: "directory-password", secret: { secretName: directory.password.secretName, defaultMode: SECRET_MODE, items: [{ key: directory.password.key, path: "password" }] } }]
+              : []),
             { name: "tmp", emptyDir: { sizeLimit: "64Mi" } },
           ],
         },

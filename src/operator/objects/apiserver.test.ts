@@ -88,7 +88,7 @@ void describe("operator objects against a real API server", { timeout: 180_000 }
     const ds = await k.client.get<KubeObject & { spec: { template: { spec: { containers: { args: string[] }[] } } } }>(DaemonSets, "classcache-agent", {
       namespace: SYSTEM_NAMESPACE,
     });
-    assert.ok(ds.spec.template.spec.containers[0]?.args.includes("redis://:$(REDIS_PASSWORD)@redis.infra.svc:6379"), "the last apply won");
+    assert.ok(ds.spec.template.spec.containers[0]?.args.includes("redis://redis.infra.svc:6379"), "the last apply won");
   });
 
   void it("accepts a build Job made from a stored Deployment's pod template, and its token Secret", async () => {

@@ -82,12 +82,15 @@ void describe("agents", () => {
     );
   });
 
-  void it("reads the directory password from the Secret through the kubelet, never from its own spec", () => {
-    assert.ok(c.args?.includes(`redis://:$(REDIS_PASSWORD)@${NAMES.directory}.${SYSTEM_NAMESPACE}.svc:${PORTS.directory}`));
-    assert.deepEqual(c.env?.find((e) => e.name === "REDIS_PASSWORD")?.valueFrom, { secretKeyRef: { name: NAMES.directorySecret, key: "password" } });
+  void it("reads the directory password from a Secret file, never from its spec, env or command line", () => {
+    assert.ok(c.args?.includes(`redis://${NAMES.directory}.${SYSTEM_NAMESPACE}.svc:${PORTS.directory}`));
+    assert.ok(c.args?.includes(`${MOUNTS.directoryPassword}/password`));
+    assert.equal(c.env?.some((e) => /PASSWORD/.test(e.name)), false);
+    const vol = (spec.volumes ?? []).find((v) => v.name === "directory-password");
+    assert.deepEqual(vol?.secret, { secretName: NAMES.directorySecret, defaultMode: 0o400, items: [{ key: "password", path: "password" }] });
     const ext = directoryUrl({ addr: "redis.infra:6380", passwordSecret: { name: "redis", key: "pw" }, tls: true });
-    assert.equal(ext.url, "rediss://:$(REDIS_PASSWORD)@redis.infra:6380");
-    assert.equal(directoryUrl({ addr: "redis.infra:6379" }).url, "redis://redis.infra:6379");
+    assert.deepEqual(ext, { url: "rediss://redis.infra:6380", password: { secretName: "redis", key: "pw" } });
+    assert.deepEqual(directoryUrl({ addr: "redis.infra:6379" }), { url: "redis://redis.infra:6379" });
   });
 
   void it("mounts the secrets read-only, owner-only, and only the private half of the signing key", () => {
@@ -95,6 +98,7 @@ void describe("agents", () => {
     assert.deepEqual(secretVolumes.map((v) => [v.secret?.secretName, v.secret?.defaultMode]), [
       [NAMES.agentToken, 0o400],
       [NAMES.signingKey, 0o400],
+      [NAMES.directorySecret, 0o400],
     ]);
     assert.deepEqual(secretVolumes[1]?.secret?.items, [{ key: "signing.pem", path: "signing.pem" }]);
     for (const path of [MOUNTS.agentToken, MOUNTS.trust, MOUNTS.signingKey]) {
