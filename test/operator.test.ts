@@ -78,6 +78,13 @@ describe("the operator against a real API server, directory and webhook", () => 
       return condition(c, "ArchiveAvailable")?.reason === "DirectoryUnavailable" && c;
     });
     assert.ok(cc.metadata.finalizers?.includes("classcache.dev/cleanup"));
+    // A new storage size cannot reach the existing directory: said, not retried forever.
+    await client.patch(ClassCaches, "legacy", { spec: { valkey: { storageSize: "1Gi" } } }, { type: "merge", namespace: "legacy" });
+    const resized = await until("DirectoryNotUpdated", async () => {
+      const c = await getCc("legacy", "legacy");
+      return condition(c, "Degraded")?.reason === "DirectoryNotUpdated" && c;
+    });
+    assert.match(condition(resized, "Degraded")!.message, /storageSize/);
     assert.equal(condition(cc, "WorkloadPatched")?.status, "True", "pods still get the patch: without an archive they start as before");
     // Deleting it puts the workload back even though the directory never answered.
     await client.delete(ClassCaches, "legacy", { namespace: "legacy" });

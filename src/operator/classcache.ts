@@ -48,7 +48,7 @@ export interface ClassCacheReconcilerOptions {
   /** The classcache image: init step of patched pods, kit of build Jobs. */
   image: string;
   /** The directory and the key its bindings are signed with, once the cluster's parts exist. */
-  directory: () => Promise<{ directory: Directory | undefined; trust: TrustStore | undefined; buildKey?: string | undefined }>;
+  directory: () => Promise<{ directory: Directory | undefined; trust: TrustStore | undefined; buildKey?: string | undefined; problems?: string[] }>;
   /** Re-check an archive that is not available yet this often (default 30 s). */
   pollMs?: number;
   /** Refresh holders and hit rates of an available archive this often (default 60 s). */
@@ -157,6 +157,7 @@ export class ClassCacheReconciler {
 
     // The archive: the directory's signed binding of the ref, per arch.
     const archive = await this.#archive(cluster, ref, status, conditions);
+    if (cluster.problems?.length) conditions.set(ConditionTypes.Degraded, "True", "DirectoryNotUpdated", cluster.problems.join("; "));
     if (!archive.available && container) await this.#ensureBuild(cc, spec, ref, { ...workload.spec.template, spec: clean }, container, cluster.buildKey, conditions, signal);
 
     // The workload.

@@ -65,6 +65,8 @@ export interface Credentials {
   publicPem: string;
   /** What build tokens are derived from (see buildToken). */
   buildKey: string | undefined;
+  /** What could not be applied, for people (the Degraded condition). */
+  problems: string[];
   /** The directory URL for the operator itself (status, clean-up). */
   directoryUrl: string | undefined;
 }
@@ -101,8 +103,20 @@ export class Infrastructure {
       );
     }
     objects.push(agentsDaemonSet({ image: this.#image, ...(choice.external ? { directory: choice.external } : {}) }));
-    for (const o of objects) await this.apply(o, signal);
-    return { trust: trustStoreFromPems([publicPem]), publicPem, buildKey: agentSecret[SECRET_KEYS.buildKey], directoryUrl: await this.#operatorDirectoryUrl(choice, password) };
+    const problems: string[] = [];
+    for (const o of objects) {
+      try {
+        await this.apply(o, signal);
+      } catch (err) {
+        // A StatefulSet's volume claims are immutable: a new storage size or class for an
+        // existing directory is refused. Say so, and keep the directory as it is.
+        if (o.kind !== "StatefulSet" || (err as { status?: number }).status !== 422) throw err;
+        problems.push(
+          `the directory's storage cannot be changed in place (StatefulSet volume claims are immutable), so spec.valkey.storageSize/storageClassName of ${choice.from ?? "the oldest ClassCache"} is not applied; to resize, delete the StatefulSet ${NAMES.directory} in ${SYSTEM_NAMESPACE} with --cascade=orphan and resize its PersistentVolumeClaim`,
+        );
+      }
+    }
+    return { trust: trustStoreFromPems([publicPem]), publicPem, buildKey: agentSecret[SECRET_KEYS.buildKey], directoryUrl: await this.#operatorDirectoryUrl(choice, password), problems };
   }
 
   async apply(o: Built, signal?: AbortSignal): Promise<KubeObject> {

@@ -70,9 +70,9 @@ export function createOperator(o: OperatorOptions): Operator {
 
   const infra = new Infrastructure({ client, image: o.image, log, directoryUrl: o.directoryUrl });
   const directories = new Map<string, Directory>();
-  let cluster: { at: number; fingerprint: string; directory: Directory | undefined; trust: TrustStore | undefined; buildKey: string | undefined } | undefined;
+  let cluster: { at: number; fingerprint: string; directory: Directory | undefined; trust: TrustStore | undefined; buildKey: string | undefined; problems: string[] } | undefined;
   // The cluster's parts are re-applied when the ClassCaches' choice of directory changes, else every 10 min.
-  const directory = async (): Promise<{ directory: Directory | undefined; trust: TrustStore | undefined; buildKey: string | undefined }> => {
+  const directory = async (): Promise<{ directory: Directory | undefined; trust: TrustStore | undefined; buildKey: string | undefined; problems: string[] }> => {
     const all = classCaches.list();
     const fingerprint = JSON.stringify(all.map((c) => [c.metadata.uid, c.spec.valkey, c.metadata.creationTimestamp]));
     if (cluster && cluster.fingerprint === fingerprint && Date.now() - cluster.at < 10 * 60_000) return cluster;
@@ -85,7 +85,7 @@ export function createOperator(o: OperatorOptions): Operator {
         directories.set(creds.directoryUrl, dir);
       }
     }
-    cluster = { at: Date.now(), fingerprint, directory: dir, trust: creds.trust, buildKey: creds.buildKey };
+    cluster = { at: Date.now(), fingerprint, directory: dir, trust: creds.trust, buildKey: creds.buildKey, problems: creds.problems };
     return cluster;
   };
 
