@@ -1,0 +1,37 @@
+#!/bin/sh
+# Assembles the classcache runtime as one self-contained directory — what the container image
+# keeps at /opt/classcache and what build Jobs copy into the workload's own image:
+#   bin/classcache   the entry point (a POSIX sh wrapper)
+#   bin/node         Node 24 (the project's pinned `node` package: glibc, linux)
+#   app/             the sources and the production dependencies
+#   cache/tools/     the capture agent, compiled ahead (baked mode on JDK 25+ without a javac)
+# Usage: sh scripts/kit.sh <dir>   (replaces <dir> atomically; needs a JDK with javac)
+set -eu
+out=${1:?usage: scripts/kit.sh <dir>}
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+tmp="$out.tmp.$$"
+rm -rf "$tmp"
+mkdir -p "$tmp/bin" "$tmp/app" "$tmp/cache/tools"
+trap 'rm -rf "$tmp"' EXIT
+
+cp node_modules/node/bin/node "$tmp/bin/node"
+cp -R src package.json package-lock.json "$tmp/app/"
+find "$tmp/app/src" -name '*.test.ts' -delete
+(cd "$tmp/app" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error)
+CLASSCACHE_CACHE="$tmp/cache" "$repo/node_modules/.bin/node" --input-type=module -e \
+  "const m = await import('$repo/src/build/capture.ts'); await m.captureAgentJar('');"
+
+cat > "$tmp/bin/classcache" <<'SH'
+#!/bin/sh
+# classcache from a kit directory: its own Node, its own sources, its precompiled tools.
+here=$(cd "$(dirname "$0")/.." && pwd)
+export CLASSCACHE_CACHE="${CLASSCACHE_CACHE:-$here/cache}"
+exec "$here/bin/node" "$here/app/src/cli.ts" "$@"
+SH
+chmod 0755 "$tmp/bin/classcache" "$tmp/bin/node"
+
+rm -rf "$out"
+mv "$tmp" "$out"
+trap - EXIT
+echo "$out"
