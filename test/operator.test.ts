@@ -223,6 +223,16 @@ describe("the operator against a real API server, directory and webhook", () => 
     assert.equal((await getDeploy("web", "entry")).spec.template.spec.initContainers, undefined);
   });
 
+  it("keeps archives within the namespace when a ClassCache asks for cluster sharing the admin did not allow", async () => {
+    await client.create(Deployments, deployment("shared", "web", JAVA_LAUNCH, { "classcache.dev/inject": "shared" }), { namespace: "web" });
+    await client.create(ClassCaches, classCache("shared", "web", { workloadRef: { name: "shared" }, patchMode: "Webhook", sharing: "Cluster", valkey }), { namespace: "web" });
+    const cc = await until("ClusterSharingNotAllowed", async () => {
+      const c = await getCc("web", "shared");
+      return condition(c, "Degraded")?.reason === "ClusterSharingNotAllowed" && c;
+    });
+    assert.match(condition(cc, "Degraded")!.message, /--allow-cluster-sharing/);
+  });
+
   it("refuses a ClassCache the CRD's rules cannot judge, through the validating webhook", async () => {
     const err = await client.create(ClassCaches, classCache("typo", "web", { workloadRef: { name: "web" }, profile: "open-telemetry", agent: { image: "x" } }), { namespace: "web" }).then(
       () => undefined,

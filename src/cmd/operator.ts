@@ -24,6 +24,8 @@ outside one, give --kubeconfig and --webhook-url (the API server must reach this
                              (default: the Service classcache-webhook in classcache-system)
   --webhook-cert-dir <dir>   tls.crt/tls.key/ca.crt from cert-manager instead of self-managed certificates
   --directory-addr <h:p>     reach the managed directory here (outside the cluster its Service does not resolve)
+  --allow-cluster-sharing    let ClassCaches with sharing: Cluster share archives across namespaces
+                             (archives are executable code: off by default)
   --no-leader-election       run the controller without a Lease (one replica only)
   --log-format text|json
 `;
@@ -43,6 +45,7 @@ export const operatorCommand: Command = {
       "webhook-cert-dir": { type: "string" },
       "directory-addr": { type: "string" },
       "no-leader-election": { type: "boolean", default: false },
+      "allow-cluster-sharing": { type: "boolean", default: false },
       "log-format": { type: "string", default: "text" },
     });
     const port = Number(values["webhook-port"]);
@@ -70,6 +73,7 @@ export const operatorCommand: Command = {
       ...(values["webhook-cert-dir"] ? { certs: new FileCerts({ dir: values["webhook-cert-dir"], logger: log }) } : {}),
       ...(values["directory-addr"] ? { directoryUrl: values["directory-addr"] } : {}),
       leaderElection: !values["no-leader-election"],
+      allowClusterSharing: values["allow-cluster-sharing"],
     });
     await op.manager.start(io.signal);
     return 0;

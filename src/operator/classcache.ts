@@ -17,7 +17,7 @@ import type { Informer } from "./runtime/informer.ts";
 import type { Result } from "./runtime/reconcile.ts";
 import { ClassCaches, ConditionTypes, FINALIZER, Reasons, resolveSpec, type ArchiveStatus, type ClassCache, type ClassCacheStatus, type Condition, type ResolvedSpec } from "./api/v1.ts";
 import { FIELD_MANAGER, INJECT_LABEL, ORIGINAL_LAUNCH_ANNOTATION, REF_ANNOTATION } from "./constants.ts";
-import { injectPod, INIT_CONTAINERS, stripInjection, type InjectionInput, type OriginalLaunch, type PodSpec, type PodTemplate } from "./inject.ts";
+import { injectPod, INIT_CONTAINERS, stripInjection, type Container, type InjectionInput, type OriginalLaunch, type PodSpec, type PodTemplate } from "./inject.ts";
 import { buildJob, buildJobName, buildTokenSecret } from "./objects/buildjob.ts";
 import { classCacheOwner } from "./objects/meta.ts";
 import { computeRef } from "./ref.ts";
@@ -53,22 +53,30 @@ export interface ClassCacheReconcilerOptions {
   pollMs?: number;
   /** Refresh holders and hit rates of an available archive this often (default 60 s). */
   readyPollMs?: number;
+  /** The cluster admin lets ClassCaches with `sharing: Cluster` share archives across namespaces. */
+  allowClusterSharing?: boolean;
 }
 
-/** What the pod patch needs from a ClassCache and a pod spec: the ref and the injection input. */
-export function injectionFor(cc: ClassCache, spec: ResolvedSpec, pod: PodSpec, image: string): { ref: string; input: InjectionInput; container: string | undefined } {
-  const container = spec.container ? pod.containers.find((c) => c.name === spec.container) : pod.containers[0];
-  const launch = [...(container?.command ?? spec.launch?.command ?? []), ...(container?.args ?? [])];
-  const ref = computeRef({
-    scope: spec.sharing === "Cluster" ? "" : (cc.metadata.namespace ?? ""),
+/** The ref of a ClassCache for the pod spec's app container: every build input the operator can see. */
+function refOf(cc: ClassCache, spec: ResolvedSpec, container: Container | undefined, allowClusterSharing: boolean): string {
+  const t = spec.training;
+  return computeRef({
+    // Archives are executable code: shared across namespaces only where the cluster admin allows it.
+    scope: spec.sharing === "Cluster" && allowClusterSharing ? "" : (cc.metadata.namespace ?? ""),
     image: spec.app.image ?? String(container?.image ?? ""),
     jarPath: spec.app.jarPath,
-    launch,
+    launch: [...(container?.command ?? spec.launch?.command ?? []), ...(container?.args ?? [])],
     agent: spec.agent ? { image: spec.agent.image, jarPath: spec.agent.jarPath, configPath: spec.agent.configPath ?? "" } : null,
     profile: spec.profile ? JSON.stringify(spec.profile) : "",
     mode: spec.mode,
-    training: { exitOnRefresh: spec.training.exitOnRefresh ?? true, readyUrl: spec.training.readyUrl ?? "", warmupUrls: spec.training.warmupUrls, timeoutSeconds: spec.training.timeoutSeconds },
+    training: { exitOnRefresh: t.exitOnRefresh ?? true, readyUrl: t.readyUrl ?? "", warmupUrls: t.warmupUrls, timeoutSeconds: t.timeoutSeconds },
   });
+}
+
+/** What the pod patch needs from a ClassCache and a pod spec: the ref and the injection input. */
+export function injectionFor(cc: ClassCache, spec: ResolvedSpec, pod: PodSpec, image: string, allowClusterSharing = false): { ref: string; input: InjectionInput; container: string | undefined } {
+  const container = spec.container ? pod.containers.find((c) => c.name === spec.container) : pod.containers[0];
+  const ref = refOf(cc, spec, container, allowClusterSharing);
   const runtimeOptions = spec.profile?.runtime.extraJvmOpts ?? [];
   return {
     ref,
@@ -151,7 +159,10 @@ export class ClassCacheReconciler {
 
     // The workload as its owner wrote it: our own earlier patch taken out.
     const clean = stripInjection(workload.spec.template.spec, originalOf(workload));
-    const { ref, input, container } = injectionFor(cc, spec, clean, this.#o.image);
+    const { ref, input, container } = injectionFor(cc, spec, clean, this.#o.image, this.#o.allowClusterSharing);
+    if (spec.sharing === "Cluster" && !this.#o.allowClusterSharing) {
+      conditions.set(ConditionTypes.Degraded, "True", Reasons.ClusterSharingNotAllowed, "spec.sharing is Cluster, but this cluster shares archives only within a namespace (the operator runs without --allow-cluster-sharing): the archive is built and used for this namespace alone");
+    }
     status.ref = ref;
     const injected = injectPod(clean, input);
 

@@ -44,6 +44,8 @@ export interface OperatorOptions {
   directoryUrl?: string;
   leaderElection?: boolean;
   identity?: string;
+  /** Let `sharing: Cluster` share archives across namespaces (the cluster admin's choice; default off). */
+  allowClusterSharing?: boolean;
   pollMs?: number;
 }
 
@@ -89,7 +91,7 @@ export function createOperator(o: OperatorOptions): Operator {
     return cluster;
   };
 
-  const reconciler = new ClassCacheReconciler({ client, classCaches, workloads, jobs: jobs, events, log, image: o.image, directory, ...(o.pollMs ? { pollMs: o.pollMs, readyPollMs: o.pollMs } : {}) });
+  const reconciler = new ClassCacheReconciler({ client, classCaches, workloads, jobs, events, log, image: o.image, directory, allowClusterSharing: o.allowClusterSharing === true, ...(o.pollMs ? { pollMs: o.pollMs, readyPollMs: o.pollMs } : {}) });
   const controller = new Controller<ClassCache>({
     name: "classcache",
     for: classCaches,
@@ -109,7 +111,7 @@ export function createOperator(o: OperatorOptions): Operator {
     const spec = (pod as unknown as { spec: PodSpec }).spec;
     if ((spec.initContainers ?? []).some((c) => c.name === INIT_CONTAINERS.init)) return {}; // patched already (Owned mode, or a reinvocation)
     const { spec: resolved } = resolveSpec(cc);
-    const { ref, input } = injectionFor(cc, resolved, spec, o.image);
+    const { ref, input } = injectionFor(cc, resolved, spec, o.image, o.allowClusterSharing === true);
     const r = injectPod(spec, input);
     if (!r.outcome.patched) return { warnings: [`classcache: ${r.outcome.message}`] };
     const annotations = { ...(pod.metadata.annotations ?? {}), [REF_ANNOTATION]: ref };
