@@ -9,18 +9,17 @@ import { mkdtemp, rm } from "node:fs/promises";
 import https from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { parse as parseYaml, parseAllDocuments } from "yaml";
 import { KubeClient } from "../src/kube/client.ts";
 import { ApiError, isForbidden } from "../src/kube/errors.ts";
-import { ConfigMaps, CustomResourceDefinitions, Deployments, Namespaces, Pods, resourceType, Secrets, Services } from "../src/kube/resource.ts";
+import { ConfigMaps, Deployments, Jobs, Namespaces, Pods, resourceType, Secrets, Services, StatefulSets } from "../src/kube/resource.ts";
+import { MutatingWebhookConfigurations } from "../src/webhook/configuration.ts";
 import type { KubeObject } from "../src/kube/types.ts";
 import { ClassCaches, resolveSpec, validateClassCache, type ClassCache } from "../src/operator/api/v1.ts";
 import { defaultManifestFiles } from "../src/testenv/manifests.ts";
 import { REPO_ROOT, startTestEnv, type TestEnv } from "../src/testenv/testenv.ts";
 
-const CRD_FILE = join(REPO_ROOT, "deploy/crds/classcache.dev_classcaches.yaml");
 const FIXTURES = join(REPO_ROOT, "test/fixtures/classcache");
 const SYSTEM_NS = "classcache-system";
 const OPERATOR = {
@@ -32,10 +31,7 @@ const AGENT = {
   groups: ["system:serviceaccounts", `system:serviceaccounts:${SYSTEM_NS}`, "system:authenticated"],
 };
 
-const Jobs = resourceType("batch/v1", "Job", "jobs");
-const StatefulSets = resourceType("apps/v1", "StatefulSet", "statefulsets");
 const Nodes = resourceType("v1", "Node", "nodes", false);
-const MutatingWebhooks = resourceType("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", false);
 
 function fixture(name: string): ClassCache {
   return parseYaml(readFileSync(join(FIXTURES, name), "utf8")) as ClassCache;
@@ -75,31 +71,6 @@ function deployment(name: string, namespace: string): KubeObject {
   };
 }
 
-/**
- * The test environment applies manifests through @kubernetes/client-node, whose typed model drops
- * `default` and `x-kubernetes-*` from CRD schemas. Apply the CRD again as plain JSON and wait
- * until the server enforces it (a CEL rule rejects, a default is applied).
- */
-async function installCrd(client: KubeClient): Promise<void> {
-  const crd = parseYaml(readFileSync(CRD_FILE, "utf8")) as KubeObject;
-  await client.apply(CustomResourceDefinitions, crd, { fieldManager: "classcache-testenv", force: true });
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      const probe = await client.create(ClassCaches, cc("probe", { workloadRef: { name: "w" } }), { namespace: "default", dryRun: true });
-      const bad = await client.create(ClassCaches, cc("probe", { workloadRef: { name: "w", kind: "Job" } }), { namespace: "default", dryRun: true }).then(
-        () => false,
-        () => true,
-      );
-      if (probe.spec.patchMode === "Owned" && bad) return;
-    } catch {
-      /* not served yet */
-    }
-    if (Date.now() > deadline) throw new Error("the ClassCache CRD's schema was not enforced within 30 s");
-    await sleep(100);
-  }
-}
-
 /** A GET that asks for the server-side table, as kubectl get does. */
 function getTable(env: TestEnv, path: string): Promise<{ columnDefinitions: { name: string }[]; rows: { cells: unknown[] }[] }> {
   return new Promise((resolve, reject) => {
@@ -137,7 +108,6 @@ void describe("the ClassCache API on a real API server", { timeout: 180_000 }, (
     admin = KubeClient.load({ kubeconfigPath: env.kubeconfigPath });
     operator = KubeClient.load({ kubeconfigPath: env.kubeconfigPath, impersonate: OPERATOR });
     agent = KubeClient.load({ kubeconfigPath: env.kubeconfigPath, impersonate: AGENT });
-    await installCrd(admin);
   });
   after(async () => {
     await env?.stop();
@@ -315,20 +285,20 @@ void describe("the ClassCache API on a real API server", { timeout: 180_000 }, (
     });
 
     void it("changes only its own webhook configuration and cannot delete namespaces", async () => {
-      await admin.create(MutatingWebhooks, { metadata: { name: "classcache-webhook" }, webhooks: [] });
-      await admin.create(MutatingWebhooks, { metadata: { name: "someone-elses-webhook" }, webhooks: [] });
-      await operator.list(MutatingWebhooks);
-      await operator.patch(MutatingWebhooks, "classcache-webhook", { metadata: { labels: { "app.kubernetes.io/part-of": "classcache" } } }, { type: "merge" });
-      const other = await rejection(operator.patch(MutatingWebhooks, "someone-elses-webhook", { metadata: { labels: { x: "y" } } }, { type: "merge" }));
+      await admin.create(MutatingWebhookConfigurations, { metadata: { name: "classcache-webhook" }, webhooks: [] });
+      await admin.create(MutatingWebhookConfigurations, { metadata: { name: "someone-elses-webhook" }, webhooks: [] });
+      await operator.list(MutatingWebhookConfigurations);
+      await operator.patch(MutatingWebhookConfigurations, "classcache-webhook", { metadata: { labels: { "app.kubernetes.io/part-of": "classcache" } } }, { type: "merge" });
+      const other = await rejection(operator.patch(MutatingWebhookConfigurations, "someone-elses-webhook", { metadata: { labels: { x: "y" } } }, { type: "merge" }));
       assert.ok(isForbidden(other), other.message);
-      assert.ok(isForbidden(await rejection(operator.delete(MutatingWebhooks, "classcache-webhook"))), "deletes its webhook configuration");
+      assert.ok(isForbidden(await rejection(operator.delete(MutatingWebhookConfigurations, "classcache-webhook"))), "deletes its webhook configuration");
       // Server-side apply names the object, so a create restricted to that name lets the operator
       // (re)create its own configuration; a POST (no name at authorization time) stays forbidden.
-      await admin.delete(MutatingWebhooks, "classcache-webhook");
-      const post = await rejection(operator.create(MutatingWebhooks, { metadata: { name: "classcache-webhook" }, webhooks: [] }));
+      await admin.delete(MutatingWebhookConfigurations, "classcache-webhook");
+      const post = await rejection(operator.create(MutatingWebhookConfigurations, { metadata: { name: "classcache-webhook" }, webhooks: [] }));
       assert.ok(isForbidden(post), post.message);
-      await operator.apply(MutatingWebhooks, { apiVersion: "admissionregistration.k8s.io/v1", kind: "MutatingWebhookConfiguration", metadata: { name: "classcache-webhook" }, webhooks: [] }, { fieldManager: "classcache-operator" });
-      const elsewhere = await rejection(operator.apply(MutatingWebhooks, { apiVersion: "admissionregistration.k8s.io/v1", kind: "MutatingWebhookConfiguration", metadata: { name: "another-webhook" }, webhooks: [] }, { fieldManager: "classcache-operator" }));
+      await operator.apply(MutatingWebhookConfigurations, { apiVersion: "admissionregistration.k8s.io/v1", kind: "MutatingWebhookConfiguration", metadata: { name: "classcache-webhook" }, webhooks: [] }, { fieldManager: "classcache-operator" });
+      const elsewhere = await rejection(operator.apply(MutatingWebhookConfigurations, { apiVersion: "admissionregistration.k8s.io/v1", kind: "MutatingWebhookConfiguration", metadata: { name: "another-webhook" }, webhooks: [] }, { fieldManager: "classcache-operator" }));
       assert.ok(isForbidden(elsewhere), elsewhere.message);
       const ns = await namespace("keep");
       assert.ok(isForbidden(await rejection(operator.delete(Namespaces, ns))), "deletes a namespace");

@@ -14,8 +14,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { KubeClient } from "../src/kube/client.ts";
 import { ApiError } from "../src/kube/errors.ts";
-import { Namespaces, Pods, resourceType, Secrets } from "../src/kube/resource.ts";
-import { testLogger } from "../src/kube/testing/env.ts";
+import { Namespaces, Pods, Secrets } from "../src/kube/resource.ts";
+import { testLogger, WIDGET_CRD, Widgets } from "../src/kube/testing/env.ts";
 import type { KubeObject } from "../src/kube/types.ts";
 import { startTestEnv, type TestEnv } from "../src/testenv/testenv.ts";
 import {
@@ -45,29 +45,8 @@ const APPS_NS = "apps";
 const DAY = 24 * 60 * 60 * 1000;
 const log = testLogger({ test: "webhook" });
 
-const CLASSCACHE_CRD = `
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: classcaches.test.classcache.dev
-spec:
-  group: test.classcache.dev
-  scope: Namespaced
-  names: { plural: classcaches, singular: classcache, kind: ClassCache }
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema:
-          type: object
-          properties:
-            spec:
-              type: object
-              properties:
-                size: { type: integer }
-`;
-const ClassCaches = resourceType("test.classcache.dev/v1", "ClassCache", "classcaches");
+/** The validating webhook is pointed at the shared test CRD (Widget, with an integer spec.size). */
+const VALIDATED = { group: "test.classcache.dev", version: "v1", resource: "widgets" };
 
 interface PodSpec {
   containers: { name: string; image: string; env?: { name: string; value: string }[] }[];
@@ -198,8 +177,8 @@ describe("admission webhook with a real kube-apiserver", () => {
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "classcache-webhook-"));
-    const crd = join(dir, "classcache-crd.yaml");
-    await writeFile(crd, CLASSCACHE_CRD);
+    const crd = join(dir, "widget-crd.yaml");
+    await writeFile(crd, WIDGET_CRD);
     env = await startTestEnv({ dir, manifests: [crd] });
     client = KubeClient.load({ kubeconfigPath: env.kubeconfigPath });
     await client.create(Namespaces, { metadata: { name: OPERATOR_NS } });
@@ -214,7 +193,7 @@ describe("admission webhook with a real kube-apiserver", () => {
       logger: log,
       operatorNamespace: OPERATOR_NS,
       target: { url: `https://127.0.0.1:${port}` },
-      classCaches: { group: "test.classcache.dev", version: "v1", resource: "classcaches" },
+      classCaches: VALIDATED,
       retryMs: 200,
     });
     registrarRun = registrar.start(registrarCtl.signal);
@@ -322,16 +301,16 @@ describe("admission webhook with a real kube-apiserver", () => {
     await untilMutating();
   });
 
-  it("denies an invalid ClassCache and the client gets the messages", async () => {
-    const obj = { apiVersion: "test.classcache.dev/v1", kind: "ClassCache", metadata: { name: "bad", namespace: APPS_NS }, spec: { size: -1 } };
-    const err = await client.create(ClassCaches, obj).then(
+  it("denies an invalid object and the client gets the messages", async () => {
+    const obj = { apiVersion: "test.classcache.dev/v1", kind: "Widget", metadata: { name: "bad", namespace: APPS_NS }, spec: { size: -1 } };
+    const err = await client.create(Widgets, obj).then(
       () => undefined,
       (e: unknown) => e,
     );
     assert.ok(err instanceof ApiError, String(err));
     assert.equal(err.status, 422);
     assert.match(err.message, /admission webhook "classcaches.classcache.dev" denied the request: spec.size must not be negative; got -1/);
-    await client.create(ClassCaches, { ...obj, metadata: { name: "good", namespace: APPS_NS }, spec: { size: 1 } });
+    await client.create(Widgets, { ...obj, metadata: { name: "good", namespace: APPS_NS }, spec: { size: 1 } });
   });
 
   it("re-issues the serving certificate from the same CA and the API server keeps calling", async () => {
@@ -400,7 +379,7 @@ describe("admission webhook with a real kube-apiserver", () => {
       operatorNamespace: OPERATOR_NS,
       target: { url: `https://127.0.0.1:${port}` },
       caBundle: caPem,
-      classCaches: { group: "test.classcache.dev", version: "v1", resource: "classcaches" },
+      classCaches: VALIDATED,
     });
   }
 

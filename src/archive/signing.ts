@@ -10,14 +10,6 @@ import { ClasscacheError } from "../runtime/errors.ts";
 import { canonicalJson, sha256Hex } from "../util/hash.ts";
 import type { Manifest } from "./manifest.ts";
 
-export interface Envelope {
-  manifest: Manifest;
-  /** Which key signed it: sha256 of the public key (SPKI DER), first 16 hex digits. */
-  keyId: string;
-  /** base64 Ed25519 signature of canonicalJson(manifest). */
-  signature: string;
-}
-
 export interface Signer {
   keyId: string;
   privateKey: KeyObject;
@@ -58,34 +50,51 @@ export async function loadTrustStore(files: string[]): Promise<TrustStore> {
   return trustStoreFromPems(await Promise.all(files.map((f) => readFile(f, "utf8"))));
 }
 
-export function signManifest(manifest: Manifest, signer: Signer): string {
-  const signature = sign(null, Buffer.from(canonicalJson(manifest)), signer.privateKey).toString("base64");
-  const env: Envelope = { manifest, keyId: signer.keyId, signature };
-  return JSON.stringify(env);
+/**
+ * `{<field>: payload, keyId, signature}`: `keyId` names the signing key (sha256 of its SPKI DER,
+ * first 16 hex digits), `signature` is base64 Ed25519 over the payload's canonical JSON.
+ */
+function seal(field: string, payload: unknown, signer: Signer): string {
+  const signature = sign(null, Buffer.from(canonicalJson(payload)), signer.privateKey).toString("base64");
+  return JSON.stringify({ [field]: payload, keyId: signer.keyId, signature });
 }
 
 export class SignatureError extends Error {}
+
+/**
+ * The payload of a sealed text, once its signature verifies against a trusted key. `names`
+ * says what it is in errors: the envelope (not JSON, malformed) and the signed thing.
+ */
+function unseal(text: string, field: string, trust: TrustStore, names: { envelope: string; signed: string }, canonical: (payload: object) => object = (p) => p): object {
+  let env: Record<string, unknown>;
+  try {
+    env = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    throw new SignatureError(`${names.envelope} is not JSON`);
+  }
+  const payload = env?.[field];
+  if (!env || typeof env !== "object" || typeof env["signature"] !== "string" || typeof env["keyId"] !== "string" || !payload || typeof payload !== "object") {
+    throw new SignatureError(`${names.envelope} is malformed`);
+  }
+  const key = trust.get(env["keyId"]);
+  if (!key) throw new SignatureError(`${names.signed} signed by untrusted key ${env["keyId"]}`);
+  const signed = canonical(payload);
+  if (!verify(null, Buffer.from(canonicalJson(signed)), key, Buffer.from(env["signature"], "base64"))) throw new SignatureError(`${names.signed} signature does not verify`);
+  return signed;
+}
+
+export function signManifest(manifest: Manifest, signer: Signer): string {
+  return seal("manifest", manifest, signer);
+}
 
 /**
  * Parses an envelope and verifies its signature; also checks that the manifest is the one for
  * `expectedKey`. Throws SignatureError on anything wrong.
  */
 export function openEnvelope(text: string, trust: TrustStore, expectedKey?: string): Manifest {
-  let env: Envelope;
-  try {
-    env = JSON.parse(text) as Envelope;
-  } catch {
-    throw new SignatureError("manifest envelope is not JSON");
-  }
-  if (!env || typeof env !== "object" || typeof env.signature !== "string" || typeof env.keyId !== "string" || typeof env.manifest !== "object") {
-    throw new SignatureError("manifest envelope is malformed");
-  }
-  const key = trust.get(env.keyId);
-  if (!key) throw new SignatureError(`manifest signed by untrusted key ${env.keyId}`);
-  const ok = verify(null, Buffer.from(canonicalJson(env.manifest)), key, Buffer.from(env.signature, "base64"));
-  if (!ok) throw new SignatureError("manifest signature does not verify");
-  if (expectedKey !== undefined && env.manifest.key !== expectedKey) throw new SignatureError(`manifest is for key ${env.manifest.key}, not ${expectedKey}`);
-  return env.manifest;
+  const manifest = unseal(text, "manifest", trust, { envelope: "manifest envelope", signed: "manifest" }) as Manifest;
+  if (expectedKey !== undefined && manifest.key !== expectedKey) throw new SignatureError(`manifest is for key ${manifest.key}, not ${expectedKey}`);
+  return manifest;
 }
 
 /**
@@ -99,30 +108,21 @@ export interface RefBinding {
   key: string;
 }
 
+const bindingOf = (b: RefBinding): RefBinding => ({ ref: b.ref, arch: b.arch, key: b.key });
+
 export function signBinding(binding: RefBinding, signer: Signer): string {
-  const b: RefBinding = { ref: binding.ref, arch: binding.arch, key: binding.key };
-  const signature = sign(null, Buffer.from(canonicalJson(b)), signer.privateKey).toString("base64");
-  return JSON.stringify({ binding: b, keyId: signer.keyId, signature });
+  return seal("binding", bindingOf(binding), signer);
 }
 
 /** Parses and verifies a signed binding, and checks it is the one for `ref` and `arch`. */
 export function openBinding(text: string, trust: TrustStore, ref: string, arch: string): RefBinding {
-  let env: { binding?: RefBinding; keyId?: unknown; signature?: unknown };
-  try {
-    env = JSON.parse(text) as typeof env;
-  } catch {
-    throw new SignatureError("ref binding is not JSON");
-  }
-  const b = env?.binding;
-  if (!b || typeof b !== "object" || typeof env.keyId !== "string" || typeof env.signature !== "string" || typeof b.key !== "string") {
-    throw new SignatureError("ref binding is malformed");
-  }
-  const key = trust.get(env.keyId);
-  if (!key) throw new SignatureError(`ref binding signed by untrusted key ${env.keyId}`);
-  const canonical: RefBinding = { ref: b.ref, arch: b.arch, key: b.key };
-  if (!verify(null, Buffer.from(canonicalJson(canonical)), key, Buffer.from(env.signature, "base64"))) throw new SignatureError("ref binding signature does not verify");
+  const names = { envelope: "ref binding", signed: "ref binding" };
+  const b = unseal(text, "binding", trust, names, (p) => {
+    if (typeof (p as RefBinding).key !== "string") throw new SignatureError("ref binding is malformed");
+    return bindingOf(p as RefBinding);
+  }) as RefBinding;
   if (b.ref !== ref || b.arch !== arch) throw new SignatureError(`ref binding is for ${b.ref}/${b.arch}, not ${ref}/${arch}`);
-  return canonical;
+  return b;
 }
 
 /**

@@ -19,7 +19,7 @@ import http from "node:http";
 import https from "node:https";
 import { KubeConfig } from "@kubernetes/client-node";
 import { ApiError, isGone, isNotFound } from "./errors.ts";
-import { apiVersionOf, Events, Leases, resourcePath, type ResourceType } from "./resource.ts";
+import { apiVersionOf, Events, Leases, resourcePath, resourceType, type ResourceType } from "./resource.ts";
 import type { Event, KubeList, KubeObject, Lease, Status, WatchEvent } from "./types.ts";
 
 export interface KubeClientOptions {
@@ -217,6 +217,14 @@ export class KubeClient {
       preconditions: opts.preconditions,
     };
     await this.#call({ method: "DELETE", path, body, ...signalOf(opts) });
+  }
+
+  /** The resource of `kind` in `apiVersion`, from the server's discovery document; undefined if it serves none. */
+  async discover(apiVersion: string, kind: string, opts: RequestOptions = {}): Promise<ResourceType | undefined> {
+    const path = apiVersion.includes("/") ? `/apis/${apiVersion}` : `/api/${apiVersion}`;
+    const doc = (await this.#call({ method: "GET", path, ...signalOf(opts) })) as { resources?: { name: string; kind: string; namespaced: boolean }[] };
+    const r = doc.resources?.find((x) => x.kind === kind && !x.name.includes("/"));
+    return r ? resourceType(apiVersion, kind, r.name, r.namespaced) : undefined;
   }
 
   /**

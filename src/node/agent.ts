@@ -97,6 +97,8 @@ export class NodeAgent {
   private readonly served = new Map<string, number>();
   private readonly delivered = new Map<string, number>();
   private readonly blobKeys = new Map<string, string>();
+  /** The archive blob of each key in the store, for the heartbeat's usage scan. */
+  private readonly archiveOfKey = new Map<string, string>();
   /** When each key was last asked for: recently used keys are kept by gc. */
   private readonly lastEnsured = new Map<string, number>();
 
@@ -451,9 +453,12 @@ export class NodeAgent {
   /** Re-announces every local archive, and every one being pulled as partial (holder entries expire unless heartbeated). */
   async heartbeat(): Promise<void> {
     const { store } = this.opts;
-    const archiveOf = new Map<string, string>();
     const keys = await store.keys();
+    // A key's archive never changes once its manifest is in the store: read each manifest once.
+    const archiveOf = this.archiveOfKey;
+    for (const key of archiveOf.keys()) if (!keys.includes(key)) archiveOf.delete(key);
     for (const key of keys) {
+      if (archiveOf.has(key)) continue;
       const m = await store.getManifest(key).catch(() => undefined);
       if (m) archiveOf.set(key, m.archive.sha256);
     }

@@ -5,7 +5,7 @@
  * nothing. Deleting a ClassCache puts the workload back as it was and removes its ref's
  * bindings from the directory before the finalizer goes.
  */
-import { buildToken, openBinding, SignatureError, type TrustStore } from "../archive/signing.ts";
+import { buildToken, openBinding, openEnvelope, SignatureError, type TrustStore } from "../archive/signing.ts";
 import type { Directory } from "../directory/directory.ts";
 import type { KubeClient } from "../kube/client.ts";
 import { isNotFound } from "../kube/errors.ts";
@@ -110,6 +110,7 @@ function isPatched(w: Workload): boolean {
 
 export class ClassCacheReconciler {
   readonly #o: ClassCacheReconcilerOptions;
+  readonly #summaries = new Map<string, Pick<ArchiveStatus, "hitRate" | "builtAt" | "jvm">>();
 
   constructor(opts: ClassCacheReconcilerOptions) {
     this.#o = opts;
@@ -200,19 +201,10 @@ export class ClassCacheReconciler {
           workload.shared += h.usage.sharedClasses;
           workload.loaded += h.usage.loadedClasses;
         }
-        const envelope = await directory.manifest(key);
-        const m = envelope ? (JSON.parse(envelope) as { manifest?: { verification?: { hitRate?: number }; createdAt?: string; jvm?: { vendor?: string; runtimeVersion?: string } } }).manifest : undefined;
-        status.archives.push({
-          arch,
-          key,
-          holders: holders.filter((h) => h.complete !== false).length,
-          ...(m?.verification?.hitRate !== undefined ? { hitRate: m.verification.hitRate } : {}),
-          ...(m?.createdAt ? { builtAt: m.createdAt } : {}),
-          ...(m?.jvm ? { jvm: `${m.jvm.vendor ?? ""} ${m.jvm.runtimeVersion ?? ""}`.trim() } : {}),
-        });
+        status.archives.push({ arch, key, holders: holders.filter((h) => h.complete !== false).length, ...(await this.#summary(directory, trust, key)) });
       } catch (err) {
         if (!(err instanceof SignatureError)) throw err;
-        conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.VerificationFailed, `the directory's binding for ${arch} is not signed by the cluster's key: ${err.message}`);
+        conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.VerificationFailed, `the directory's binding or manifest for ${arch} is not signed by the cluster's key: ${err.message}`);
         return { available: false };
       }
     }
@@ -226,6 +218,18 @@ export class ClassCacheReconciler {
     status.readyPeers = first.holders ?? 0;
     reportHitRates(status, conditions, first, workload);
     return { available: true };
+  }
+
+  /** What status shows of a key's manifest, verified like the agents verify it; read once per key (a manifest never changes). */
+  async #summary(directory: Directory, trust: TrustStore, key: string): Promise<Pick<ArchiveStatus, "hitRate" | "builtAt" | "jvm">> {
+    const known = this.#summaries.get(key);
+    if (known) return known;
+    const envelope = await directory.manifest(key);
+    if (!envelope) return {};
+    const m = openEnvelope(envelope, trust, key);
+    const summary = { hitRate: m.verification.hitRate, builtAt: m.createdAt, jvm: `${m.jvm.vendor} ${m.jvm.runtimeVersion}` };
+    this.#summaries.set(key, summary);
+    return summary;
   }
 
   /** One build Job per ref, with its one-ref publishing token; its outcome goes into the conditions. */

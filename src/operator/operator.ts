@@ -19,7 +19,7 @@ import { WebhookRegistrar, type WebhookTarget } from "../webhook/configuration.t
 import { WebhookServer, type MutatePod } from "../webhook/server.ts";
 import { ClassCaches, resolveSpec, validateClassCache, type ClassCache } from "./api/v1.ts";
 import { ClassCacheReconciler, injectionFor, WORKLOAD_TYPES, type Workload } from "./classcache.ts";
-import { INJECT_LABEL, REF_ANNOTATION, SYSTEM_NAMESPACE } from "./constants.ts";
+import { INJECT_LABEL, NAMES, REF_ANNOTATION, SYSTEM_NAMESPACE } from "./constants.ts";
 import { Infrastructure } from "./infra.ts";
 import { injectPod, INIT_CONTAINERS, type PodSpec } from "./inject.ts";
 import { Controller, toControllerOwner, watchSecondary } from "./runtime/controller.ts";
@@ -122,14 +122,14 @@ export function createOperator(o: OperatorOptions): Operator {
 
   const certs =
     o.certs ??
-    new SelfManagedCerts({ client, namespace: SYSTEM_NAMESPACE, service: { name: "classcache-webhook", namespace: SYSTEM_NAMESPACE }, ...(o.webhookIps ? { extraIps: o.webhookIps } : {}), logger: log });
+    new SelfManagedCerts({ client, namespace: SYSTEM_NAMESPACE, service: { name: NAMES.webhook, namespace: SYSTEM_NAMESPACE }, ...(o.webhookIps ? { extraIps: o.webhookIps } : {}), logger: log });
   const webhook = new WebhookServer({ certs, mutatePod: mutate, validate: validateClassCache, logger: log, ...(o.webhookPort !== undefined ? { port: o.webhookPort } : {}), ...(o.webhookHost ? { host: o.webhookHost } : {}) });
   const registrar = new WebhookRegistrar({
     client,
     certs,
     logger: log,
     operatorNamespace: SYSTEM_NAMESPACE,
-    target: o.webhookTarget ?? { service: { namespace: SYSTEM_NAMESPACE, name: "classcache-webhook" } },
+    target: o.webhookTarget ?? { service: { namespace: SYSTEM_NAMESPACE, name: NAMES.webhook } },
   });
 
   const manager = new Manager({

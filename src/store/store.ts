@@ -255,8 +255,11 @@ export class LocalStore {
   async setRef(name: string, key: string): Promise<void> {
     if (!/^[0-9a-f]{64}\.[a-z0-9]+$/.test(name)) throw new ClasscacheError("usage", `malformed ref name ${name}`);
     try {
+      const path = refPath(this.dir, name);
+      // Asked again for a ref it already records (every pod start may ask): no write, no fsync.
+      if ((await readFile(path, "utf8").catch(() => "")) === key + "\n") return;
       await mkdir(join(this.dir, "refs"), { recursive: true });
-      await writeFileAtomic(refPath(this.dir, name), key + "\n");
+      await writeFileAtomic(path, key + "\n");
     } catch (err) {
       throw storeError(err, this.dir, "record a ref in");
     }

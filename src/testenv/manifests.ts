@@ -2,10 +2,9 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { KubernetesObjectApi, PatchStrategy, type KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
+import { KubernetesObjectApi, type KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
 import { parseAllDocuments } from "yaml";
 import { KubeClient } from "../kube/client.ts";
-import { resourceType, type ResourceType } from "../kube/resource.ts";
 
 const FIELD_MANAGER = "classcache-testenv";
 
@@ -45,44 +44,28 @@ function applyOrder(m: Manifest): number {
   return 2;
 }
 
-/** Server-side applies every manifest; waits for each CRD to be Established before going on. */
-export async function applyManifests(kc: KubeConfig, manifests: Manifest[], log: (line: string) => void, kubeconfigPath?: string): Promise<void> {
+/**
+ * Server-side applies every manifest; waits for each CRD to be Established before going on.
+ * The applies go out through our client as the parsed YAML, byte for byte: the library's typed
+ * models would drop fields they do not model (a CRD schema's `default` and `x-kubernetes-*`,
+ * i.e. its CEL rules).
+ */
+export async function applyManifests(kc: KubeConfig, kubeconfigPath: string, manifests: Manifest[], log: (line: string) => void): Promise<void> {
   const client = KubernetesObjectApi.makeApiClient(kc);
-  // Applies go out as the parsed YAML, byte for byte: the library's typed models would drop
-  // fields they do not model (a CRD schema's `default` and `x-kubernetes-*`, i.e. CEL rules).
-  const raw = kubeconfigPath ? KubeClient.load({ kubeconfigPath }) : undefined;
+  const raw = KubeClient.load({ kubeconfigPath });
   const ordered = [...manifests].sort((a, b) => applyOrder(a) - applyOrder(b));
   for (const m of ordered) {
+    const { apiVersion, kind, metadata } = m.object;
     try {
-      const rt = raw && typeOf(m.object);
-      if (raw && rt) await raw.apply(rt, m.object as never, { fieldManager: FIELD_MANAGER, force: true });
-      else await client.patch(m.object, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+      const rt = await raw.discover(apiVersion ?? "", kind ?? "");
+      if (!rt) throw new Error(`the server has no resource for ${kind} in ${apiVersion}`);
+      await raw.apply(rt, m.object as never, { fieldManager: FIELD_MANAGER, force: true });
     } catch (err) {
-      throw new Error(`applying ${m.object.kind} ${m.object.metadata.name} from ${m.source} failed: ${errorText(err)}`, {
-        cause: err,
-      });
+      throw new Error(`applying ${kind} ${metadata.name} from ${m.source} failed: ${errorText(err)}`, { cause: err });
     }
-    log(`applied ${m.object.kind} ${m.object.metadata.name}`);
-    if (m.object.kind === "CustomResourceDefinition") await waitForCrdEstablished(client, m.object.metadata.name);
+    log(`applied ${kind} ${metadata.name}`);
+    if (kind === "CustomResourceDefinition") await waitForCrdEstablished(client, metadata.name);
   }
-}
-
-const KINDS: Record<string, [plural: string, namespaced: boolean]> = {
-  Namespace: ["namespaces", false],
-  CustomResourceDefinition: ["customresourcedefinitions", false],
-  ClusterRole: ["clusterroles", false],
-  ClusterRoleBinding: ["clusterrolebindings", false],
-  ServiceAccount: ["serviceaccounts", true],
-  Role: ["roles", true],
-  RoleBinding: ["rolebindings", true],
-  ConfigMap: ["configmaps", true],
-  Secret: ["secrets", true],
-  Service: ["services", true],
-};
-
-function typeOf(o: Manifest["object"]): ResourceType | undefined {
-  const k = KINDS[o.kind ?? ""];
-  return k ? resourceType(o.apiVersion ?? "", o.kind ?? "", k[0], k[1]) : undefined;
 }
 
 interface Crd extends KubernetesObject {

@@ -87,7 +87,7 @@ export async function startTestEnv(opts: TestEnvOptions): Promise<TestEnv> {
 
     const kubeconfigPath = join(dir, "kubeconfig");
     writeFileSync(kubeconfigPath, kubeconfigYaml(server, caPem, creds.adminToken), { mode: 0o600 });
-    if (manifests.length > 0) await applyManifests(loadKubeConfig(kubeconfigPath), manifests, log, kubeconfigPath);
+    if (manifests.length > 0) await applyManifests(loadKubeConfig(kubeconfigPath), kubeconfigPath, manifests, log);
 
     return {
       kubeconfigPath,

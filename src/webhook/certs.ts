@@ -22,6 +22,7 @@ import { Secrets } from "../kube/resource.ts";
 import { retryOnConflict } from "../kube/retry.ts";
 import type { KubeObject } from "../kube/types.ts";
 import { realClock, sleep, type Clock } from "../operator/runtime/clock.ts";
+import { NAMES } from "../operator/constants.ts";
 import type { Logger } from "../runtime/log.ts";
 import { aborted, type Runnable } from "../runtime/runnable.ts";
 
@@ -33,7 +34,7 @@ export const RENEW_WHEN_LEFT = 1 / 3;
 /** notBefore is set this far in the past, so a peer whose clock is a little behind accepts it. */
 const BACKDATE_MS = 5 * 60 * 1000;
 export const DEFAULT_SECRET_NAME = "classcache-webhook-tls";
-export const DEFAULT_SERVICE_NAME = "classcache-webhook";
+export const DEFAULT_SERVICE_NAME = NAMES.webhook;
 
 /** What a TLS server and its clients need. PEM throughout. */
 export interface ServingCerts {
@@ -356,6 +357,27 @@ class CertFeed<T extends ServingCerts> {
   }
 }
 
+/** A source whose certificates are published through a CertFeed: current(), ready() and subscribe() come from it. */
+abstract class FeedSource<T extends ServingCerts> {
+  protected readonly feed: CertFeed<T>;
+
+  constructor(log: Logger) {
+    this.feed = new CertFeed<T>(log);
+  }
+
+  current(): T | undefined {
+    return this.feed.current();
+  }
+
+  ready(signal?: AbortSignal): Promise<T> {
+    return this.feed.ready(signal);
+  }
+
+  subscribe(fn: (certs: ServingCerts) => void): () => void {
+    return this.feed.subscribe(fn);
+  }
+}
+
 export interface SelfManagedCertsOptions {
   client: KubeClient;
   /** The operator's namespace: the Secret lives here. */
@@ -375,36 +397,24 @@ export interface SelfManagedCertsOptions {
 }
 
 /** The operator as its own CA; the Secret is shared by every replica. */
-export class SelfManagedCerts implements CertSource {
+export class SelfManagedCerts extends FeedSource<WebhookCertificates> implements CertSource {
   readonly name = "webhook-certs";
   readonly managesCaBundle = true;
   readonly secretName: string;
   readonly sans: Sans;
   readonly #opts: SelfManagedCertsOptions;
   readonly #clock: Clock;
-  readonly #feed: CertFeed<WebhookCertificates>;
   readonly #log: Logger;
 
   constructor(opts: SelfManagedCertsOptions) {
+    const log = opts.logger.with({ component: "webhook-certs" });
+    super(log);
     this.#opts = opts;
     this.#clock = opts.clock ?? realClock;
-    this.#log = opts.logger.with({ component: "webhook-certs" });
-    this.#feed = new CertFeed(this.#log);
+    this.#log = log;
     this.secretName = opts.secretName ?? DEFAULT_SECRET_NAME;
     const service = { name: opts.service?.name ?? DEFAULT_SERVICE_NAME, namespace: opts.service?.namespace ?? opts.namespace };
     this.sans = servingSans(service, { dnsNames: opts.extraDnsNames ?? [], ips: opts.extraIps ?? [] });
-  }
-
-  current(): WebhookCertificates | undefined {
-    return this.#feed.current();
-  }
-
-  ready(signal?: AbortSignal): Promise<WebhookCertificates> {
-    return this.#feed.ready(signal);
-  }
-
-  subscribe(fn: (certs: ServingCerts) => void): () => void {
-    return this.#feed.subscribe(fn);
   }
 
   /** Syncs now, then every resyncMs (after a failure: every retryMs) until `signal` aborts. */
@@ -450,7 +460,7 @@ export class SelfManagedCerts implements CertSource {
       });
       return next;
     }, signal ? { signal } : {});
-    if (this.#feed.publish(certs)) this.#log.debug("webhook certificates loaded", { serving: fingerprint(certs.certPem) });
+    if (this.feed.publish(certs)) this.#log.debug("webhook certificates loaded", { serving: fingerprint(certs.certPem) });
     return certs;
   }
 
@@ -493,30 +503,18 @@ export interface FileCertsOptions {
  * Certificates from files written by someone else (cert-manager). Read at start and whenever they
  * change; a half-written or mismatched set is ignored until it is whole again.
  */
-export class FileCerts implements CertSource {
+export class FileCerts extends FeedSource<ServingCerts> implements CertSource {
   readonly name = "webhook-cert-files";
   readonly managesCaBundle = false;
   readonly #opts: FileCertsOptions;
-  readonly #feed: CertFeed<ServingCerts>;
   readonly #log: Logger;
   #lastError = "";
 
   constructor(opts: FileCertsOptions) {
+    const log = opts.logger.with({ component: "webhook-cert-files", dir: opts.dir });
+    super(log);
     this.#opts = opts;
-    this.#log = opts.logger.with({ component: "webhook-cert-files", dir: opts.dir });
-    this.#feed = new CertFeed(this.#log);
-  }
-
-  current(): ServingCerts | undefined {
-    return this.#feed.current();
-  }
-
-  ready(signal?: AbortSignal): Promise<ServingCerts> {
-    return this.#feed.ready(signal);
-  }
-
-  subscribe(fn: (certs: ServingCerts) => void): () => void {
-    return this.#feed.subscribe(fn);
+    this.#log = log;
   }
 
   async start(signal: AbortSignal): Promise<void> {
@@ -536,7 +534,7 @@ export class FileCerts implements CertSource {
       if (!leaf) throw new Error("tls.crt holds no certificate");
       if (!new NodeX509(leaf).checkPrivateKey(createPrivateKey(keyPem))) throw new Error("tls.key does not belong to tls.crt");
       this.#lastError = "";
-      const changed = this.#feed.publish({ certPem, keyPem, caPem });
+      const changed = this.feed.publish({ certPem, keyPem, caPem });
       if (changed) this.#log.info("webhook certificates loaded", { serving: fingerprint(leaf) });
       return changed;
     } catch (err) {
@@ -549,31 +547,18 @@ export class FileCerts implements CertSource {
 }
 
 /** Certificates handed over by code: set() publishes a new set. */
-export class StaticCertSource implements CertSource {
+export class StaticCertSource extends FeedSource<ServingCerts> implements CertSource {
   readonly name = "webhook-static-certs";
   readonly managesCaBundle: boolean;
-  readonly #feed: CertFeed<ServingCerts>;
 
   constructor(opts: { certs?: ServingCerts; managesCaBundle?: boolean; logger: Logger }) {
+    super(opts.logger);
     this.managesCaBundle = opts.managesCaBundle ?? true;
-    this.#feed = new CertFeed(opts.logger);
-    if (opts.certs) this.#feed.publish(opts.certs);
+    if (opts.certs) this.feed.publish(opts.certs);
   }
 
   set(certs: ServingCerts): void {
-    this.#feed.publish(certs);
-  }
-
-  current(): ServingCerts | undefined {
-    return this.#feed.current();
-  }
-
-  ready(signal?: AbortSignal): Promise<ServingCerts> {
-    return this.#feed.ready(signal);
-  }
-
-  subscribe(fn: (certs: ServingCerts) => void): () => void {
-    return this.#feed.subscribe(fn);
+    this.feed.publish(certs);
   }
 
   async start(signal: AbortSignal): Promise<void> {

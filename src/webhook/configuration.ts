@@ -12,11 +12,10 @@ import type { Logger } from "../runtime/log.ts";
 import type { Runnable } from "../runtime/runnable.ts";
 import type { CertSource } from "./certs.ts";
 import { WEBHOOK_PATHS } from "./server.ts";
+// Pods carrying INJECT_LABEL (any value: the ClassCache's name) are sent to the webhook.
+import { FIELD_MANAGER, INJECT_LABEL, NAMES } from "../operator/constants.ts";
 
-export const WEBHOOK_CONFIGURATION_NAME = "classcache-webhook";
-export const FIELD_MANAGER = "classcache-operator";
-/** Pods carrying this label (any value: the ClassCache's name) are sent to the webhook. */
-export const INJECT_LABEL = "classcache.dev/inject";
+export const WEBHOOK_CONFIGURATION_NAME = NAMES.webhook;
 export const POD_WEBHOOK = "pods.classcache.dev";
 export const CLASSCACHE_WEBHOOK = "classcaches.classcache.dev";
 /** cert-manager's cainjector fills caBundle from this Certificate ("<namespace>/<name>"). */

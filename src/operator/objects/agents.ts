@@ -13,7 +13,7 @@ import {
   STORE_ROOT,
   SYSTEM_NAMESPACE,
 } from "../constants.ts";
-import { fieldEnv, lockedDown, objectLabels, selectorLabels, type Built } from "./meta.ts";
+import { fieldEnv, lockedDown, objectLabels, selectorLabels, systemSecret, type Built } from "./meta.ts";
 
 /** Owner read-only: the agent runs as root, nobody else in the pod needs these files. */
 const SECRET_MODE = 0o400;
@@ -157,24 +157,12 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
  * the build tokens of build Jobs are derived from (one per ref, see buildToken).
  */
 export function agentTokenSecret(token: string, buildKey: string): Built {
-  return {
-    apiVersion: "v1",
-    kind: "Secret",
-    metadata: { name: NAMES.agentToken, namespace: SYSTEM_NAMESPACE, labels: objectLabels(COMPONENTS.agent) },
-    type: "Opaque",
-    stringData: { [SECRET_KEYS.token]: token, [SECRET_KEYS.buildKey]: buildKey },
-  };
+  return systemSecret(NAMES.agentToken, COMPONENTS.agent, { [SECRET_KEYS.token]: token, [SECRET_KEYS.buildKey]: buildKey });
 }
 
 /** The Ed25519 key pair manifests are signed with. Only the agents mount the private half. */
 export function signingKeySecret(pem: string, pub: string): Built {
-  return {
-    apiVersion: "v1",
-    kind: "Secret",
-    metadata: { name: NAMES.signingKey, namespace: SYSTEM_NAMESPACE, labels: objectLabels(COMPONENTS.agent) },
-    type: "Opaque",
-    stringData: { [SECRET_KEYS.signingKey]: pem, [SECRET_KEYS.trust]: pub },
-  };
+  return systemSecret(NAMES.signingKey, COMPONENTS.agent, { [SECRET_KEYS.signingKey]: pem, [SECRET_KEYS.trust]: pub });
 }
 
 /** The public key, readable by anyone who verifies manifests (agents, `classcache stats`). */

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { ApiError } from "../../kube/errors.ts";
-import { ConfigMaps, DaemonSets, Deployments, Namespaces, resourceType, Secrets, Services, type ResourceType } from "../../kube/resource.ts";
+import { ConfigMaps, DaemonSets, Deployments, Jobs, Namespaces, NetworkPolicies, Secrets, Services, StatefulSets, type ResourceType } from "../../kube/resource.ts";
 import { startKubeTestEnv, type KubeTestEnv } from "../../kube/testing/env.ts";
 import type { KubeObject } from "../../kube/types.ts";
 import { FIELD_MANAGER, SYSTEM_NAMESPACE } from "../constants.ts";
@@ -16,9 +16,6 @@ import { classCacheOwner, type Built, type PodTemplate } from "./meta.ts";
 import { networkPolicies } from "./networkpolicy.ts";
 import { buildInput, REF, workloadTemplate } from "./testing.ts";
 
-const StatefulSets = resourceType("apps/v1", "StatefulSet", "statefulsets");
-const Jobs = resourceType("batch/v1", "Job", "jobs");
-const NetworkPolicies = resourceType("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies");
 
 const TYPES: Record<string, ResourceType> = {
   Namespace: Namespaces,

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { COMPONENTS, NAMES, PORTS, SECRET_KEYS, SYSTEM_NAMESPACE } from "../constants.ts";
-import { lockedDown, objectLabels, secretEnv, selectorLabels, type Built } from "./meta.ts";
+import { lockedDown, objectLabels, secretEnv, selectorLabels, systemSecret, type Built } from "./meta.ts";
 
 /** The CRD's default for spec.valkey.image. */
 export const DEFAULT_DIRECTORY_IMAGE = "valkey/valkey:7.2-alpine";
@@ -13,19 +13,13 @@ const VALKEY_UID = 999;
 const VALKEY_GID = 1000;
 const DATA_DIR = "/data";
 
-/** 32 random bytes, base64url: URL-safe, so it goes into redis://:<password>@host unescaped. */
+/** 32 random bytes, base64url: safe in a file, an environment variable and a redis:// URL alike. */
 export function generatePassword(): string {
   return randomBytes(32).toString("base64url");
 }
 
 export function directorySecret(password: string): Built {
-  return {
-    apiVersion: "v1",
-    kind: "Secret",
-    metadata: { name: NAMES.directorySecret, namespace: SYSTEM_NAMESPACE, labels: objectLabels(COMPONENTS.directory) },
-    type: "Opaque",
-    stringData: { [SECRET_KEYS.password]: password },
-  };
+  return systemSecret(NAMES.directorySecret, COMPONENTS.directory, { [SECRET_KEYS.password]: password });
 }
 
 export function directoryService(): Built {

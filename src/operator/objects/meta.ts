@@ -3,8 +3,9 @@
  * selectors, owner references and the locked-down security context of the operator's own pods.
  * Builders are pure: input in, plain JSON out, ready for server-side apply.
  */
-import { COMPONENT_LABEL, type COMPONENTS, FIELD_MANAGER, MANAGED_BY_LABEL, PART_OF } from "../constants.ts";
+import { COMPONENT_LABEL, type COMPONENTS, FIELD_MANAGER, MANAGED_BY_LABEL, PART_OF, SYSTEM_NAMESPACE } from "../constants.ts";
 import type { KubeObject, OwnerReference } from "../../kube/types.ts";
+import { API_VERSION, KIND } from "../api/v1.ts";
 
 export type Component = (typeof COMPONENTS)[keyof typeof COMPONENTS];
 
@@ -63,9 +64,6 @@ export interface ClassCacheRef {
   uid: string;
 }
 
-export const CLASSCACHE_API_VERSION = "classcache.dev/v1";
-export const CLASSCACHE_KIND = "ClassCache";
-
 /** The labels a controller selects by: stable for the object's life (a selector is immutable). */
 export function selectorLabels(component: Component): Record<string, string> {
   return { ...PART_OF, [COMPONENT_LABEL]: component };
@@ -77,7 +75,7 @@ export function objectLabels(component: Component, extra: Record<string, string>
 
 /** Makes the ClassCache the controller of a dependent: deleting it deletes the dependent. */
 export function classCacheOwner(cc: ClassCacheRef): OwnerReference {
-  return { apiVersion: CLASSCACHE_API_VERSION, kind: CLASSCACHE_KIND, name: cc.name, uid: cc.uid, controller: true, blockOwnerDeletion: true };
+  return { apiVersion: API_VERSION, kind: KIND, name: cc.name, uid: cc.uid, controller: true, blockOwnerDeletion: true };
 }
 
 /**
@@ -96,6 +94,11 @@ export function lockedDown(user: { runAsUser: number; runAsGroup?: number }): Re
     capabilities: { drop: ["ALL"] },
     seccompProfile: { type: "RuntimeDefault" },
   };
+}
+
+/** An Opaque Secret of the system namespace, labelled for the component that uses it. */
+export function systemSecret(name: string, component: Component, stringData: Record<string, string>): Built {
+  return { apiVersion: "v1", kind: "Secret", metadata: { name, namespace: SYSTEM_NAMESPACE, labels: objectLabels(component) }, type: "Opaque", stringData };
 }
 
 export function secretEnv(name: string, secretName: string, key: string): EnvVar {
