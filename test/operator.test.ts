@@ -63,13 +63,20 @@ describe("the operator against a real API server, directory and webhook", () => 
   const getCc = (ns: string, name: string) => client.get<ClassCache>(ClassCaches, name, { namespace: ns });
   const getDeploy = (ns: string, name: string) => client.get<Workload>(Deployments, name, { namespace: ns });
 
-  it("creates the managed directory and the node agents for a ClassCache with the original's defaults, and says the directory is not reachable yet", async () => {
+  it("creates the managed directory and the node agents for a ClassCache with the original's defaults, and says the directory is not reachable yet", async (t) => {
+    // The later cases use an external directory, which only one managed-directory ClassCache can block:
+    // whatever happens here, it must be gone before they run.
+    t.after(async () => {
+      await client.delete(ClassCaches, "legacy", { namespace: "legacy" }).catch(() => undefined);
+      await until("the legacy ClassCache is gone", () => getCc("legacy", "legacy").then(() => false, (e: unknown) => e instanceof ApiError && e.status === 404));
+    });
     await client.create(Deployments, deployment("legacy", "legacy", JAVA_LAUNCH), { namespace: "legacy" });
     await client.create(ClassCaches, classCache("legacy", "legacy", { workloadRef: { name: "legacy" }, profile: "scouter", agent: { image: "registry.example/scouter:2.21" } }), { namespace: "legacy" });
     const sts = await until("the directory StatefulSet", () => client.get<KubeObject & { spec: { template: { spec: { containers: { args?: string[]; command?: string[] }[] } } } }>(StatefulSets, "classcache-directory", { namespace: SYSTEM_NAMESPACE }));
     assert.match(JSON.stringify(sts.spec.template.spec.containers[0]), /--appendonly/);
     await client.get(Secrets, "classcache-directory-auth", { namespace: SYSTEM_NAMESPACE });
-    const ds = await client.get<KubeObject & { spec: { template: { spec: { volumes: { hostPath?: { path: string } }[] } } } }>(DaemonSets, "classcache-agent", { namespace: SYSTEM_NAMESPACE });
+    // The shared parts are applied one after another: the agents come after the directory.
+    const ds = await until("the agent DaemonSet", () => client.get<KubeObject & { spec: { template: { spec: { volumes: { hostPath?: { path: string } }[] } } } }>(DaemonSets, "classcache-agent", { namespace: SYSTEM_NAMESPACE }));
     assert.deepEqual(ds.spec.template.spec.volumes.filter((v) => v.hostPath).map((v) => v.hostPath!.path), ["/var/lib/classcache"], "the only host path is the fixed store");
     const nps = await client.list(NetworkPolicies, { namespace: SYSTEM_NAMESPACE });
     assert.ok(nps.items.length >= 3, "network policies around the directory and the agents");
@@ -176,10 +183,12 @@ describe("the operator against a real API server, directory and webhook", () => 
     const clean = deployment("shop", "shop", JAVA_LAUNCH);
     await client.update(Deployments, { ...clean, metadata: { ...clean.metadata, resourceVersion: d.metadata.resourceVersion } }, { namespace: "shop" });
     await until("re-patched", async () => (await getDeploy("shop", "shop")).spec.template.spec.initContainers?.some((c) => c.name === "classcache-init"));
-    const again = await getDeploy("shop", "shop");
-    const bumped = structuredClone(again);
-    bumped.spec.template.spec.containers[0]!.image = "registry.example/shop:1.1";
-    await client.update(Deployments, bumped, { namespace: "shop" });
+    // A new image, written the way a user would: read, change, write, again on a conflict.
+    await until("the new image written", async () => {
+      const bumped = await getDeploy("shop", "shop");
+      bumped.spec.template.spec.containers[0]!.image = "registry.example/shop:1.1";
+      return client.update(Deployments, bumped, { namespace: "shop" }).then(() => true);
+    });
     // spec.app.image pins the image for the original's resources; without it the pod's image decides.
     const cc = await getCc("shop", "shop");
     await client.patch(ClassCaches, "shop", { spec: { app: { image: "registry.example/shop:1.1" } } }, { type: "merge", namespace: "shop" });
