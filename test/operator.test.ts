@@ -252,6 +252,22 @@ describe("the operator against a real API server, directory and webhook", () => 
     assert.match(err.message, /otel|scouter|pinpoint/);
   });
 
+  it("serves its reconciles, work queue, admissions and ClassCaches on /metrics, and is ready", async () => {
+    const base = `http://127.0.0.1:${await op.health.listening()}`;
+    const ready = await fetch(`${base}/readyz`);
+    assert.equal(ready.status, 200, await ready.text());
+    const text = await (await fetch(`${base}/metrics`)).text();
+    const value = (series: RegExp): number => text.split("\n").filter((l) => series.test(l)).reduce((a, l) => a + Number(l.split(" ").pop()), 0);
+    assert.ok(value(/^classcache_controller_reconcile_total\{controller="classcache",result="(success|requeue_after)"\}/) > 0, "reconciles counted");
+    assert.ok(value(/^classcache_controller_reconcile_time_seconds_count\{controller="classcache"\}/) > 0);
+    assert.match(text, /^classcache_workqueue_depth\{name="classcache"\} \d+$/m);
+    assert.match(text, /^classcache_leader_election_master_status\{name="classcache-operator"\} 1$/m);
+    assert.ok(value(/^classcache_webhook_requests_total\{webhook="mutate-pods",outcome="patched"\}/) >= 1, "the Pod patched over TLS in Webhook mode");
+    assert.ok(value(/^classcache_webhook_requests_total\{webhook="validate-classcaches",outcome="denied"\}/) >= 1, "the ClassCache refused above");
+    const listed = (await client.list<ClassCache>(ClassCaches)).items.length;
+    assert.equal(value(/^classcache_classcaches\{phase="[A-Za-z]+"\}/), listed, "every ClassCache counted once, by phase");
+  });
+
   it("on deletion puts the workload back exactly as it was and removes the ref from the directory", async () => {
     const ref = (await getCc("shop", "shop")).status!.ref!;
     await client.delete(ClassCaches, "shop", { namespace: "shop" });

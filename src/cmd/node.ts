@@ -9,6 +9,7 @@ import { createApiServer, createSocketServer, Wants } from "../node/api.ts";
 import { NodeMetrics } from "../node/metrics.ts";
 import { createPeerServer, type BlobSource } from "../p2p/server.ts";
 import { ClasscacheError, usageError } from "../runtime/errors.ts";
+import { HealthServer } from "../runtime/health.ts";
 import { createLogger } from "../runtime/log.ts";
 import { LocalStore } from "../store/store.ts";
 import { parse, type Command } from "./command.ts";
@@ -33,6 +34,8 @@ builds archives on request, and heartbeats what it holds to the directory.
   --listen <host:port>     peer server (default 0.0.0.0:7071)
   --advertise <url>        how peers reach this node (default http://<listen>)
   --api <host:port>        local API for the node's workloads and tools (default 127.0.0.1:7072)
+  --metrics <host:port>    also serve /metrics, /healthz and /readyz here, apart from the peer port
+                           (which needs the token for archives), so Prometheus can be let in alone
   --socket <path>          Unix socket where pods ask for their ref (default <store>/run/agent.sock)
   --build-key-file <file>  the key build tokens are derived from: lets build Jobs on this node
                            upload their builds over the socket (needs --signing-key)
@@ -101,6 +104,7 @@ export const nodeCommand: Command = {
       listen: { type: "string", default: "0.0.0.0:7071" },
       advertise: { type: "string" },
       api: { type: "string", default: "127.0.0.1:7072" },
+      metrics: { type: "string" },
       socket: { type: "string" },
       "build-key-file": { type: "string" },
       "upload-cap": { type: "string", default: "4" },
@@ -129,6 +133,7 @@ export const nodeCommand: Command = {
     const directory = openDirectory(directoryAt, { token, log });
     const listenAt = hostPort(values.listen, "--listen");
     const apiAt = hostPort(values.api, "--api");
+    const metricsAt = values.metrics ? hostPort(values.metrics, "--metrics") : undefined;
     const metrics = new NodeMetrics();
     const agent = new NodeAgent({
       node: values.name!,
@@ -173,6 +178,14 @@ export const nodeCommand: Command = {
     await listen(peer, listenAt, "peer server");
     await listen(api, apiAt, "local API");
     await listenSocket(socketServer, socketPath);
+    const stopMetrics = new AbortController();
+    const metricsServer = metricsAt
+      ? new HealthServer({ port: metricsAt.port, host: metricsAt.host, logger: log, metrics: metrics.peer.registry })
+          .addHealthCheck("ping", () => true)
+          .addReadyCheck("directory", () => directory.ping())
+      : undefined;
+    const metricsDone = metricsServer?.start(stopMetrics.signal);
+    if (metricsServer) await Promise.race([metricsServer.listening(), metricsDone]);
     log.info("node agent started", { store: store.dir, directory: redact(values.directory!), peer: values.listen, api: values.api, builder: signer !== undefined });
     const quota = Number(values.quota);
     const heartbeat = setInterval(() => {
@@ -201,7 +214,8 @@ export const nodeCommand: Command = {
     clearInterval(gc);
     await agent.withdrawAll();
     peer.closeAllConnections();
-    await Promise.all([new Promise((r) => peer.close(r)), new Promise((r) => api.close(r)), new Promise((r) => socketServer.close(r))]);
+    stopMetrics.abort();
+    await Promise.all([new Promise((r) => peer.close(r)), new Promise((r) => api.close(r)), new Promise((r) => socketServer.close(r)), metricsDone]);
     api.closeAllConnections();
     await directory.close();
     return 0;

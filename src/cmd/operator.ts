@@ -22,6 +22,7 @@ outside one, give --kubeconfig and --webhook-url (the API server must reach this
   --webhook-host <addr>      webhook listen address (default 0.0.0.0)
   --webhook-url <url>        how the API server reaches the webhook, e.g. https://127.0.0.1:9443
                              (default: the Service classcache-webhook in classcache-system)
+  --metrics-port <n>         plain-HTTP port of /metrics, /healthz and /readyz (default 8080)
   --webhook-cert-dir <dir>   tls.crt/tls.key/ca.crt from cert-manager instead of self-managed certificates
   --directory-addr <h:p>     reach the managed directory here (outside the cluster its Service does not resolve)
   --allow-cluster-sharing    let ClassCaches with sharing: Cluster share archives across namespaces
@@ -41,6 +42,7 @@ export const operatorCommand: Command = {
       image: { type: "string", default: `ghcr.io/classcache/classcache:${CLASSCACHE_VERSION}` },
       "webhook-port": { type: "string", default: "9443" },
       "webhook-host": { type: "string" },
+      "metrics-port": { type: "string", default: "8080" },
       "webhook-url": { type: "string" },
       "webhook-cert-dir": { type: "string" },
       "directory-addr": { type: "string" },
@@ -50,6 +52,8 @@ export const operatorCommand: Command = {
     });
     const port = Number(values["webhook-port"]);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw usageError(`--webhook-port ${values["webhook-port"]} is not a port number`);
+    const metricsPort = Number(values["metrics-port"]);
+    if (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535) throw usageError(`--metrics-port ${values["metrics-port"]} is not a port number`);
     let webhookUrl: URL | undefined;
     if (values["webhook-url"]) {
       try {
@@ -67,6 +71,7 @@ export const operatorCommand: Command = {
       log,
       image: values.image,
       webhookPort: port,
+      metricsPort,
       ...(values["webhook-host"] ? { webhookHost: values["webhook-host"] } : {}),
       ...(webhookUrl ? { webhookTarget: { url: webhookUrl.origin } } : {}),
       ...(ip ? { webhookIps: ip } : {}),

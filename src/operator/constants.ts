@@ -41,7 +41,8 @@ export const NAMES = {
   webhook: "classcache-webhook",
 } as const;
 
-export const PORTS = { directory: 6379, peer: 7071, api: 7072, webhook: 9443 } as const;
+/** metrics: the plain-HTTP /metrics, /healthz, /readyz of the operator and of each agent. */
+export const PORTS = { directory: 6379, peer: 7071, api: 7072, metrics: 8080, webhook: 9443 } as const;
 
 /**
  * app.kubernetes.io/component of the pods the operator runs. With PART_OF they are the pod

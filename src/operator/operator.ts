@@ -5,6 +5,7 @@
  * starts and stops them as a group.
  */
 import { hostname } from "node:os";
+import { Gauge, Registry } from "prom-client";
 import type { TrustStore } from "../archive/signing.ts";
 import type { Directory } from "../directory/directory.ts";
 import { openDirectory } from "../directory/open.ts";
@@ -12,10 +13,12 @@ import type { KubeClient } from "../kube/client.ts";
 import { Jobs } from "../kube/resource.ts";
 import { EventRecorder } from "../kube/events.ts";
 import type { KubeObject } from "../kube/types.ts";
+import { HealthServer } from "../runtime/health.ts";
 import type { Logger } from "../runtime/log.ts";
 import { aborted } from "../runtime/runnable.ts";
 import { SelfManagedCerts, type CertSource } from "../webhook/certs.ts";
 import { WebhookRegistrar, type WebhookTarget } from "../webhook/configuration.ts";
+import { WebhookMetrics } from "../webhook/metrics.ts";
 import { WebhookServer, type MutatePod } from "../webhook/server.ts";
 import { ClassCaches, resolveSpec, validateClassCache, type ClassCache } from "./api/v1.ts";
 import { ClassCacheReconciler, injectionFor, WORKLOAD_TYPES, type Workload } from "./classcache.ts";
@@ -26,6 +29,7 @@ import { Controller, toControllerOwner, watchSecondary } from "./runtime/control
 import { Informer } from "./runtime/informer.ts";
 import { LeaderElector } from "./runtime/leader.ts";
 import { Manager } from "./runtime/manager.ts";
+import { ControllerMetrics } from "./runtime/metrics.ts";
 
 export interface OperatorOptions {
   client: KubeClient;
@@ -36,6 +40,9 @@ export interface OperatorOptions {
   webhookTarget?: WebhookTarget;
   webhookPort?: number;
   webhookHost?: string;
+  /** Plain-HTTP port of /healthz, /readyz and /metrics (0 picks a free one; default 8080). */
+  metricsPort?: number;
+  metricsHost?: string;
   /** Certificates from elsewhere (cert-manager); default: self-managed in a Secret. */
   certs?: CertSource;
   /** Extra IPs for the self-managed serving certificate (127.0.0.1 outside the cluster). */
@@ -54,6 +61,9 @@ export interface Operator {
   webhook: WebhookServer;
   registrar: WebhookRegistrar;
   reconciler: ClassCacheReconciler;
+  /** /healthz, /readyz and /metrics: every replica serves them. */
+  health: HealthServer;
+  metrics: Registry;
 }
 
 export function createOperator(o: OperatorOptions): Operator {
@@ -91,6 +101,10 @@ export function createOperator(o: OperatorOptions): Operator {
     return cluster;
   };
 
+  const metrics = new Registry();
+  const controllerMetrics = new ControllerMetrics(metrics);
+  classCacheMetrics(metrics, () => classCaches.list());
+
   const reconciler = new ClassCacheReconciler({ client, classCaches, workloads, jobs, events, log, image: o.image, directory, allowClusterSharing: o.allowClusterSharing === true, ...(o.pollMs ? { pollMs: o.pollMs, readyPollMs: o.pollMs } : {}) });
   const controller = new Controller<ClassCache>({
     name: "classcache",
@@ -101,6 +115,7 @@ export function createOperator(o: OperatorOptions): Operator {
     ],
     reconcile: (key, signal) => reconciler.reconcile(key, signal),
     logger: log,
+    metrics: controllerMetrics,
   });
 
   const mutatePod: MutatePod = async (pod) => {
@@ -123,7 +138,7 @@ export function createOperator(o: OperatorOptions): Operator {
   const certs =
     o.certs ??
     new SelfManagedCerts({ client, namespace: SYSTEM_NAMESPACE, service: { name: NAMES.webhook, namespace: SYSTEM_NAMESPACE }, ...(o.webhookIps ? { extraIps: o.webhookIps } : {}), logger: log });
-  const webhook = new WebhookServer({ certs, mutatePod: mutate, validate: validateClassCache, logger: log, ...(o.webhookPort !== undefined ? { port: o.webhookPort } : {}), ...(o.webhookHost ? { host: o.webhookHost } : {}) });
+  const webhook = new WebhookServer({ certs, mutatePod: mutate, validate: validateClassCache, logger: log, metrics: new WebhookMetrics(metrics), ...(o.webhookPort !== undefined ? { port: o.webhookPort } : {}), ...(o.webhookHost ? { host: o.webhookHost } : {}) });
   const registrar = new WebhookRegistrar({
     client,
     certs,
@@ -132,10 +147,20 @@ export function createOperator(o: OperatorOptions): Operator {
     target: o.webhookTarget ?? { service: { namespace: SYSTEM_NAMESPACE, name: NAMES.webhook } },
   });
 
-  const manager = new Manager({
-    logger: log,
-    ...(o.leaderElection === false ? {} : { leaderElection: new LeaderElector({ client, namespace: SYSTEM_NAMESPACE, name: "classcache-operator", identity, logger: log }) }),
-  });
+  const elector = o.leaderElection === false ? undefined : new LeaderElector({ client, namespace: SYSTEM_NAMESPACE, name: "classcache-operator", identity, logger: log });
+  controllerMetrics.watchLeader("classcache-operator", () => elector?.isLeader() ?? true);
+  const manager = new Manager({ logger: log, ...(elector ? { leaderElection: elector } : {}) });
+  // Ready once this replica can answer admission requests: the Service sends them to ready pods only.
+  const health = new HealthServer({ port: o.metricsPort ?? 8080, ...(o.metricsHost ? { host: o.metricsHost } : {}), logger: log, metrics })
+    .addHealthCheck("ping", () => true)
+    .addReadyCheck("webhook", () => {
+      if (!webhook.ready()) throw new Error("no serving certificate yet");
+    })
+    .addReadyCheck("informers", () => {
+      const pending = [classCaches, ...Object.values(workloads), jobs].filter((i) => !i.hasSynced()).map((i) => i.name);
+      if (pending.length) throw new Error(`not synced: ${pending.join(", ")}`);
+    });
+  manager.add(health, { needLeaderElection: false });
   for (const inf of [classCaches, ...Object.values(workloads), jobs]) manager.add(inf, { needLeaderElection: false });
   manager.add(certs, { needLeaderElection: false });
   manager.add(webhook, { needLeaderElection: false });
@@ -152,5 +177,35 @@ export function createOperator(o: OperatorOptions): Operator {
     },
     { needLeaderElection: false },
   );
-  return { manager, webhook, registrar, reconciler };
+  return { manager, webhook, registrar, reconciler, health, metrics };
+}
+
+/**
+ * What a platform team alerts on, read from the informer's cache when scraped: ClassCaches by
+ * phase, and the hit rate each workload's running JVMs get (status.workloadHitRate).
+ */
+function classCacheMetrics(registry: Registry, list: () => ClassCache[]): void {
+  new Gauge({
+    name: "classcache_classcaches",
+    help: "ClassCache resources, by status.phase.",
+    labelNames: ["phase"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const cc of list()) this.inc({ phase: cc.status?.phase ?? "Pending" });
+    },
+  });
+  new Gauge({
+    name: "classcache_workload_hit_ratio",
+    help: "Share of classes the workload's running JVMs loaded from the archive (status.workloadHitRate).",
+    labelNames: ["namespace", "classcache"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const cc of list()) {
+        const rate = cc.status?.workloadHitRate;
+        if (rate !== undefined) this.set({ namespace: cc.metadata.namespace ?? "", classcache: cc.metadata.name ?? "" }, rate);
+      }
+    },
+  });
 }

@@ -47,6 +47,7 @@ export class Agent {
       "--store", spec.store,
       "--listen", `${spec.address}:7071`,
       "--api", `${spec.address}:7072`,
+      "--metrics", `${spec.address}:7073`,
       "--directory", spec.directory,
       "--token-file", spec.tokenFile,
       "--trust", spec.trust,
@@ -67,12 +68,17 @@ export class Agent {
     return `http://${this.spec.address}:7071`;
   }
 
+  /** /metrics, /healthz and /readyz: the port a cluster opens to Prometheus. */
+  get metricsUrl(): string {
+    return `http://${this.spec.address}:7073`;
+  }
+
   async ready(ms = 30_000): Promise<void> {
     const until = Date.now() + ms;
     while (Date.now() < until) {
       if (this.child.exitCode !== null) throw new Error(`${this.spec.name} exited with ${this.child.exitCode}:\n${await this.logs()}`);
       try {
-        if ((await fetch(`${this.peer}/healthz`)).ok) return;
+        if ((await fetch(`${this.metricsUrl}/healthz`)).ok) return;
       } catch {
         /* not yet */
       }
@@ -97,7 +103,7 @@ export class Agent {
 
   /** The value of a Prometheus counter or gauge (summed over labels) from /metrics. */
   async metric(name: string): Promise<number> {
-    const text = await (await fetch(`${this.peer}/metrics`)).text();
+    const text = await (await fetch(`${this.metricsUrl}/metrics`)).text();
     return text
       .split("\n")
       .filter((l) => l.startsWith(name) && /^[\w]+(\{[^}]*\})? /.test(l) && l.split(/[{ ]/)[0] === name)

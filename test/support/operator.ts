@@ -54,6 +54,8 @@ export async function startOperatorCluster(name: string, namespaces: string[]): 
     webhookHost: "127.0.0.1",
     webhookTarget: { url: `https://127.0.0.1:${port}` },
     webhookIps: ["127.0.0.1"],
+    metricsPort: 0,
+    metricsHost: "127.0.0.1",
     leaderElection: false,
     pollMs: 500,
   });

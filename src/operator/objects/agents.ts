@@ -79,6 +79,8 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
     "--advertise", `http://$(POD_IP):${PORTS.peer}`,
     // Loopback of the agent's own pod: workloads talk to the agent through the socket in the store.
     "--api", `127.0.0.1:${PORTS.api}`,
+    // Probes and Prometheus: a port of its own, which the NetworkPolicies open to every source.
+    "--metrics", `0.0.0.0:${PORTS.metrics}`,
     "--log-format", "json",
   ];
   return {
@@ -90,7 +92,7 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
       // maxSurge 0: two agents on one node would both write the store.
       updateStrategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: "10%", maxSurge: 0 } },
       template: {
-        metadata: { labels },
+        metadata: { labels, annotations: { "prometheus.io/scrape": "true", "prometheus.io/port": String(PORTS.metrics) } },
         spec: {
           serviceAccountName: AGENT_SERVICE_ACCOUNT,
           // The agent never calls the API server: its zone comes from the downward API, its
@@ -115,9 +117,12 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
                 fieldEnv("POD_IP", "status.podIP"),
                 fieldEnv("NODE_ZONE", `metadata.labels['${ZONE_LABEL}']`),
               ],
-              ports: [{ name: "peer", containerPort: PORTS.peer, protocol: "TCP" }],
-              readinessProbe: { httpGet: { path: "/readyz", port: "peer" }, periodSeconds: 10, timeoutSeconds: 3, failureThreshold: 3 },
-              livenessProbe: { httpGet: { path: "/healthz", port: "peer" }, initialDelaySeconds: 10, periodSeconds: 20, timeoutSeconds: 5, failureThreshold: 3 },
+              ports: [
+                { name: "peer", containerPort: PORTS.peer, protocol: "TCP" },
+                { name: "metrics", containerPort: PORTS.metrics, protocol: "TCP" },
+              ],
+              readinessProbe: { httpGet: { path: "/readyz", port: "metrics" }, periodSeconds: 10, timeoutSeconds: 3, failureThreshold: 3 },
+              livenessProbe: { httpGet: { path: "/healthz", port: "metrics" }, initialDelaySeconds: 10, periodSeconds: 20, timeoutSeconds: 5, failureThreshold: 3 },
               resources: { requests: { cpu: "50m", memory: "128Mi" }, limits: { memory: "512Mi" } },
               // Root, because the store on the host belongs to root; but no capability at all:
               // root without CAP_DAC_OVERRIDE writes only what root owns, i.e. the store.

@@ -3,7 +3,7 @@
  * ingress is restricted; the agents and the operator reach out to the directory, to each other and
  * to the API server, whose addresses a policy cannot name portably.
  */
-import { COMPONENTS, FIELD_MANAGER, MANAGED_BY_LABEL, PART_OF, PORTS, SYSTEM_NAMESPACE } from "../constants.ts";
+import { COMPONENT_LABEL, COMPONENTS, FIELD_MANAGER, MANAGED_BY_LABEL, PART_OF, PORTS, SYSTEM_NAMESPACE } from "../constants.ts";
 import { objectLabels, selectorLabels, type Built, type Component } from "./meta.ts";
 
 function policy(name: string, component: Component | undefined, ingress: unknown[]): Built {
@@ -51,6 +51,16 @@ export function webhookIngress(): Built {
   return policy("classcache-webhook", COMPONENTS.operator, [{ ports: tcp(PORTS.webhook) }]);
 }
 
+/**
+ * Prometheus runs wherever the cluster's monitoring does, so the metrics port of the agents and the
+ * operator is open to every source. It serves /metrics and the probes only: no archive, no secret.
+ */
+export function metricsIngress(): Built {
+  const p = policy("classcache-metrics", undefined, [{ ports: tcp(PORTS.metrics) }]);
+  const podSelector = { matchLabels: PART_OF, matchExpressions: [{ key: COMPONENT_LABEL, operator: "In", values: [COMPONENTS.agent, COMPONENTS.operator] }] };
+  return { ...p, spec: { ...(p.spec as object), podSelector } };
+}
+
 export function networkPolicies(): Built[] {
-  return [defaultDenyIngress(), directoryIngress(), agentsIngress(), webhookIngress()];
+  return [defaultDenyIngress(), directoryIngress(), agentsIngress(), webhookIngress(), metricsIngress()];
 }

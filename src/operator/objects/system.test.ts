@@ -154,4 +154,11 @@ void describe("networkPolicies", () => {
     assert.equal(wh.ingress[0]?.from, undefined);
     assert.deepEqual(wh.ingress[0]?.ports, [{ protocol: "TCP", port: PORTS.webhook }]);
   });
+
+  void it("lets any source scrape the metrics port of agents and the operator, and no other port", () => {
+    const m = byName("classcache-metrics") as unknown as { podSelector: { matchExpressions: { values: string[] }[] }; ingress: Rule[] };
+    assert.deepEqual(m.podSelector.matchExpressions[0]?.values, ["agent", "operator"]);
+    assert.deepEqual(m.ingress, [{ ports: [{ protocol: "TCP", port: PORTS.metrics }] }]);
+    assert.notEqual(PORTS.metrics, PORTS.peer, "the peer port, which serves archives, stays closed to all but agents");
+  });
 });

@@ -14,6 +14,7 @@ import type { Logger } from "../../runtime/log.ts";
 import type { Runnable } from "../../runtime/runnable.ts";
 import { realClock, timeoutSignal, type Clock } from "./clock.ts";
 import type { EventHandler, Informer } from "./informer.ts";
+import type { ControllerMetrics, ReconcileResult } from "./metrics.ts";
 import { TerminalError, type Reconciler, type Result } from "./reconcile.ts";
 import { ExponentialBackoffRateLimiter, WorkQueue, type RateLimiter } from "./workqueue.ts";
 
@@ -52,6 +53,7 @@ export interface ControllerOptions<P extends KubeObject> {
   cacheSyncTimeoutMs?: number;
   logger: Logger;
   clock?: Clock;
+  metrics?: ControllerMetrics;
 }
 
 export class Controller<P extends KubeObject = KubeObject> implements Runnable {
@@ -71,6 +73,7 @@ export class Controller<P extends KubeObject = KubeObject> implements Runnable {
       clock: this.#clock,
       rateLimiter: opts.rateLimiter ?? new ExponentialBackoffRateLimiter<string>(),
     });
+    opts.metrics?.watchQueue(opts.name, () => this.queue.length);
   }
 
   /** Runs until `signal` aborts: in-flight reconciles get the aborted signal and are awaited. Once only. */
@@ -145,6 +148,11 @@ export class Controller<P extends KubeObject = KubeObject> implements Runnable {
 
   async #reconcileOne(key: string, signal: AbortSignal): Promise<void> {
     const started = this.#clock.now();
+    const metrics = this.#opts.metrics;
+    const record = (result: ReconcileResult): void => {
+      metrics?.reconciles.inc({ controller: this.#opts.name, result });
+      metrics?.reconcileSeconds.observe({ controller: this.#opts.name }, (this.#clock.now() - started) / 1000);
+    };
     let result: Result | void;
     try {
       result = await this.#opts.reconcile(key, signal);
@@ -152,16 +160,20 @@ export class Controller<P extends KubeObject = KubeObject> implements Runnable {
       if (signal.aborted) return; // stopping; whoever runs next reconciles everything anyway
       const error = err instanceof Error ? err.message : String(err);
       if (err instanceof TerminalError) {
+        record("terminal_error");
         this.queue.forget(key);
         this.#log.error("reconcile failed; not retrying", { key, error });
         return;
       }
+      record("error");
+      metrics?.queueRetries.inc({ name: this.#opts.name });
       this.queue.addRateLimited(key);
       this.#log.warn("reconcile failed; retrying", { key, error, attempt: this.queue.numRequeues(key) });
       return;
     }
     this.queue.forget(key);
     const requeueAfter = result?.requeueAfter ?? 0;
+    record(requeueAfter > 0 ? "requeue_after" : "success");
     if (requeueAfter > 0) this.queue.addAfter(key, requeueAfter);
     this.#log.debug("reconciled", { key, ms: Math.round(this.#clock.now() - started), ...(requeueAfter > 0 ? { requeueAfter } : {}) });
   }

@@ -105,6 +105,11 @@ export class WorkQueue<T> {
     this.addAfter(item, this.#limiter.when(item));
   }
 
+  /** Items waiting to be handed out (not those being processed or delayed). */
+  get length(): number {
+    return this.#queue.length;
+  }
+
   forget(item: T): void {
     this.#limiter.forget(item);
   }

@@ -1,12 +1,15 @@
 /**
- * /healthz (liveness) and /readyz (readiness) for the kubelet's probes, in the format of the API
- * server's own: 200 "ok" or 500 with one "[+]name ok" / "[-]name failed: …" line per check.
+ * The plain-HTTP port of a long-running process (operator, node agent): /healthz (liveness) and
+ * /readyz (readiness) for the kubelet's probes, in the format of the API server's own — 200 "ok" or
+ * 500 with one "[+]name ok" / "[-]name failed: …" line per check — and /metrics for Prometheus
+ * when a registry is given. Nothing else is served here, so the port can be opened to any scraper.
  * A check returns normally when fine and throws (or returns false) when not.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { Logger } from "../../runtime/log.ts";
-import type { Runnable } from "../../runtime/runnable.ts";
+import type { Registry } from "prom-client";
+import type { Logger } from "./log.ts";
+import type { Runnable } from "./runnable.ts";
 
 export type Check = () => boolean | void | Promise<boolean | void>;
 
@@ -15,6 +18,8 @@ export interface HealthServerOptions {
   port: number;
   host?: string;
   logger: Logger;
+  /** Served as /metrics (Prometheus text); without it /metrics is 404. */
+  metrics?: Registry;
 }
 
 export class HealthServer implements Runnable {
@@ -61,6 +66,15 @@ export class HealthServer implements Runnable {
 
   async #serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? "/", "http://x").pathname.replace(/\/+$/, "");
+    if (path === "/metrics" && this.#opts.metrics) {
+      try {
+        const body = await this.#opts.metrics.metrics();
+        res.writeHead(200, { "Content-Type": this.#opts.metrics.contentType }).end(body);
+      } catch (err) {
+        res.writeHead(500, { "Content-Type": "text/plain" }).end(`metrics failed: ${(err as Error)?.message ?? String(err)}\n`);
+      }
+      return;
+    }
     const checks = path === "/healthz" ? this.#checks.healthz : path === "/readyz" ? this.#checks.readyz : undefined;
     if (!checks) {
       res.writeHead(404, { "Content-Type": "text/plain" }).end("not found\n");

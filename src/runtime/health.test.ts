@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { discardLogger } from "../../runtime/log.ts";
+import { Counter, Registry } from "prom-client";
+import { discardLogger } from "./log.ts";
 import { HealthServer } from "./health.ts";
 
 void describe("HealthServer", () => {
@@ -30,5 +31,19 @@ void describe("HealthServer", () => {
     ctl.abort();
     await done;
     await assert.rejects(fetch(base + "/healthz"));
+  });
+
+  void it("serves the registry's metrics as Prometheus text", async () => {
+    const registry = new Registry();
+    new Counter({ name: "things_total", help: "Things.", registers: [registry] }).inc(3);
+    const server = new HealthServer({ port: 0, host: "127.0.0.1", logger: discardLogger, metrics: registry });
+    const ctl = new AbortController();
+    const done = server.start(ctl.signal);
+    const res = await fetch(`http://127.0.0.1:${await server.listening()}/metrics`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
+    assert.match(await res.text(), /^things_total 3$/m);
+    ctl.abort();
+    await done;
   });
 });
