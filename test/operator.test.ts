@@ -11,10 +11,10 @@ import { signBinding, signManifest, signerFromPem } from "../src/archive/signing
 import { ValkeyDirectory } from "../src/directory/valkey.ts";
 import type { KubeClient } from "../src/kube/client.ts";
 import { ApiError } from "../src/kube/errors.ts";
-import { DaemonSets, Deployments, Jobs, NetworkPolicies, Pods, Secrets, StatefulSets } from "../src/kube/resource.ts";
+import { DaemonSets, Deployments, Jobs, Namespaces, NetworkPolicies, Pods, Secrets, StatefulSets } from "../src/kube/resource.ts";
 import type { KubeObject } from "../src/kube/types.ts";
 import { ClassCaches, type ClassCache } from "../src/operator/api/v1.ts";
-import { ORIGINAL_LAUNCH_ANNOTATION, REF_ANNOTATION, SYSTEM_NAMESPACE } from "../src/operator/constants.ts";
+import { ORIGINAL_LAUNCH_ANNOTATION, POD_SECURITY_ENFORCE_LABEL, REF_ANNOTATION, SYSTEM_NAMESPACE } from "../src/operator/constants.ts";
 import type { PodSpec } from "../src/operator/inject.ts";
 import type { Operator } from "../src/operator/operator.ts";
 import type { RunningRedis } from "../src/testenv/redis.ts";
@@ -250,6 +250,37 @@ describe("the operator against a real API server, directory and webhook", () => 
     assert.ok(err instanceof ApiError, "refused");
     assert.match(err.message, /open-telemetry/);
     assert.match(err.message, /otel|scouter|pinpoint/);
+  });
+
+  it("leaves workloads as written where the namespace's Pod Security level would refuse patched pods, and patches once it allows them", async () => {
+    await client.create(Namespaces, { metadata: { name: "strict", labels: { [POD_SECURITY_ENFORCE_LABEL]: "baseline" } } });
+    // What the API server does to a patched pod there: the node store's hostPath is refused.
+    const patchedSpec = (await getDeploy("shop", "shop")).spec.template.spec;
+    const refused = await client.create(Pods, { metadata: { name: "patched", namespace: "strict" }, spec: patchedSpec }, { namespace: "strict" }).then(() => undefined, (e: unknown) => e);
+    assert.ok(refused instanceof ApiError && refused.status === 403, `the API server refuses it: ${String(refused)}`);
+    assert.match(refused.message, /violates PodSecurity "baseline.*hostPath/);
+
+    await client.create(Deployments, deployment("strict", "strict", JAVA_LAUNCH, { "classcache.dev/inject": "strict" }), { namespace: "strict" });
+    await client.create(ClassCaches, classCache("strict", "strict", { workloadRef: { name: "strict" }, valkey }), { namespace: "strict" });
+    const cc = await until("PodSecurityForbidsHostPath", async () => {
+      const c = await getCc("strict", "strict");
+      return condition(c, "WorkloadPatched")?.reason === "PodSecurityForbidsHostPath" && c;
+    });
+    assert.match(condition(cc, "WorkloadPatched")!.message, /enforces Pod Security "baseline".*enforce "privileged"/);
+    assert.equal((await getDeploy("strict", "strict")).spec.template.spec.initContainers, undefined, "the template stays as written");
+    assert.equal((await client.list(Jobs, { namespace: "strict" })).items.length, 0, "no build pod the API server would refuse");
+    // The webhook is not called for the namespace's pods: they start as written, and start at all.
+    const pod = await client.create<KubeObject & { spec: PodSpec }>(
+      Pods,
+      { metadata: { name: "strict-1", namespace: "strict", labels: { app: "strict", "classcache.dev/inject": "strict" } }, spec: { containers: [{ name: "app", image: "registry.example/shop:1.0", ...JAVA_LAUNCH }] } },
+      { namespace: "strict" },
+    );
+    assert.deepEqual(pod.spec.containers[0]!.command, JAVA_LAUNCH.command);
+
+    await client.patch(Namespaces, "strict", { metadata: { labels: { [POD_SECURITY_ENFORCE_LABEL]: "privileged" } } }, { type: "merge" });
+    await until("patched once the namespace allows it", async () => condition(await getCc("strict", "strict"), "WorkloadPatched")?.reason === "Patched");
+    assert.ok((await getDeploy("strict", "strict")).spec.template.spec.initContainers?.some((c) => c.name === "classcache-init"));
+    await until("its build Job", async () => (await client.list(Jobs, { namespace: "strict" })).items.length === 1);
   });
 
   it("serves its reconciles, work queue, admissions and ClassCaches on /metrics, and is ready", async () => {

@@ -16,7 +16,7 @@ import type { Logger } from "../runtime/log.ts";
 import type { Informer } from "./runtime/informer.ts";
 import type { Result } from "./runtime/reconcile.ts";
 import { ClassCaches, ConditionTypes, FINALIZER, Reasons, resolveSpec, type ArchiveStatus, type ClassCache, type ClassCacheStatus, type Condition, type ResolvedSpec } from "./api/v1.ts";
-import { FIELD_MANAGER, INJECT_LABEL, ORIGINAL_LAUNCH_ANNOTATION, REF_ANNOTATION } from "./constants.ts";
+import { FIELD_MANAGER, hostPathForbiddenBy, INJECT_LABEL, ORIGINAL_LAUNCH_ANNOTATION, POD_SECURITY_ENFORCE_LABEL, REF_ANNOTATION } from "./constants.ts";
 import { injectPod, INIT_CONTAINERS, stripInjection, type Container, type InjectionInput, type OriginalLaunch, type PodSpec, type PodTemplate } from "./inject.ts";
 import { buildJob, buildJobName, buildTokenSecret } from "./objects/buildjob.ts";
 import { classCacheOwner } from "./objects/meta.ts";
@@ -42,6 +42,8 @@ export interface ClassCacheReconcilerOptions {
   client: KubeClient;
   classCaches: Informer<ClassCache>;
   workloads: Record<keyof typeof WORKLOAD_TYPES, Informer<Workload>>;
+  /** Namespaces, for the Pod Security level they enforce. */
+  namespaces: Informer<KubeObject>;
   jobs: Informer<JobObject>;
   events: EventRecorder;
   log: Logger;
@@ -116,6 +118,14 @@ export class ClassCacheReconciler {
     this.#o = opts;
   }
 
+  /** ClassCache keys in namespace `ns`: a changed Pod Security label concerns them all. */
+  inNamespace(ns: KubeObject): string[] {
+    return this.#o.classCaches
+      .list()
+      .filter((cc) => cc.metadata.namespace === ns.metadata.name)
+      .map((cc) => `${cc.metadata.namespace}/${cc.metadata.name}`);
+  }
+
   /** ClassCache keys whose workload is `w`: the secondary-watch mapping. */
   ownersOf(kind: string, w: KubeObject): string[] {
     return this.#o.classCaches
@@ -165,12 +175,12 @@ export class ClassCacheReconciler {
       conditions.set(ConditionTypes.Degraded, "True", Reasons.ClusterSharingNotAllowed, "spec.sharing is Cluster, but this cluster shares archives only within a namespace (the operator runs without --allow-cluster-sharing): the archive is built and used for this namespace alone");
     }
     status.ref = ref;
-    const injected = injectPod(clean, input);
+    const { injected, forbidden } = this.#inject(cc, clean, input);
 
     // The archive: the directory's signed binding of the ref, per arch.
     const archive = await this.#archive(cluster, ref, status, conditions);
     if (cluster.problems?.length) conditions.set(ConditionTypes.Degraded, "True", "DirectoryNotUpdated", cluster.problems.join("; "));
-    if (!archive.available && container) await this.#ensureBuild(cc, spec, ref, { ...workload.spec.template, spec: clean }, container, cluster.buildKey, conditions, signal);
+    if (!archive.available && container && !forbidden) await this.#ensureBuild(cc, spec, ref, { ...workload.spec.template, spec: clean }, container, cluster.buildKey, conditions, signal);
 
     // The workload.
     const patched = await this.#patchWorkload(cc, spec, workload, injected, conditions, signal);
@@ -277,6 +287,17 @@ export class ClassCacheReconciler {
   }
 
   /** Owned: apply the patch to the template. Webhook, or a launch that cannot be patched: leave the template clean. */
+  /**
+   * The pod patch, or none where the namespace's Pod Security level forbids the hostPath it needs:
+   * the API server would refuse every patched pod and build pod there, so nothing is patched or built.
+   */
+  #inject(cc: ClassCache, clean: PodSpec, input: InjectionInput): { injected: ReturnType<typeof injectPod>; forbidden: boolean } {
+    const level = hostPathForbiddenBy(this.#o.namespaces.get(cc.metadata.namespace!));
+    if (!level) return { injected: injectPod(clean, input), forbidden: false };
+    const message = `namespace ${cc.metadata.namespace} enforces Pod Security "${level}" (label ${POD_SECURITY_ENFORCE_LABEL}), which forbids the read-only hostPath through which pods read their node's archive store; the workload is left as written and its pods start without an archive. To use classcache here, enforce "privileged" in this namespace (keep warn/audit at "${level}" to see everything else).`;
+    return { injected: { spec: clean, outcome: { patched: false, reason: Reasons.PodSecurityForbidsHostPath, message } }, forbidden: true };
+  }
+
   async #patchWorkload(cc: ClassCache, spec: ResolvedSpec, w: Workload, injected: ReturnType<typeof injectPod>, conditions: Conditions, signal: AbortSignal): Promise<boolean> {
     const kind = spec.workloadRef.kind;
     if (!injected.outcome.patched) {

@@ -27,6 +27,20 @@ export const REF_ANNOTATION = "classcache.dev/ref";
 /** On patched workloads: the container's own command and args before the launch was rewritten. */
 export const ORIGINAL_LAUNCH_ANNOTATION = "classcache.dev/original-launch";
 export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
+/**
+ * The Pod Security level a namespace enforces. Patched pods mount the node's store (a hostPath,
+ * read-only) and build pods the agent's socket directory: the baseline and restricted levels
+ * forbid every hostPath, so in such namespaces the API server would refuse the pods. There the
+ * operator patches nothing and the webhook is not called; pods start as before, without an archive.
+ */
+export const POD_SECURITY_ENFORCE_LABEL = "pod-security.kubernetes.io/enforce";
+export const HOSTPATH_FORBIDDEN_LEVELS = ["baseline", "restricted"] as const;
+
+/** The level a namespace enforces if it forbids hostPath volumes, else undefined. */
+export function hostPathForbiddenBy(namespace: { metadata: { labels?: Record<string, string> } } | undefined): string | undefined {
+  const level = namespace?.metadata.labels?.[POD_SECURITY_ENFORCE_LABEL];
+  return (HOSTPATH_FORBIDDEN_LEVELS as readonly string[]).includes(level ?? "") ? level : undefined;
+}
 export const COMPONENT_LABEL = "app.kubernetes.io/component";
 export const PART_OF = { "app.kubernetes.io/part-of": "classcache" } as const;
 

@@ -42,6 +42,8 @@ export const Reasons = {
   LaunchUnknown: "LaunchUnknown",
   LaunchNotJava: "LaunchNotJava",
   ContainerNotFound: "ContainerNotFound",
+  /** Set by the caller, which knows the namespace: see POD_SECURITY_ENFORCE_LABEL. */
+  PodSecurityForbidsHostPath: "PodSecurityForbidsHostPath",
 } as const;
 
 export interface InjectionOutcome {

@@ -10,7 +10,7 @@ import type { TrustStore } from "../archive/signing.ts";
 import type { Directory } from "../directory/directory.ts";
 import { openDirectory } from "../directory/open.ts";
 import type { KubeClient } from "../kube/client.ts";
-import { Jobs } from "../kube/resource.ts";
+import { Jobs, Namespaces } from "../kube/resource.ts";
 import { EventRecorder } from "../kube/events.ts";
 import type { KubeObject } from "../kube/types.ts";
 import { HealthServer } from "../runtime/health.ts";
@@ -22,7 +22,7 @@ import { WebhookMetrics } from "../webhook/metrics.ts";
 import { WebhookServer, type MutatePod } from "../webhook/server.ts";
 import { ClassCaches, resolveSpec, validateClassCache, type ClassCache } from "./api/v1.ts";
 import { ClassCacheReconciler, injectionFor, WORKLOAD_TYPES, type Workload } from "./classcache.ts";
-import { INJECT_LABEL, NAMES, REF_ANNOTATION, SYSTEM_NAMESPACE } from "./constants.ts";
+import { hostPathForbiddenBy, INJECT_LABEL, NAMES, REF_ANNOTATION, SYSTEM_NAMESPACE } from "./constants.ts";
 import { Infrastructure } from "./infra.ts";
 import { injectPod, INIT_CONTAINERS, type PodSpec } from "./inject.ts";
 import { Controller, toControllerOwner, watchSecondary } from "./runtime/controller.ts";
@@ -77,6 +77,7 @@ export function createOperator(o: OperatorOptions): Operator {
     DaemonSet: informer<Workload>(WORKLOAD_TYPES.DaemonSet),
   };
   const jobs = informer<KubeObject>(Jobs, { labelSelector: "app.kubernetes.io/part-of=classcache" });
+  const namespaces = informer<KubeObject>(Namespaces);
   const identity = o.identity ?? `${hostname()}-${process.pid}`;
   const events = new EventRecorder({ client, reportingController: "classcache.dev/operator", reportingInstance: identity, logger: log });
 
@@ -105,13 +106,14 @@ export function createOperator(o: OperatorOptions): Operator {
   const controllerMetrics = new ControllerMetrics(metrics);
   classCacheMetrics(metrics, () => classCaches.list());
 
-  const reconciler = new ClassCacheReconciler({ client, classCaches, workloads, jobs, events, log, image: o.image, directory, allowClusterSharing: o.allowClusterSharing === true, ...(o.pollMs ? { pollMs: o.pollMs, readyPollMs: o.pollMs } : {}) });
+  const reconciler = new ClassCacheReconciler({ client, classCaches, workloads, jobs, namespaces, events, log, image: o.image, directory, allowClusterSharing: o.allowClusterSharing === true, ...(o.pollMs ? { pollMs: o.pollMs, readyPollMs: o.pollMs } : {}) });
   const controller = new Controller<ClassCache>({
     name: "classcache",
     for: classCaches,
     watches: [
       ...Object.entries(workloads).map(([kind, inf]) => watchSecondary(inf, (w) => reconciler.ownersOf(kind, w))),
       watchSecondary(jobs, toControllerOwner("ClassCache", "classcache.dev")),
+      watchSecondary(namespaces, (ns) => reconciler.inNamespace(ns)),
     ],
     reconcile: (key, signal) => reconciler.reconcile(key, signal),
     logger: log,
@@ -123,6 +125,9 @@ export function createOperator(o: OperatorOptions): Operator {
     const namespace = pod.metadata.namespace;
     const cc = classCaches.get(`${namespace}/${name}`) ?? (await client.get<ClassCache>(ClassCaches, name ?? "", { namespace: namespace ?? "" }).catch(() => undefined));
     if (!cc) return { warnings: [`classcache: no ClassCache "${name}" in namespace ${namespace}; the pod runs without an archive`] };
+    // The configuration's namespaceSelector keeps such namespaces out; this covers a label set a moment ago.
+    const level = hostPathForbiddenBy(namespaces.get(namespace ?? ""));
+    if (level) return { warnings: [`classcache: namespace ${namespace} enforces Pod Security "${level}", which forbids the hostPath of the node's archive store; the pod runs without an archive`] };
     const spec = (pod as unknown as { spec: PodSpec }).spec;
     if ((spec.initContainers ?? []).some((c) => c.name === INIT_CONTAINERS.init)) return {}; // patched already (Owned mode, or a reinvocation)
     const { spec: resolved } = resolveSpec(cc);
@@ -157,11 +162,11 @@ export function createOperator(o: OperatorOptions): Operator {
       if (!webhook.ready()) throw new Error("no serving certificate yet");
     })
     .addReadyCheck("informers", () => {
-      const pending = [classCaches, ...Object.values(workloads), jobs].filter((i) => !i.hasSynced()).map((i) => i.name);
+      const pending = [classCaches, ...Object.values(workloads), jobs, namespaces].filter((i) => !i.hasSynced()).map((i) => i.name);
       if (pending.length) throw new Error(`not synced: ${pending.join(", ")}`);
     });
   manager.add(health, { needLeaderElection: false });
-  for (const inf of [classCaches, ...Object.values(workloads), jobs]) manager.add(inf, { needLeaderElection: false });
+  for (const inf of [classCaches, ...Object.values(workloads), jobs, namespaces]) manager.add(inf, { needLeaderElection: false });
   manager.add(certs, { needLeaderElection: false });
   manager.add(webhook, { needLeaderElection: false });
   manager.add(registrar, { needLeaderElection: false });

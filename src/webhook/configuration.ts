@@ -13,7 +13,7 @@ import type { Runnable } from "../runtime/runnable.ts";
 import type { CertSource } from "./certs.ts";
 import { WEBHOOK_PATHS } from "./server.ts";
 // Pods carrying INJECT_LABEL (any value: the ClassCache's name) are sent to the webhook.
-import { FIELD_MANAGER, INJECT_LABEL, NAMES } from "../operator/constants.ts";
+import { FIELD_MANAGER, HOSTPATH_FORBIDDEN_LEVELS, INJECT_LABEL, NAMES, POD_SECURITY_ENFORCE_LABEL } from "../operator/constants.ts";
 
 export const WEBHOOK_CONFIGURATION_NAME = NAMES.webhook;
 export const POD_WEBHOOK = "pods.classcache.dev";
@@ -88,7 +88,11 @@ export function mutatingWebhookConfiguration(opts: WebhookConfigurationOptions):
         rules: [{ operations: ["CREATE"], apiGroups: [""], apiVersions: ["v1"], resources: ["pods"], scope: "Namespaced" }],
         objectSelector: { matchExpressions: [{ key: INJECT_LABEL, operator: "Exists" }] },
         namespaceSelector: {
-          matchExpressions: [{ key: "kubernetes.io/metadata.name", operator: "NotIn", values: ["kube-system", opts.operatorNamespace] }],
+          matchExpressions: [
+            { key: "kubernetes.io/metadata.name", operator: "NotIn", values: ["kube-system", opts.operatorNamespace] },
+            // A patched pod mounts the node's store (hostPath), which these levels refuse: leave their pods alone.
+            { key: POD_SECURITY_ENFORCE_LABEL, operator: "NotIn", values: [...HOSTPATH_FORBIDDEN_LEVELS] },
+          ],
         },
         failurePolicy: "Ignore",
         matchPolicy: "Equivalent",

@@ -133,6 +133,7 @@ export const Reasons = {
   ContainerNotFound: "ContainerNotFound",
   LaunchUnknown: "LaunchUnknown",
   PatchFailed: "PatchFailed",
+  PodSecurityForbidsHostPath: "PodSecurityForbidsHostPath",
   // Degraded
   AsExpected: "AsExpected",
   IgnoredFields: "IgnoredFields",
