@@ -4,7 +4,7 @@
  * JVMs building real archives.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
@@ -15,6 +15,7 @@ import { promisify } from "node:util";
 import { generateSigningKey, signerFromPem, signManifest } from "../src/archive/signing.ts";
 import type { Manifest } from "../src/archive/manifest.ts";
 import { ValkeyDirectory } from "../src/directory/valkey.ts";
+import type { Stats } from "../src/stats/stats.ts";
 import { startRedis, type RunningRedis } from "../src/testenv/redis.ts";
 import { Agent, type AgentSpec } from "../src/testenv/agents.ts";
 import { jdk } from "./support/cli.ts";
@@ -22,6 +23,7 @@ import { fixtureJar } from "./support/fixtures.ts";
 import { snapshot } from "./support/store.ts";
 
 const run = promisify(execFile);
+const CLI = join(import.meta.dirname, "..", "src", "cli.ts");
 
 let tmp: string;
 let redis: RunningRedis;
@@ -274,6 +276,45 @@ describe("node agents", () => {
     } finally {
       await Promise.all(agents.map((a) => a.kill()));
       await run("umount", ["-l", small]).catch(() => {});
+    }
+  });
+
+  it("show up in classcache stats: the archive, its holders, the JVMs mapping it, their hit rate and the memory sharing saved", async () => {
+    const { agents: [a, b], directory } = await cluster(2);
+    const built = await a!.ensure({ build: slowApp(0) });
+    assert.equal(built.status, 200, JSON.stringify(built.body));
+    const key = String(built.body.key);
+    assert.equal((await b!.ensure({ key })).status, 200);
+    // Two JVMs on node b, started from its store exactly as verified; they keep running.
+    const jvms = [0, 1].map(() => spawn(process.execPath, [CLI, "run", key, "--store", b!.spec.store], { stdio: "ignore" }));
+    const stats = async (...extra: string[]) => {
+      const r = await run(process.execPath, [CLI, "stats", "--directory", directory, "--trust", trust, ...extra]);
+      return r.stdout;
+    };
+    try {
+      let s: Stats | undefined;
+      for (let i = 0; i < 150; i++) {
+        s = JSON.parse(await stats("--json")) as Stats;
+        if (s.archives[0]?.jvms === 2 && s.archives[0].memory) break;
+        await sleep(200);
+      }
+      const archive = s!.archives.find((x) => x.key === key)!;
+      assert.equal(archive.verified, true, "signed by the cluster's key");
+      assert.equal(archive.nodes, 2);
+      assert.equal(archive.jvms, 2, "both JVMs of node b, seen by its agent in /proc");
+      assert.ok(archive.liveHitRate! > 0.5, `live hit rate ${archive.liveHitRate}`);
+      const m = archive.memory!;
+      assert.ok(m.rssKb > 1024, `the archive is mapped and resident: ${JSON.stringify(m)}`);
+      assert.equal(m.savedKb, m.rssKb - m.pssKb);
+      assert.ok(m.savedKb > 0, `the two JVMs share some of the archive's pages: ${JSON.stringify(m)}`);
+      const text = await stats();
+      assert.match(text, new RegExp(`^${key.slice(0, 12)}\\s+yes\\s`, "m"));
+      // A wrong directory is a clear error, not a stack trace.
+      const bad = await run(process.execPath, [CLI, "stats", "--directory", "redis://127.0.0.1:1/0"]).then(() => undefined, (e: { code: number; stderr: string }) => e);
+      assert.ok(bad && bad.code !== 0, "non-zero exit");
+      assert.match(bad.stderr, /does not answer|cannot|refused/i);
+    } finally {
+      for (const j of jvms) j.kill("SIGKILL");
     }
   });
 });

@@ -6,6 +6,9 @@
  * The operator runs as its own service account, so the RBAC it ships is proven sufficient.
  */
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
 import { signBinding, signManifest, signerFromPem } from "../src/archive/signing.ts";
 import { ValkeyDirectory } from "../src/directory/valkey.ts";
@@ -17,6 +20,7 @@ import { ClassCaches, type ClassCache } from "../src/operator/api/v1.ts";
 import { ORIGINAL_LAUNCH_ANNOTATION, POD_SECURITY_ENFORCE_LABEL, REF_ANNOTATION, SYSTEM_NAMESPACE } from "../src/operator/constants.ts";
 import type { PodSpec } from "../src/operator/inject.ts";
 import type { Operator } from "../src/operator/operator.ts";
+import type { Stats } from "../src/stats/stats.ts";
 import type { RunningRedis } from "../src/testenv/redis.ts";
 import { startOperatorCluster, until, type OperatorCluster } from "./support/operator.ts";
 
@@ -297,6 +301,16 @@ describe("the operator against a real API server, directory and webhook", () => 
     assert.ok(value(/^classcache_webhook_requests_total\{webhook="validate-classcaches",outcome="denied"\}/) >= 1, "the ClassCache refused above");
     const listed = (await client.list<ClassCache>(ClassCaches)).items.length;
     assert.equal(value(/^classcache_classcaches\{phase="[A-Za-z]+"\}/), listed, "every ClassCache counted once, by phase");
+  });
+
+  it("shows each ClassCache's state in classcache stats, next to the directory's archives", async () => {
+    const r = await promisify(execFile)(process.execPath, [join(import.meta.dirname, "..", "src", "cli.ts"), "stats", "--directory", redis.url, "--kubeconfig", cluster.env.kubeconfigPath, "--json"]);
+    const s = JSON.parse(r.stdout) as Stats;
+    const row = (ns: string, name: string) => s.classCaches?.find((c) => c.namespace === ns && c.name === name);
+    assert.equal(row("shop", "shop")?.workload, "Deployment/shop");
+    assert.equal(row("shop", "shop")?.ref, (await getCc("shop", "shop")).status?.ref);
+    assert.match(row("strict", "strict")?.problem ?? "", /^(Ready=False|ArchiveAvailable=False)/);
+    assert.ok(s.archives.some((a) => a.key === "b".repeat(64) && a.verified === undefined), "the archive bound above, unchecked without --trust");
   });
 
   it("on deletion puts the workload back exactly as it was and removes the ref from the directory", async () => {

@@ -98,6 +98,19 @@ export function openEnvelope(text: string, trust: TrustStore, expectedKey?: stri
 }
 
 /**
+ * The manifest inside an envelope, NOT verified: for showing what a directory says (stats), never
+ * for using an archive. Undefined when the text is no manifest envelope.
+ */
+export function peekEnvelope(text: string): Manifest | undefined {
+  try {
+    const m = (JSON.parse(text) as { manifest?: Manifest }).manifest;
+    return m && typeof m === "object" && typeof m.key === "string" ? m : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * A binding from a ref (the digest a ClassCache computes from a workload's build inputs, plus
  * the node's arch) to the key of the archive built for it. Signed like a manifest: whoever can
  * write to the directory still cannot point a workload at another archive.

@@ -8,5 +8,6 @@ import { nodeCommand } from "./node.ts";
 import { demoCommand } from "./demo.ts";
 import { podInitCommand } from "./podinit.ts";
 import { operatorCommand } from "./operator.ts";
+import { statsCommand, topCommand } from "./stats.ts";
 
-export const commands: Command[] = [buildCommand, flagsCommand, runCommand, inspectCommand, nodeCommand, podInitCommand, operatorCommand, demoCommand];
+export const commands: Command[] = [buildCommand, flagsCommand, runCommand, inspectCommand, nodeCommand, podInitCommand, operatorCommand, statsCommand, topCommand, demoCommand];

@@ -3,7 +3,7 @@ import { chmod, mkdir, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Server } from "node:http";
 import { loadTrustStore, signerFromPem } from "../archive/signing.ts";
-import { openDirectory, redact } from "../directory/open.ts";
+import { openDirectory, redact, withPassword } from "../directory/open.ts";
 import { NodeAgent } from "../node/agent.ts";
 import { createApiServer, createSocketServer, Wants } from "../node/api.ts";
 import { NodeMetrics } from "../node/metrics.ts";
@@ -62,18 +62,6 @@ async function listen(server: Server, hp: { host: string; port: number }, what: 
   });
 }
 
-/** The directory URL with the password from a file (redis:// and valkey:// URLs carry it as userinfo). */
-function withPassword(url: string, password: string): string {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    throw usageError(`--directory ${redact(url)} is not a URL`);
-  }
-  if (!/^(redis|rediss|valkey|valkeys):$/.test(u.protocol)) throw usageError("--directory-password-file goes with a redis:// or valkey:// directory");
-  u.password = encodeURIComponent(password);
-  return u.toString();
-}
 
 /** Listens on a Unix socket any local process may connect to (it only takes "wants"). */
 async function listenSocket(server: Server, path: string): Promise<void> {

@@ -42,7 +42,11 @@ export function normalizeHolder(h: Holder): Holder {
   const out: Holder = h.complete === false ? { node: h.node, url: h.url, zone: h.zone, complete: false } : { node: h.node, url: h.url, zone: h.zone };
   const u = h.usage;
   const count = (n: unknown): n is number => typeof n === "number" && Number.isInteger(n) && n >= 0;
-  if (u && count(u.jvms) && count(u.sharedClasses) && count(u.loadedClasses)) out.usage = { jvms: u.jvms, sharedClasses: u.sharedClasses, loadedClasses: u.loadedClasses };
+  if (u && count(u.jvms) && count(u.sharedClasses) && count(u.loadedClasses)) {
+    out.usage = { jvms: u.jvms, sharedClasses: u.sharedClasses, loadedClasses: u.loadedClasses };
+    // Memory is optional (an agent that cannot read smaps sends none), but all four or nothing.
+    if (count(u.rssKb) && count(u.pssKb) && count(u.roRssKb) && count(u.roPssKb)) Object.assign(out.usage, { rssKb: u.rssKb, pssKb: u.pssKb, roRssKb: u.roRssKb, roPssKb: u.roPssKb });
+  }
   return out;
 }
 

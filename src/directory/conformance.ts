@@ -175,10 +175,11 @@ export function directoryConformance(name: string, make: () => Promise<Directory
     });
 
     test("a holder carries the usage of the archive on its node, and only well-formed usage", async ({ dir, other }) => {
-      const usage = { jvms: 2, sharedClasses: 18_000, loadedClasses: 18_600 };
+      const usage = { jvms: 2, sharedClasses: 18_000, loadedClasses: 18_600, rssKb: 60_000, pssKb: 36_000, roRssKb: 40_000, roPssKb: 20_000 };
       await dir.announce("k", { ...h("n1"), usage }, 10 * T);
       await dir.announce("k", { ...h("n2"), usage: { jvms: -1, sharedClasses: 1, loadedClasses: 1 } }, 10 * T);
-      assert.deepEqual(await other.holders("k"), [{ ...h("n1"), usage }, h("n2")]);
+      await dir.announce("k", { ...h("n3"), usage: { jvms: 1, sharedClasses: 1, loadedClasses: 1, rssKb: 5, pssKb: -1, roRssKb: 1, roPssKb: 1 } }, 10 * T);
+      assert.deepEqual(await other.holders("k"), [{ ...h("n1"), usage }, h("n2"), { ...h("n3"), usage: { jvms: 1, sharedClasses: 1, loadedClasses: 1 } }]);
     });
 
     test("a failure record is visible until it expires or is cleared", async ({ dir, other, pass }) => {

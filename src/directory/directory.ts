@@ -30,6 +30,14 @@ export interface HolderUsage {
   sharedClasses: number;
   /** All classes the JVMs loaded (shared and not, summed). */
   loadedClasses: number;
+  /**
+   * The archive's own mappings in those JVMs, from /proc/<pid>/smaps, summed: ΣRss − ΣPss is the
+   * memory sharing the archive saved on the node. ro*: its read-only part, the shareable one.
+   */
+  rssKb?: number;
+  pssKb?: number;
+  roRssKb?: number;
+  roPssKb?: number;
 }
 
 export interface Lease {

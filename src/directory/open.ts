@@ -2,7 +2,7 @@
  * A Directory from a URL: redis://, rediss://, valkey:// or valkeys:// → Valkey; http:// or
  * https:// → a directory server (the embedded one), which needs the shared token.
  */
-import { ClasscacheError } from "../runtime/errors.ts";
+import { ClasscacheError, usageError } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { Directory } from "./directory.ts";
 import { HttpDirectory } from "./http.ts";
@@ -38,4 +38,17 @@ export function openDirectory(url: string, opts: OpenDirectoryOptions = {}): Dir
 /** The URL without its password, for messages and logs. */
 export function redact(url: string): string {
   return url.replace(/\/\/([^/@]*):[^/@]*@/, "//$1:***@");
+}
+
+/** The directory URL with the password from a file (redis:// and valkey:// URLs carry it as userinfo). */
+export function withPassword(url: string, password: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw usageError(`--directory ${redact(url)} is not a URL`);
+  }
+  if (!/^(redis|rediss|valkey|valkeys):$/.test(u.protocol)) throw usageError("--directory-password-file goes with a redis:// or valkey:// directory");
+  u.password = encodeURIComponent(password);
+  return u.toString();
 }

@@ -1,7 +1,8 @@
 /**
  * Which JVMs on this node have an archive of the store mapped, and how many of their classes
  * came from it — read at no cost from /proc and each JVM's perf counters (hsperfdata), for every
- * JVM on the node whatever container it runs in. This is the hit rate workloads really get.
+ * JVM on the node whatever container it runs in. This is the hit rate workloads really get; the
+ * archive's mappings in their smaps say how much memory sharing it saves.
  *
  * A container's JVM sees the store at the fixed root and keeps its perf counters in its own
  * /tmp under its own pid: both are reached through /proc/<pid> (root/ and status's NSpid).
@@ -10,6 +11,7 @@ import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { HolderUsage } from "../directory/directory.ts";
 import { readClassCounts } from "../jvm/hsperf.ts";
+import { archiveUsage, parseSmaps } from "./smaps.ts";
 
 const ARCHIVE_PATH = /\/blobs\/sha256\/([0-9a-f]{64})$/;
 
@@ -47,10 +49,16 @@ export async function scanUsage(prefixes: string[], archives: ReadonlySet<string
       const nspid = namespacePid(await readFile(join(proc, pid, "status"), "utf8")) ?? Number(pid);
       const counts = await readClassCounts(nspid, join(proc, pid, "root", "tmp"));
       if (!counts) continue;
-      const u = out.get(sha) ?? { jvms: 0, sharedClasses: 0, loadedClasses: 0 };
+      const vmas = parseSmaps(await readFile(join(proc, pid, "smaps"), "utf8"));
+      const mem = archiveUsage(vmas, vmas.find((v) => v.path.endsWith(`/blobs/sha256/${sha}`))?.inode ?? 0);
+      const u = out.get(sha) ?? { jvms: 0, sharedClasses: 0, loadedClasses: 0, rssKb: 0, pssKb: 0, roRssKb: 0, roPssKb: 0 };
       u.jvms += 1;
       u.sharedClasses += counts.shared;
       u.loadedClasses += counts.shared + counts.notShared;
+      u.rssKb! += mem.rssKb;
+      u.pssKb! += mem.pssKb;
+      u.roRssKb! += mem.ro.rssKb;
+      u.roPssKb! += mem.ro.pssKb;
       out.set(sha, u);
     } catch {
       // The process exited, or is not ours to read: skip it.
