@@ -17,7 +17,7 @@ import { ClasscacheError } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
 import { asStoreError, type Journal, type LocalStore } from "../store/store.ts";
 import type { NodeMetrics } from "./metrics.ts";
-import { scanUsage } from "./usage.ts";
+import { scanUsage, SmapsCache } from "./usage.ts";
 
 /** What to build if nobody has built the key yet: a build request without store and root. */
 export type BuildSpec = Omit<BuildRequest, "store" | "root" | "force">;
@@ -99,6 +99,8 @@ export class NodeAgent {
   private readonly blobKeys = new Map<string, string>();
   /** The archive blob of each key in the store, for the heartbeat's usage scan. */
   private readonly archiveOfKey = new Map<string, string>();
+  /** Memory figures of the JVMs mapping an archive: smaps is re-read at most once a minute per JVM. */
+  private readonly smaps = new SmapsCache();
   /** When each key was last asked for: recently used keys are kept by gc. */
   private readonly lastEnsured = new Map<string, number>();
 
@@ -463,7 +465,7 @@ export class NodeAgent {
       if (m) archiveOf.set(key, m.archive.sha256);
     }
     // Which JVMs on this node use each archive: announced with the holding, read by the operator.
-    const usage = await scanUsage([...new Set([this.opts.root, store.dir])], new Set(archiveOf.values()));
+    const usage = await scanUsage([...new Set([this.opts.root, store.dir])], new Set(archiveOf.values()), "/proc", this.smaps);
     for (const key of keys) {
       const u = usage.get(archiveOf.get(key) ?? "");
       await this.opts.directory.announce(key, u ? { ...this.self, usage: u } : this.self, this.opts.holderTtlMs);

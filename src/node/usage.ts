@@ -33,8 +33,45 @@ export function namespacePid(status: string): number | undefined {
   return last && /^\d+$/.test(last) ? Number(last) : undefined;
 }
 
+interface ArchiveMemory {
+  rssKb: number;
+  pssKb: number;
+  roRssKb: number;
+  roPssKb: number;
+}
+
+/**
+ * The archive's memory in each JVM, re-read from smaps at most every `maxAgeMs`: reading smaps
+ * walks the page tables of the whole process (its heap too), which is not free on a node with
+ * many large JVMs. A JVM seen for the first time is read at once.
+ */
+export class SmapsCache {
+  readonly #entries = new Map<string, { at: number; mem: ArchiveMemory }>();
+  readonly #maxAgeMs: number;
+
+  constructor(maxAgeMs = 60_000) {
+    this.#maxAgeMs = maxAgeMs;
+  }
+
+  async read(proc: string, pid: string, sha: string): Promise<ArchiveMemory> {
+    const id = `${pid}:${sha}`;
+    const hit = this.#entries.get(id);
+    if (hit && Date.now() - hit.at < this.#maxAgeMs) return hit.mem;
+    const vmas = parseSmaps(await readFile(join(proc, pid, "smaps"), "utf8"));
+    const a = archiveUsage(vmas, vmas.find((v) => v.path.endsWith(`/blobs/sha256/${sha}`))?.inode ?? 0);
+    const mem = { rssKb: a.rssKb, pssKb: a.pssKb, roRssKb: a.ro.rssKb, roPssKb: a.ro.pssKb };
+    this.#entries.set(id, { at: Date.now(), mem });
+    return mem;
+  }
+
+  /** Forgets processes that no longer map an archive. */
+  keepOnly(ids: ReadonlySet<string>): void {
+    for (const id of this.#entries.keys()) if (!ids.has(id)) this.#entries.delete(id);
+  }
+}
+
 /** Usage per archive sha256, over every process on this machine. */
-export async function scanUsage(prefixes: string[], archives: ReadonlySet<string>, proc = "/proc"): Promise<Map<string, HolderUsage>> {
+export async function scanUsage(prefixes: string[], archives: ReadonlySet<string>, proc = "/proc", smaps = new SmapsCache(0)): Promise<Map<string, HolderUsage>> {
   const out = new Map<string, HolderUsage>();
   let pids: string[];
   try {
@@ -42,6 +79,7 @@ export async function scanUsage(prefixes: string[], archives: ReadonlySet<string
   } catch {
     return out;
   }
+  const seen = new Set<string>();
   for (const pid of pids) {
     try {
       const sha = mappedArchive(await readFile(join(proc, pid, "maps"), "utf8"), prefixes, archives);
@@ -49,20 +87,21 @@ export async function scanUsage(prefixes: string[], archives: ReadonlySet<string
       const nspid = namespacePid(await readFile(join(proc, pid, "status"), "utf8")) ?? Number(pid);
       const counts = await readClassCounts(nspid, join(proc, pid, "root", "tmp"));
       if (!counts) continue;
-      const vmas = parseSmaps(await readFile(join(proc, pid, "smaps"), "utf8"));
-      const mem = archiveUsage(vmas, vmas.find((v) => v.path.endsWith(`/blobs/sha256/${sha}`))?.inode ?? 0);
+      const mem = await smaps.read(proc, pid, sha);
+      seen.add(`${pid}:${sha}`);
       const u = out.get(sha) ?? { jvms: 0, sharedClasses: 0, loadedClasses: 0, rssKb: 0, pssKb: 0, roRssKb: 0, roPssKb: 0 };
       u.jvms += 1;
       u.sharedClasses += counts.shared;
       u.loadedClasses += counts.shared + counts.notShared;
       u.rssKb! += mem.rssKb;
       u.pssKb! += mem.pssKb;
-      u.roRssKb! += mem.ro.rssKb;
-      u.roPssKb! += mem.ro.pssKb;
+      u.roRssKb! += mem.roRssKb;
+      u.roPssKb! += mem.roPssKb;
       out.set(sha, u);
     } catch {
       // The process exited, or is not ours to read: skip it.
     }
   }
+  smaps.keepOnly(seen);
   return out;
 }
