@@ -62,7 +62,6 @@ async function listen(server: Server, hp: { host: string; port: number }, what: 
   });
 }
 
-
 /** Listens on a Unix socket any local process may connect to (it only takes "wants"). */
 async function listenSocket(server: Server, path: string): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
