@@ -286,7 +286,6 @@ export class ClassCacheReconciler {
     conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.Building, `build Job ${name} created`);
   }
 
-  /** Owned: apply the patch to the template. Webhook, or a launch that cannot be patched: leave the template clean. */
   /**
    * The pod patch, or none where the namespace's Pod Security level forbids the hostPath it needs:
    * the API server would refuse every patched pod and build pod there, so nothing is patched or built.
@@ -298,6 +297,7 @@ export class ClassCacheReconciler {
     return { injected: { spec: clean, outcome: { patched: false, reason: Reasons.PodSecurityForbidsHostPath, message } }, forbidden: true };
   }
 
+  /** Owned: apply the patch to the template. Webhook, or a launch that cannot be patched: leave the template clean. */
   async #patchWorkload(cc: ClassCache, spec: ResolvedSpec, w: Workload, injected: ReturnType<typeof injectPod>, conditions: Conditions, signal: AbortSignal): Promise<boolean> {
     const kind = spec.workloadRef.kind;
     if (!injected.outcome.patched) {
