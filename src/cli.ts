@@ -3,6 +3,7 @@
  * classcache: one binary, one subcommand per role. This file only dispatches, turns signals
  * into an AbortSignal, and turns errors into messages and exit codes (0 ok, 1 failed, 2 usage).
  */
+import { writeFile } from "node:fs/promises";
 import { commands } from "./cmd/index.ts";
 import { ClasscacheError, exitCodeFor, formatError } from "./runtime/errors.ts";
 import type { Io } from "./cmd/command.ts";
@@ -44,6 +45,10 @@ export async function main(argv: string[], io: Io): Promise<number> {
     return await cmd.run(rest, io);
   } catch (err) {
     io.stderr.write(formatError(err, debug) + "\n");
+    // In a pod, the kubelet puts this file in the container's terminated state, where the
+    // operator reads why a build failed (Kubernetes keeps at most 4 KiB of it).
+    const terminationLog = io.env.CLASSCACHE_TERMINATION_LOG;
+    if (terminationLog) await writeFile(terminationLog, formatError(err, false).slice(0, 4000) + "\n").catch(() => {});
     return exitCodeFor(err);
   }
 }

@@ -3,7 +3,7 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { copyFile, mkdir, mkdtemp, rm, truncate, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, rm, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -54,6 +54,15 @@ describe("classcache build refuses bad input", () => {
     await writeFile(notJar, "hello\n");
     const r = await fails(["build", "--app", notJar, "--store", store, "--java", java]);
     assert.match(r.stderr, /app .*notes\.txt is not a valid jar/);
+    // In a build Job, the same words go where the kubelet reads a container's end (the operator shows them).
+    const terminationLog = join(tmp, "termination-log");
+    const cliPath = join(import.meta.dirname, "..", "src", "cli.ts");
+    const exit = await promisify(execFile)(process.execPath, [cliPath, "build", "--app", notJar, "--store", store, "--java", java], { env: { ...process.env, CLASSCACHE_TERMINATION_LOG: terminationLog } }).then(
+      () => 0,
+      (e: { code: number }) => e.code,
+    );
+    assert.equal(exit, 1);
+    assert.match(await readFile(terminationLog, "utf8"), /^error: app .*notes\.txt is not a valid jar/);
   });
 
   it("a corrupt (truncated) jar", async () => {

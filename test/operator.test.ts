@@ -287,6 +287,46 @@ describe("the operator against a real API server, directory and webhook", () => 
     await until("its build Job", async () => (await client.list(Jobs, { namespace: "strict" })).items.length === 1);
   });
 
+  it("says why a build failed, in the build's own words from its pod's termination message", async () => {
+    const ref = (await getCc("strict", "strict")).status!.ref!;
+    const job = `classcache-build-${ref.slice(0, 10)}`;
+    const spec = (await client.get<KubeObject & { spec: { template: { spec: PodSpec } } }>(Jobs, job, { namespace: "strict" })).spec.template.spec;
+    const build = spec.containers[0]! as PodSpec["containers"][number] & { terminationMessagePolicy?: string; env?: { name: string; value?: string }[] };
+    assert.equal(build.terminationMessagePolicy, "FallbackToLogsOnError");
+    assert.ok(build.env?.some((e) => e.name === "CLASSCACHE_TERMINATION_LOG"), "classcache writes its error where the kubelet reads it");
+    // What the kubelet and the Job controller would write (neither runs here): the pod's end, then the Job's.
+    const said = "error: training failed: the app exited with status 1 before it was ready\nhint: its output is in the build log";
+    await client.create(Pods, { metadata: { name: `${job}-x1`, namespace: "strict", labels: { "batch.kubernetes.io/job-name": job } }, spec: { containers: [{ name: build.name, image: "x" }] } }, { namespace: "strict" });
+    await client.patch(
+      Pods,
+      `${job}-x1`,
+      { status: { phase: "Failed", containerStatuses: [{ name: build.name, image: "x", imageID: "", ready: false, restartCount: 0, state: { terminated: { exitCode: 1, reason: "Error", message: said, finishedAt: new Date().toISOString() } } }] } },
+      { type: "merge", namespace: "strict", subresource: "status" },
+    );
+    const now = new Date().toISOString();
+    await client.patch(
+      Jobs,
+      job,
+      {
+        status: {
+          startTime: now,
+          failed: 1,
+          conditions: [
+            { type: "FailureTarget", status: "True", reason: "BackoffLimitExceeded", message: "Job has reached the specified backoff limit", lastTransitionTime: now, lastProbeTime: now },
+            { type: "Failed", status: "True", reason: "BackoffLimitExceeded", message: "Job has reached the specified backoff limit", lastTransitionTime: now, lastProbeTime: now },
+          ],
+        },
+      },
+      { type: "merge", namespace: "strict", subresource: "status" },
+    );
+    const cc = await until("BuildFailed", async () => {
+      const c = await getCc("strict", "strict");
+      return condition(c, "ArchiveAvailable")?.reason === "BuildFailed" && c;
+    });
+    assert.match(condition(cc, "ArchiveAvailable")!.message, /failed: error: training failed: the app exited with status 1 before it was ready\nhint: its output is in the build log; it is not retried/);
+    assert.equal(cc.status?.phase, "Failed");
+  });
+
   it("serves its reconciles, work queue, admissions and ClassCaches on /metrics, and is ready", async () => {
     const base = `http://127.0.0.1:${await op.health.listening()}`;
     const ready = await fetch(`${base}/readyz`);

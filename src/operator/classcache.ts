@@ -10,7 +10,7 @@ import type { Directory } from "../directory/directory.ts";
 import type { KubeClient } from "../kube/client.ts";
 import { isNotFound } from "../kube/errors.ts";
 import type { EventRecorder } from "../kube/events.ts";
-import { DaemonSets, Deployments, Jobs, Secrets, StatefulSets } from "../kube/resource.ts";
+import { DaemonSets, Deployments, Jobs, Pods, Secrets, StatefulSets } from "../kube/resource.ts";
 import type { KubeObject } from "../kube/types.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { Informer } from "./runtime/informer.ts";
@@ -252,8 +252,14 @@ export class ClassCacheReconciler {
     const job = this.#o.jobs.get(`${ns}/${name}`);
     if (job) {
       const failed = job.status?.conditions?.find((c) => c.type === "Failed" && c.status === "True");
-      if (failed) conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.BuildFailed, `build Job ${name} failed: ${failed.message ?? "see its pod's log"}; it is not retried until the workload or the ClassCache changes`);
-      else conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.Building, `build Job ${name} is running`);
+      if (failed) {
+        const before = cc.status?.conditions?.find((c) => c.type === ConditionTypes.ArchiveAvailable);
+        const said = before?.reason === Reasons.BuildFailed ? before.message : undefined;
+        const message = said?.startsWith(`build Job ${name} failed: `)
+          ? said // read once: a failed Job's pods do not change
+          : `build Job ${name} failed: ${(await this.#whyBuildFailed(ns, name, container, signal)) ?? failed.message ?? "see its pod's log"}; it is not retried until the workload or the ClassCache changes`;
+        conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.BuildFailed, message);
+      } else conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.Building, `build Job ${name} is running`);
       return;
     }
     const owner = classCacheOwner({ name: cc.metadata.name!, namespace: ns, uid: cc.metadata.uid ?? "" });
@@ -284,6 +290,25 @@ export class ClassCacheReconciler {
     await this.#o.client.apply(Jobs, jobObject, { fieldManager: FIELD_MANAGER, force: true, namespace: ns, signal });
     await this.#o.events.record(cc, "Normal", "BuildStarted", "Build", `build Job ${name} created for ref ${ref.slice(0, 12)}`);
     conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.Building, `build Job ${name} created`);
+  }
+
+  /**
+   * What the build container of a failed build Job's newest pod said when it ended: classcache's
+   * own error (written to its termination log), else the log's tail or the runtime's reason.
+   */
+  async #whyBuildFailed(namespace: string, job: string, container: string, signal: AbortSignal): Promise<string | undefined> {
+    type Terminated = { exitCode?: number; reason?: string; message?: string; finishedAt?: string };
+    type PodStatus = { containerStatuses?: { name: string; state?: { terminated?: Terminated }; lastState?: { terminated?: Terminated } }[] };
+    const pods = await this.#o.client.list<KubeObject & { status?: PodStatus }>(Pods, { namespace, labelSelector: `batch.kubernetes.io/job-name=${job}`, signal }).catch(() => undefined);
+    const ended = (pods?.items ?? [])
+      .map((p) => p.status?.containerStatuses?.find((c) => c.name === container))
+      .map((c) => c?.state?.terminated ?? c?.lastState?.terminated)
+      .filter((t): t is Terminated => t !== undefined && t.exitCode !== 0)
+      .sort((a, b) => (b.finishedAt ?? "").localeCompare(a.finishedAt ?? ""));
+    const t = ended[0];
+    if (!t) return undefined;
+    const text = t.message?.trim();
+    return text ? (text.length > 1500 ? `…${text.slice(-1500)}` : text) : `${t.reason ?? "terminated"} (exit code ${t.exitCode ?? "unknown"})`;
   }
 
   /**

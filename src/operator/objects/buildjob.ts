@@ -185,6 +185,8 @@ function withoutAntiAffinity(affinity: Record<string, unknown>): { affinity?: Re
   return Object.keys(rest).length ? { affinity: rest } : {};
 }
 
+const TERMINATION_LOG = "/dev/termination-log";
+
 /** The app container: same image, env, resources, mounts and security context; another command. */
 function buildContainer(input: BuildJobInput, app: Container, kept: Set<string>): Container {
   // Probes would kill or gate a pod that is not serving; ports only matter to Services and could
@@ -194,6 +196,8 @@ function buildContainer(input: BuildJobInput, app: Container, kept: Set<string>)
     ...(app.env ?? []).filter((e) => !e.name.startsWith("CLASSCACHE_")),
     { name: "CLASSCACHE_REF", value: input.ref },
     { name: "CLASSCACHE_CLASSCACHE", value: `${input.classCache.namespace}/${input.classCache.name}` },
+    // Why a build failed, for the operator: classcache's own error in the termination message.
+    { name: "CLASSCACHE_TERMINATION_LOG", value: TERMINATION_LOG },
   ];
   const mounts: VolumeMount[] = [
     ...(base.volumeMounts ?? []),
@@ -205,7 +209,16 @@ function buildContainer(input: BuildJobInput, app: Container, kept: Set<string>)
     { name: V.agentRun, mountPath: MOUNTS.agentRun, readOnly: true },
     { name: V.buildToken, mountPath: MOUNTS.buildToken, readOnly: true },
   ];
-  return { ...base, command: [`${MOUNTS.kit}/bin/classcache`], args: buildArgs(input), env, volumeMounts: mounts };
+  return {
+    ...base,
+    command: [`${MOUNTS.kit}/bin/classcache`],
+    args: buildArgs(input),
+    env,
+    volumeMounts: mounts,
+    terminationMessagePath: TERMINATION_LOG,
+    // When classcache never got to write it (the kit cannot start in this image), the log's tail.
+    terminationMessagePolicy: "FallbackToLogsOnError",
+  };
 }
 
 /** `classcache build …` as an argument vector: no shell, and every user value after an `=`. */
