@@ -303,6 +303,9 @@ describe("node agents", () => {
       assert.equal(archive.nodes, 2);
       assert.equal(archive.jvms, 2, "both JVMs of node b, seen by its agent in /proc");
       assert.ok(archive.liveHitRate! > 0.5, `live hit rate ${archive.liveHitRate}`);
+      // The same figures on node b's /metrics, for Prometheus.
+      assert.equal(await b!.metric("classcache_archive_jvms"), 2);
+      assert.ok((await b!.metric("classcache_archive_live_hit_rate")) > 0.5);
       const m = archive.memory!;
       assert.ok(m.rssKb > 1024, `the archive is mapped and resident: ${JSON.stringify(m)}`);
       assert.equal(m.savedKb, m.rssKb - m.pssKb);

@@ -466,8 +466,18 @@ export class NodeAgent {
     }
     // Which JVMs on this node use each archive: announced with the holding, read by the operator.
     const usage = await scanUsage([...new Set([this.opts.root, store.dir])], new Set(archiveOf.values()), "/proc", this.smaps);
+    const { metrics } = this.opts;
+    metrics.jvms.reset();
+    metrics.liveHitRate.reset();
+    metrics.sharingSavedBytes.reset();
     for (const key of keys) {
       const u = usage.get(archiveOf.get(key) ?? "");
+      if (u) {
+        const label = { key: key.slice(0, 12) };
+        metrics.jvms.set(label, u.jvms);
+        if (u.loadedClasses > 0) metrics.liveHitRate.set(label, u.sharedClasses / u.loadedClasses);
+        if (u.rssKb !== undefined && u.pssKb !== undefined) metrics.sharingSavedBytes.set(label, (u.rssKb - u.pssKb) * 1024);
+      }
       await this.opts.directory.announce(key, u ? { ...this.self, usage: u } : this.self, this.opts.holderTtlMs);
     }
     for (const key of this.pullingKeys) await this.opts.directory.announce(key, { ...this.self, complete: false }, this.opts.holderTtlMs);

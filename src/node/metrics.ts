@@ -13,6 +13,9 @@ export class NodeMetrics {
   readonly pulls: Counter<"result">;
   readonly verificationFailures: Counter<"reason">;
   readonly hitRate: Gauge<"key">;
+  readonly jvms: Gauge<"key">;
+  readonly liveHitRate: Gauge<"key">;
+  readonly sharingSavedBytes: Gauge<"key">;
 
   constructor(peer = new PeerMetrics()) {
     this.peer = peer;
@@ -27,5 +30,19 @@ export class NodeMetrics {
       registers,
     });
     this.hitRate = new Gauge({ name: "classcache_archive_hit_rate", help: "Share of classes loaded from the archive in its verification boot.", labelNames: ["key"] as const, registers });
+    // What the node's JVMs really get, from the heartbeat's /proc scan (see usage.ts).
+    this.jvms = new Gauge({ name: "classcache_archive_jvms", help: "JVMs on this node that map the archive now.", labelNames: ["key"] as const, registers });
+    this.liveHitRate = new Gauge({
+      name: "classcache_archive_live_hit_rate",
+      help: "Share of the classes those JVMs loaded that came from the archive (their perf counters).",
+      labelNames: ["key"] as const,
+      registers,
+    });
+    this.sharingSavedBytes = new Gauge({
+      name: "classcache_archive_sharing_saved_bytes",
+      help: "Rss minus Pss of the archive's mappings over those JVMs: the memory sharing it saves on this node.",
+      labelNames: ["key"] as const,
+      registers,
+    });
   }
 }
