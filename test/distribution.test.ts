@@ -303,6 +303,14 @@ describe("node agents", () => {
       assert.equal(archive.nodes, 2);
       assert.equal(archive.jvms, 2, "both JVMs of node b, seen by its agent in /proc");
       assert.ok(archive.liveHitRate! > 0.5, `live hit rate ${archive.liveHitRate}`);
+      assert.deepEqual(
+        s!.nodes.map((n) => [n.node, n.archives, n.jvms]),
+        [
+          [a!.spec.name, 1, 0],
+          [b!.spec.name, 1, 2],
+        ],
+        "per node: what it holds and how many of its JVMs use it",
+      );
       // The same figures on node b's /metrics, for Prometheus.
       assert.equal(await b!.metric("classcache_archive_jvms"), 2);
       assert.ok((await b!.metric("classcache_archive_live_hit_rate")) > 0.5);

@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import { generateSigningKey, signerFromPem, signManifest, trustStoreFromPems } from "../archive/signing.ts";
 import type { Manifest } from "../archive/manifest.ts";
 import type { Holder, HolderUsage } from "../directory/directory.ts";
-import { archiveStats, renderStats } from "./stats.ts";
+import { archiveStats, nodeRows, renderStats } from "./stats.ts";
 
 const KEY = "a".repeat(64);
 const holder = (node: string, usage?: HolderUsage, complete?: boolean): Holder => ({ node, url: `http://${node}:7071`, zone: "z", ...(complete === false ? { complete } : {}), ...(usage ? { usage } : {}) });
@@ -29,7 +29,12 @@ void describe("archiveStats", () => {
     // ideal: node a 20 000/2 + node b 10 000/1 = 20 000 of 30 000 read-only kB
     assert.deepEqual(s.memory, { rssKb: 60_000, pssKb: 44_000, savedKb: 16_000, roPssRssRatio: 0.667, idealRoRatio: 0.667 });
     assert.equal(s.jvm, "Eclipse Adoptium 25.0.3+9");
-    assert.match(renderStats({ at: "now", archives: [s] }, "test"), /^aaaaaaaaaaaa\s+yes\s+aot\s.* 90\.0% \(97\.0%\)/m);
+    assert.deepEqual(nodeRows([s, archiveStats("b".repeat(64), undefined, [holder("a")])]), [
+      { node: "a", zone: "z", archives: 2, pulling: 0, jvms: 2, savedKb: 16_000 },
+      { node: "b", zone: "z", archives: 1, pulling: 0, jvms: 1, savedKb: 0 },
+      { node: "c", zone: "z", archives: 0, pulling: 1, jvms: 0 },
+    ]);
+    assert.match(renderStats({ at: "now", archives: [s], nodes: nodeRows([s]) }, "test"), /^aaaaaaaaaaaa\s+yes\s+aot\s.* 90\.0% \(97\.0%\)/m);
   });
 
   void it("says NO for a manifest another key signed, and shows a malformed one's well-typed fields only", () => {
@@ -38,6 +43,6 @@ void describe("archiveStats", () => {
     const odd = archiveStats(KEY, JSON.stringify({ manifest: { key: KEY, archive: "x", verification: { hitRate: "high" }, mode: 3 } }), [holder("a")]);
     assert.equal(odd.verified, undefined, "no trust given: unchecked");
     assert.deepEqual([odd.kind, odd.buildHitRate, odd.mode, odd.memory, odd.liveHitRate], [undefined, undefined, undefined, undefined, undefined]);
-    assert.doesNotThrow(() => renderStats({ at: "now", archives: [odd, archiveStats(KEY, "not json", [])] }, "test"));
+    assert.doesNotThrow(() => renderStats({ at: "now", archives: [odd, archiveStats(KEY, "not json", [])], nodes: [] }, "test"));
   });
 });

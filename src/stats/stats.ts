@@ -60,9 +60,21 @@ export interface ClassCacheRow {
   problem?: string;
 }
 
+/** One node as the directory sees it: the archives it holds or pulls, and its JVMs using them. */
+export interface NodeRow {
+  node: string;
+  zone: string;
+  archives: number;
+  pulling: number;
+  jvms: number;
+  /** Reported only by agents that read smaps. */
+  savedKb?: number;
+}
+
 export interface Stats {
   at: string;
   archives: ArchiveStats[];
+  nodes: NodeRow[];
   classCaches?: ClassCacheRow[];
 }
 
@@ -144,6 +156,22 @@ export function archiveStats(key: string, envelope: string | undefined, holders:
   };
 }
 
+/** The archives' holder entries, turned around: per node. */
+export function nodeRows(archives: ArchiveStats[]): NodeRow[] {
+  const rows = new Map<string, NodeRow>();
+  for (const a of archives) {
+    for (const h of a.holders) {
+      const r = rows.get(h.node) ?? { node: h.node, zone: h.zone, archives: 0, pulling: 0, jvms: 0 };
+      if (h.complete === false) r.pulling++;
+      else r.archives++;
+      r.jvms += h.usage?.jvms ?? 0;
+      if (h.usage?.rssKb !== undefined && h.usage.pssKb !== undefined) r.savedKb = (r.savedKb ?? 0) + h.usage.rssKb - h.usage.pssKb;
+      rows.set(h.node, r);
+    }
+  }
+  return [...rows.values()].sort((a, b) => a.zone.localeCompare(b.zone) || a.node.localeCompare(b.node));
+}
+
 function classCacheRow(cc: ClassCache): ClassCacheRow {
   const s = cc.status;
   const bad = s?.conditions?.find((c) => (c.type === "Degraded" ? c.status === "True" : c.status !== "True"));
@@ -166,7 +194,7 @@ export async function collectStats(opts: { directory: Directory; trust?: TrustSt
   const archives = await Promise.all(keys.map(async (k) => archiveStats(k, await directory.manifest(k), await directory.holders(k), opts.trust)));
   // Most used first: the archives a platform team cares about are the ones JVMs map.
   archives.sort((a, b) => b.jvms - a.jvms || b.nodes - a.nodes || a.key.localeCompare(b.key));
-  const stats: Stats = { at: new Date().toISOString(), archives };
+  const stats: Stats = { at: new Date().toISOString(), archives, nodes: nodeRows(archives) };
   if (opts.client) {
     const list = await opts.client.list<ClassCache>(ClassCaches, opts.namespace ? { namespace: opts.namespace } : {});
     stats.classCaches = list.items.map(classCacheRow).sort((a, b) => a.namespace.localeCompare(b.namespace) || a.name.localeCompare(b.name));
@@ -216,6 +244,13 @@ export function renderStats(s: Stats, source: string): string {
         a.memory?.roPssRssRatio !== undefined ? `${a.memory.roPssRssRatio.toFixed(2)} (${a.memory.idealRoRatio!.toFixed(2)})` : "—",
         a.app ?? "",
       ]),
+    ),
+  );
+  out.push("");
+  out.push(
+    ...table(
+      ["NODE", "ZONE", "ARCHIVES", "PULLING", "JVMS", "SAVED MiB"],
+      s.nodes.map((n) => [n.node, n.zone || "—", String(n.archives), String(n.pulling), String(n.jvms), n.savedKb === undefined ? "—" : mib(n.savedKb)]),
     ),
   );
   out.push("");
