@@ -3,6 +3,9 @@
 # keeps at /opt/classcache and what build Jobs copy into the workload's own image:
 #   bin/classcache   the entry point (a POSIX sh wrapper)
 #   bin/node         Node 24 (the project's pinned `node` package: glibc, linux)
+#   lib/             the C library Node links against, with its loader as lib/ld.so: build Jobs run
+#                    `lib/ld.so --library-path lib bin/node app/src/cli.ts build …` in the workload's
+#                    own image, which may have no glibc (Alpine) and no shell (distroless)
 #   app/             the sources and the production dependencies
 #   cache/tools/     the capture agent, compiled ahead (baked mode on JDK 25+ without a javac)
 # Usage: sh scripts/kit.sh <dir>   (replaces <dir> atomically; needs a JDK with javac)
@@ -16,6 +19,16 @@ mkdir -p "$tmp/bin" "$tmp/app" "$tmp/cache/tools"
 trap 'rm -rf "$tmp"' EXIT
 
 cp node_modules/node/bin/node "$tmp/bin/node"
+# Node's shared libraries and its ELF interpreter, as ldd lists them ("name => /path (addr)" and
+# "/path/ld-linux-….so.N (addr)"). The loader runs under any name: lib/ld.so, whatever the arch.
+mkdir -p "$tmp/lib"
+ldd "$tmp/bin/node" | while read -r first second third _; do
+  case "$second" in
+    "=>") [ -f "$third" ] && cp -L "$third" "$tmp/lib/" ;;
+    *) case "$first" in /*) cp -L "$first" "$tmp/lib/ld.so" ;; esac ;;
+  esac
+done
+[ -x "$tmp/lib/ld.so" ] || { echo "kit: no ELF interpreter found for bin/node (ldd)" >&2; exit 1; }
 cp -R src package.json package-lock.json "$tmp/app/"
 find "$tmp/app/src" -name '*.test.ts' -delete
 (cd "$tmp/app" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error)

@@ -7,12 +7,14 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { cp, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { REPO } from "../src/demo/fixtures.ts";
+import { MOUNTS } from "../src/operator/constants.ts";
+import { KIT_COMMAND } from "../src/operator/objects/buildjob.ts";
 
 const run = promisify(execFile);
 const CLEAN_ENV = { PATH: "/usr/bin:/bin", HOME: "/nonexistent" };
@@ -20,12 +22,15 @@ const CLEAN_ENV = { PATH: "/usr/bin:/bin", HOME: "/nonexistent" };
 describe("the runtime kit", () => {
   let dir: string;
   let kit: string;
+  let root: string;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "classcache-kit-"));
     await run("sh", [join(REPO, "scripts", "kit.sh"), join(dir, "built")], { maxBuffer: 1 << 24 });
-    // As a build Job does: copied into another directory (an emptyDir), run from there.
-    kit = join(dir, "copied");
+    // As a build Job does: copied into another directory (an emptyDir), run from there — here, into
+    // an otherwise empty root at the path the Job mounts it.
+    root = join(dir, "root");
+    kit = join(root, MOUNTS.kit);
     await cp(join(dir, "built"), kit, { recursive: true });
   });
 
@@ -43,6 +48,16 @@ describe("the runtime kit", () => {
     await mkdir(out);
     await run(join(kit, "bin", "classcache"), ["pod-init", `--ref=${"a".repeat(64)}`, `--out=${out}`, `--store=${join(dir, "no-store")}`, "--fallback=-jar", "--fallback=/app.jar"], { env: CLEAN_ENV });
     assert.equal(await readFile(join(out, "launch.args"), "utf8"), "-jar\n/app.jar\n");
+  });
+
+  it("runs the build Job's command in an image with neither a shell nor a C library (distroless, Alpine)", async () => {
+    // The root holds the kit and nothing else: no /bin/sh, no libc, no loader of its own.
+    assert.deepEqual(await readdir(root), [MOUNTS.kit.slice(1)]);
+    const chrooted = (...args: string[]) => run("/usr/sbin/chroot", [root, ...KIT_COMMAND, ...args], { env: {} });
+    assert.match((await chrooted("--version")).stdout, /^classcache \d+\.\d+\.\d+/);
+    await mkdir(join(root, "out"));
+    await chrooted("pod-init", `--ref=${"a".repeat(64)}`, "--out=/out", "--store=/no-store", "--fallback=-jar", "--fallback=/app.jar");
+    assert.equal(await readFile(join(root, "out", "launch.args"), "utf8"), "-jar\n/app.jar\n");
   });
 
   it("carries the capture agent compiled from its own source, so baked builds need no javac in the app's image", async () => {

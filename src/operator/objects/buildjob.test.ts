@@ -101,9 +101,9 @@ void describe("buildJob", () => {
     assert.equal(labels["app.kubernetes.io/component"], "build");
   });
 
-  void it("runs classcache build from the kit with an argument vector and no shell", () => {
+  void it("runs classcache build from the kit with an argument vector, and neither the image's shell nor its C library", () => {
     const app = appContainer(podSpec(buildInput()));
-    assert.deepEqual(app.command, [`${MOUNTS.kit}/bin/classcache`]);
+    assert.deepEqual(app.command, [`${MOUNTS.kit}/lib/ld.so`, "--library-path", `${MOUNTS.kit}/lib`, `${MOUNTS.kit}/bin/node`, `${MOUNTS.kit}/app/src/cli.ts`]);
     assert.deepEqual(app.args, [
       "build",
       "--app=/app.jar",

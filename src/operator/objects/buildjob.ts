@@ -187,6 +187,13 @@ function withoutAntiAffinity(affinity: Record<string, unknown>): { affinity?: Re
 
 const TERMINATION_LOG = "/dev/termination-log";
 
+/**
+ * classcache in the workload's own image, which may have no shell (distroless) and no glibc
+ * (Alpine): the kit's Node started by the kit's own C library loader, not by bin/classcache (a
+ * shell script) or the image's loader. --library-path applies to Node alone, not to the JVMs it starts.
+ */
+export const KIT_COMMAND = [`${MOUNTS.kit}/lib/ld.so`, "--library-path", `${MOUNTS.kit}/lib`, `${MOUNTS.kit}/bin/node`, `${MOUNTS.kit}/app/src/cli.ts`];
+
 /** The app container: same image, env, resources, mounts and security context; another command. */
 function buildContainer(input: BuildJobInput, app: Container, kept: Set<string>): Container {
   // Probes would kill or gate a pod that is not serving; ports only matter to Services and could
@@ -198,6 +205,8 @@ function buildContainer(input: BuildJobInput, app: Container, kept: Set<string>)
     { name: "CLASSCACHE_CLASSCACHE", value: `${input.classCache.namespace}/${input.classCache.name}` },
     // Why a build failed, for the operator: classcache's own error in the termination message.
     { name: "CLASSCACHE_TERMINATION_LOG", value: TERMINATION_LOG },
+    // The kit's precompiled tools (what bin/classcache sets; the build runs without it, below).
+    { name: "CLASSCACHE_CACHE", value: `${MOUNTS.kit}/cache` },
   ];
   const mounts: VolumeMount[] = [
     ...(base.volumeMounts ?? []),
@@ -211,7 +220,7 @@ function buildContainer(input: BuildJobInput, app: Container, kept: Set<string>)
   ];
   return {
     ...base,
-    command: [`${MOUNTS.kit}/bin/classcache`],
+    command: KIT_COMMAND,
     args: buildArgs(input),
     env,
     volumeMounts: mounts,
