@@ -1,6 +1,7 @@
 /** `classcache demo`: the whole story on one machine, on one screen. */
 import { runDemo, type DemoResult } from "../demo/demo.ts";
 import { usageError } from "../runtime/errors.ts";
+import { renderStats } from "../stats/stats.ts";
 import { parse, type Command } from "./command.ts";
 
 const usage = `
@@ -111,5 +112,8 @@ export function screen(r: DemoResult): string {
   );
   out.push("");
   out.push("RO: the archive's read-only part, shared by every JVM on the node (ideal 1/JVMs). RW: its writable part, which each JVM dirties, so private.");
+  out.push("");
+  out.push("What `classcache stats` shows a platform team, from what the node agents announce to the directory:");
+  out.push(renderStats(r.stats, `directory ${r.directory}`).trimEnd());
   return out.join("\n") + "\n";
 }

@@ -13,15 +13,17 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
-import { generateSigningKey } from "../archive/signing.ts";
+import { generateSigningKey, trustStoreFromPems } from "../archive/signing.ts";
 import { BOOT_STARTED } from "../build/train.ts";
-import type { DirectoryEvent } from "../directory/directory.ts";
+import type { Directory, DirectoryEvent } from "../directory/directory.ts";
 import { serveEmbeddedDirectory } from "../directory/embedded.ts";
+import { openDirectory } from "../directory/open.ts";
 import { hitRate, readClassCounts } from "../jvm/hsperf.ts";
 import { capabilities, probeJdk, resolveJavaHome } from "../jvm/jdk.ts";
 import { cleanJvmEnv, freePort, viewCommand } from "../jvm/launch.ts";
 import { JvmProcess, ProcessError } from "../jvm/process.ts";
 import { ClasscacheError } from "../runtime/errors.ts";
+import { collectStats, type Stats } from "../stats/stats.ts";
 import { demoAppJar, referenceAgentJar, REPO } from "./fixtures.ts";
 import { nodeMemory, type NodeMemory } from "./memory.ts";
 
@@ -65,6 +67,8 @@ export interface DemoResult {
   jvms: DemoJvm[];
   memory: NodeMemory[];
   total: Omit<NodeMemory, "node" | "usage" | "idealRoRatio"> & { idealRoRatio: number };
+  /** What `classcache stats` shows from the directory once every agent announced its JVMs. */
+  stats: Stats;
 }
 
 interface Running {
@@ -131,6 +135,8 @@ export async function runDemo(o: DemoOptions, progress: (msg: string) => void, s
     say("reading /proc/<pid>/smaps…");
     const memory: NodeMemory[] = [];
     for (const [i, n] of nodes.entries()) memory.push(await nodeMemory(n.name, ensures[i]!.archive, pidsByNode.get(n.name) ?? []));
+    say("waiting for the agents to announce their JVMs: what `classcache stats` shows…");
+    const stats = await announcedStats(embedded?.directory ?? openDirectory(directoryUrl, { token }), key.publicPem, results.length, !embedded);
     const events = embedded ? (await embedded.directory.readEvents("0", 0)).map((e) => e.event) : [];
     return {
       jdk: { version: jdk.runtimeVersion, feature: jdk.feature, kind: first.kind },
@@ -144,6 +150,7 @@ export async function runDemo(o: DemoOptions, progress: (msg: string) => void, s
       jvms: results,
       memory,
       total: totalMemory(memory, o.jvmsPerNode),
+      stats,
     };
   } finally {
     await Promise.all(jvms.map((p) => p.stop(5_000)));
@@ -209,6 +216,21 @@ async function bootJvms(
   return { results, pidsByNode };
 }
 
+/** The directory's view, once the agents' heartbeats count all `jvms` (or after 30 s, as it is then). */
+async function announcedStats(directory: Directory, publicPem: string, jvms: number, close: boolean): Promise<Stats> {
+  const trust = trustStoreFromPems([publicPem]);
+  try {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const s = await collectStats({ directory, trust });
+      if (s.archives.reduce((a, x) => a + x.jvms, 0) >= jvms || Date.now() > deadline) return s;
+      await sleep(500);
+    }
+  } finally {
+    if (close) await directory.close();
+  }
+}
+
 function startNode(name: string, n: DemoNode, directory: string, work: string, root: string): Running {
   const args = [
     join(REPO, "src", "cli.ts"),
@@ -223,6 +245,8 @@ function startNode(name: string, n: DemoNode, directory: string, work: string, r
     "--token-file", join(work, "token"),
     "--signing-key", join(work, "signing.key"),
     "--trust", join(work, "signing.pub"),
+    // Announce holdings and the JVMs using them every 2 s, so the stats screen fills quickly.
+    "--heartbeat", "2",
   ];
   const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
   const log = createWriteStream(join(work, name, "agent.log"));

@@ -17,7 +17,7 @@ import { ClasscacheError } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
 import { asStoreError, type Journal, type LocalStore } from "../store/store.ts";
 import type { NodeMetrics } from "./metrics.ts";
-import { scanUsage, SmapsCache } from "./usage.ts";
+import { fileId, scanUsage, SmapsCache } from "./usage.ts";
 
 /** What to build if nobody has built the key yet: a build request without store and root. */
 export type BuildSpec = Omit<BuildRequest, "store" | "root" | "force">;
@@ -465,7 +465,9 @@ export class NodeAgent {
       if (m) archiveOf.set(key, m.archive.sha256);
     }
     // Which JVMs on this node use each archive: announced with the holding, read by the operator.
-    const usage = await scanUsage([...new Set([this.opts.root, store.dir])], new Set(archiveOf.values()), "/proc", this.smaps);
+    const files = new Map<string, string | undefined>();
+    for (const sha of archiveOf.values()) files.set(sha, await fileId(store.blobPath(sha)).catch(() => undefined));
+    const usage = await scanUsage([...new Set([this.opts.root, store.dir])], files, "/proc", this.smaps);
     const { metrics } = this.opts;
     metrics.jvms.reset();
     metrics.liveHitRate.reset();

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { mappedArchive, namespacePid, SmapsCache } from "./usage.ts";
+import { fileId, mappedArchive, namespacePid, SmapsCache } from "./usage.ts";
 
 const SHA = "a".repeat(64);
 const OTHER = "b".repeat(64);
@@ -15,10 +15,21 @@ describe("archive usage from /proc", () => {
       `800000000-800400000 rw-p 00001000 08:01 456 /var/lib/classcache/blobs/sha256/${SHA}`,
       `800400000-800800000 r--p 00401000 08:01 456 /var/lib/classcache/blobs/sha256/${SHA}`,
     ].join("\n");
-    assert.equal(mappedArchive(maps, ["/var/lib/classcache", "/srv/store"], new Set([SHA])), SHA);
-    assert.equal(mappedArchive(maps, ["/srv/store"], new Set([SHA])), undefined, "another store's path");
-    assert.equal(mappedArchive(maps, ["/var/lib/classcache"], new Set([OTHER])), undefined, "a blob that is no archive of a key here");
-    assert.equal(mappedArchive("", ["/var/lib/classcache"], new Set([SHA])), undefined);
+    const known = (sha: string, id?: string) => new Map([[sha, id]]);
+    assert.equal(mappedArchive(maps, ["/var/lib/classcache", "/srv/store"], known(SHA)), SHA);
+    assert.equal(mappedArchive(maps, ["/srv/store"], known(SHA)), undefined, "another store's path");
+    assert.equal(mappedArchive(maps, ["/var/lib/classcache"], known(OTHER)), undefined, "a blob that is no archive of a key here");
+    assert.equal(mappedArchive("", ["/var/lib/classcache"], known(SHA)), undefined);
+    assert.equal(mappedArchive(maps, ["/var/lib/classcache"], known(SHA, "8:1:456")), SHA, "this very file (device 08:01, inode 456)");
+    assert.equal(mappedArchive(maps, ["/var/lib/classcache"], known(SHA, "8:1:457")), undefined, "another store's file at the same path");
+  });
+
+  test("names a file as /proc/<pid>/maps does: device major:minor and inode", async () => {
+    const mine = await readFile("/proc/self/maps", "utf8");
+    const exe = mine.split("\n").find((l) => l.includes("/") && l.split(/\s+/)[4] !== "0")!;
+    const [, , , dev, inode, path] = exe.split(/\s+/);
+    const [major, minor] = dev!.split(":").map((h) => parseInt(h, 16));
+    assert.equal(await fileId(path!), `${major}:${minor}:${inode}`);
   });
 
   test("reads the pid a containerised JVM has in its own namespace", () => {
@@ -27,7 +38,7 @@ describe("archive usage from /proc", () => {
     assert.equal(namespacePid("Name:\tjava\n"), undefined);
   });
 
-  test("re-reads a JVM's smaps only when its figures are older than the cache's limit, and forgets JVMs gone", async () => {
+  test("re-reads a JVM's smaps only when its figures are older than the cache's limit or its archive's sharers changed, and forgets JVMs gone", async () => {
     const proc = await mkdtemp(join(tmpdir(), "proc-"));
     try {
       await mkdir(join(proc, "42"));
@@ -39,9 +50,14 @@ describe("archive usage from /proc", () => {
       assert.deepEqual(await cache.read(proc, "42", SHA), { rssKb: 4000, pssKb: 2000, roRssKb: 4000, roPssKb: 2000 }, "the archive's mappings only");
       await writeFile(join(proc, "42", "smaps"), smaps(4000, 1000));
       assert.equal((await cache.read(proc, "42", SHA)).pssKb, 2000, "within the limit: not read again");
-      cache.keepOnly(new Set());
-      assert.equal((await cache.read(proc, "42", SHA)).pssKb, 1000, "forgotten, so read afresh");
-      assert.equal((await new SmapsCache(0).read(proc, "42", SHA)).pssKb, 1000);
+      assert.equal((await cache.read(proc, "42", SHA, true)).pssKb, 1000, "read afresh when asked");
+      await writeFile(join(proc, "42", "smaps"), smaps(4000, 500));
+      cache.keepOnly(new Set(), new Set());
+      assert.equal((await cache.read(proc, "42", SHA)).pssKb, 500, "forgotten, so read afresh");
+      assert.equal(cache.sharersChanged(SHA, ["42"]), true, "a first JVM");
+      assert.equal(cache.sharersChanged(SHA, ["42"]), false);
+      assert.equal(cache.sharersChanged(SHA, ["43", "42"]), true, "a second JVM changes the first one's Pss too");
+      assert.equal((await new SmapsCache(0).read(proc, "42", SHA)).pssKb, 500, "no cache at all");
     } finally {
       await rm(proc, { recursive: true, force: true });
     }
