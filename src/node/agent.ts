@@ -98,7 +98,7 @@ export class NodeAgent {
   private readonly delivered = new Map<string, number>();
   private readonly blobKeys = new Map<string, string>();
   /** The archive blob of each key in the store, for the heartbeat's usage scan. */
-  private readonly archiveOfKey = new Map<string, string>();
+  private readonly archiveOfKey = new Map<string, { sha: string; file: string | undefined }>();
   /** Memory figures of the JVMs mapping an archive: smaps is re-read at most once a minute per JVM. */
   private readonly smaps = new SmapsCache();
   /** When each key was last asked for: recently used keys are kept by gc. */
@@ -456,24 +456,24 @@ export class NodeAgent {
   async heartbeat(): Promise<void> {
     const { store } = this.opts;
     const keys = await store.keys();
-    // A key's archive never changes once its manifest is in the store: read each manifest once.
+    // A key's archive never changes once its manifest is in the store: read each manifest, and
+    // identify its blob file, once.
     const archiveOf = this.archiveOfKey;
     for (const key of archiveOf.keys()) if (!keys.includes(key)) archiveOf.delete(key);
     for (const key of keys) {
       if (archiveOf.has(key)) continue;
       const m = await store.getManifest(key).catch(() => undefined);
-      if (m) archiveOf.set(key, m.archive.sha256);
+      if (m) archiveOf.set(key, { sha: m.archive.sha256, file: await fileId(store.blobPath(m.archive.sha256)).catch(() => undefined) });
     }
     // Which JVMs on this node use each archive: announced with the holding, read by the operator.
-    const files = new Map<string, string | undefined>();
-    for (const sha of archiveOf.values()) files.set(sha, await fileId(store.blobPath(sha)).catch(() => undefined));
+    const files = new Map([...archiveOf.values()].map((a) => [a.sha, a.file]));
     const usage = await scanUsage([...new Set([this.opts.root, store.dir])], files, "/proc", this.smaps);
     const { metrics } = this.opts;
     metrics.jvms.reset();
     metrics.liveHitRate.reset();
     metrics.sharingSavedBytes.reset();
     for (const key of keys) {
-      const u = usage.get(archiveOf.get(key) ?? "");
+      const u = usage.get(archiveOf.get(key)?.sha ?? "");
       if (u) {
         const label = { key: key.slice(0, 12) };
         metrics.jvms.set(label, u.jvms);

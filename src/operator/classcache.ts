@@ -17,7 +17,7 @@ import type { Informer } from "./runtime/informer.ts";
 import type { Result } from "./runtime/reconcile.ts";
 import { ClassCaches, ConditionTypes, FINALIZER, Reasons, resolveSpec, type ArchiveStatus, type ClassCache, type ClassCacheStatus, type Condition, type ResolvedSpec } from "./api/v1.ts";
 import { FIELD_MANAGER, hostPathForbiddenBy, INJECT_LABEL, ORIGINAL_LAUNCH_ANNOTATION, POD_SECURITY_ENFORCE_LABEL, REF_ANNOTATION } from "./constants.ts";
-import { injectPod, INIT_CONTAINERS, stripInjection, type Container, type InjectionInput, type OriginalLaunch, type PodSpec, type PodTemplate } from "./inject.ts";
+import { injectPod, INIT_CONTAINERS, stripInjection, VOLUMES, type Container, type InjectionInput, type OriginalLaunch, type PodSpec, type PodTemplate } from "./inject.ts";
 import { buildJob, buildJobName, buildTokenSecret } from "./objects/buildjob.ts";
 import { classCacheOwner } from "./objects/meta.ts";
 import { computeRef } from "./ref.ts";
@@ -183,7 +183,7 @@ export class ClassCacheReconciler {
     if (!archive.available && container && !forbidden) await this.#ensureBuild(cc, spec, ref, { ...workload.spec.template, spec: clean }, container, cluster.buildKey, conditions, signal);
 
     // The workload.
-    const patched = await this.#patchWorkload(cc, spec, workload, injected, conditions, signal);
+    const patched = await this.#patchWorkload(cc, spec, workload, ref, injected, conditions, signal);
     const ready = archive.available && patched;
     status.phase = summarize(conditions, ready, `pods of ${kind} ${spec.workloadRef.name} start from archive ${status.archiveKey?.slice(0, 12)} on nodes that hold it`, patched);
     await this.#status(cc, status, conditions, signal);
@@ -323,7 +323,7 @@ export class ClassCacheReconciler {
   }
 
   /** Owned: apply the patch to the template. Webhook, or a launch that cannot be patched: leave the template clean. */
-  async #patchWorkload(cc: ClassCache, spec: ResolvedSpec, w: Workload, injected: ReturnType<typeof injectPod>, conditions: Conditions, signal: AbortSignal): Promise<boolean> {
+  async #patchWorkload(cc: ClassCache, spec: ResolvedSpec, w: Workload, ref: string, injected: ReturnType<typeof injectPod>, conditions: Conditions, signal: AbortSignal): Promise<boolean> {
     const kind = spec.workloadRef.kind;
     if (!injected.outcome.patched) {
       if (isPatched(w)) await this.#unpatch(kind, w, signal);
@@ -341,14 +341,14 @@ export class ClassCacheReconciler {
       return true;
     }
     const app = injected.spec.containers.find((c) => c.name === injected.original!.container)!;
-    const ours = new Set(["classcache-store", "classcache-args"]);
+    const ours = new Set<string>(Object.values(VOLUMES));
     const apply = {
       apiVersion: "apps/v1",
       kind,
       metadata: { name: w.metadata.name, namespace: w.metadata.namespace, annotations: { [ORIGINAL_LAUNCH_ANNOTATION]: JSON.stringify(injected.original) } },
       spec: {
         template: {
-          metadata: { annotations: { [REF_ANNOTATION]: injectedRef(injected) } },
+          metadata: { annotations: { [REF_ANNOTATION]: ref } },
           spec: {
             initContainers: (injected.spec.initContainers ?? []).filter((c) => Object.values(INIT_CONTAINERS).includes(c.name as never)),
             volumes: (injected.spec.volumes ?? []).filter((v) => ours.has(v.name)),
@@ -454,11 +454,6 @@ function summarize(conditions: Conditions, ready: boolean, readyMessage: string,
   if (ready) return "Ready";
   const reason = conditions.reasonOf(ConditionTypes.ArchiveAvailable);
   return reason === Reasons.BuildFailed || reason === Reasons.VerificationFailed ? "Failed" : reason === Reasons.Building ? "Building" : "Pending";
-}
-
-function injectedRef(injected: ReturnType<typeof injectPod>): string {
-  const init = injected.spec.initContainers?.find((c) => c.name === INIT_CONTAINERS.init);
-  return (init?.args ?? []).find((a) => a.startsWith("--ref="))?.slice("--ref=".length) ?? "";
 }
 
 /** The conditions of one pass; a condition whose status did not change keeps its transition time. */

@@ -11,9 +11,9 @@ import { generateSigningKey, trustStoreFromPems, type TrustStore } from "../arch
 import type { KubeClient } from "../kube/client.ts";
 import { isNotFound } from "../kube/errors.ts";
 import { ConfigMaps, DaemonSets, NetworkPolicies, Secrets, Services, StatefulSets, type ResourceType } from "../kube/resource.ts";
-import type { KubeObject } from "../kube/types.ts";
+import { keyOf, type KubeObject } from "../kube/types.ts";
 import type { Logger } from "../runtime/log.ts";
-import { resolveSpec, type ClassCache } from "./api/v1.ts";
+import { resolveValkey, type ClassCache } from "./api/v1.ts";
 import { DIRECTORY_HOST, FIELD_MANAGER, NAMES, PORTS, SECRET_KEYS, SYSTEM_NAMESPACE } from "./constants.ts";
 import { agentsDaemonSet, agentTokenSecret, signingKeySecret, trustConfigMap, type ExternalDirectory } from "./objects/agents.ts";
 import { directorySecret, directoryService, directoryStatefulSet, generatePassword } from "./objects/directory.ts";
@@ -45,7 +45,7 @@ export function chooseDirectory(all: ClassCache[]): DirectoryChoice {
   for (const cc of live) {
     let v;
     try {
-      v = resolveSpec(cc).spec.valkey;
+      v = resolveValkey(cc.spec.valkey);
     } catch {
       continue;
     }
@@ -56,9 +56,6 @@ export function chooseDirectory(all: ClassCache[]): DirectoryChoice {
   return { managed: true };
 }
 
-function keyOf(o: KubeObject): string {
-  return `${o.metadata.namespace ?? ""}/${o.metadata.name}`;
-}
 
 export interface Credentials {
   trust: TrustStore;
@@ -85,8 +82,8 @@ export class Infrastructure {
     this.#directoryOverride = opts.directoryUrl;
   }
 
-  async reconcile(all: ClassCache[], signal?: AbortSignal): Promise<Credentials> {
-    const choice = chooseDirectory(all);
+  /** Applies the cluster's shared parts for `choice` (see chooseDirectory). */
+  async reconcile(choice: DirectoryChoice, signal?: AbortSignal): Promise<Credentials> {
     const signing = await this.#secret(NAMES.signingKey, () => {
       const k = generateSigningKey();
       return signingKeySecret(k.privatePem, k.publicPem);
@@ -99,7 +96,7 @@ export class Infrastructure {
       password = (await this.#secret(NAMES.directorySecret, () => directorySecret(generatePassword())))[SECRET_KEYS.password];
       objects.push(
         directoryService(),
-        directoryStatefulSet({ ...(choice.image ? { image: choice.image } : {}), ...(choice.storageSize ? { storageSize: choice.storageSize } : {}), ...(choice.storageClassName ? { storageClassName: choice.storageClassName } : {}) }),
+        directoryStatefulSet(choice),
       );
     }
     objects.push(agentsDaemonSet({ image: this.#image, ...(choice.external ? { directory: choice.external } : {}) }));

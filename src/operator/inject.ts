@@ -18,8 +18,8 @@
  *    a pod on a node without the archive still runs the agent live — instrumentation is never
  *    lost to a missing archive.
  */
-import { AGENT_DIR, ARGS_DIR, JVM_ARGS_FILE, LAUNCH_ARGS_FILE, REF_ANNOTATION, STORE_ROOT } from "./constants.ts";
-import type { Container, EnvVar, PodSpec, PodTemplate, VolumeMount } from "./objects/meta.ts";
+import { AGENT_DIR, ARGS_DIR, JVM_ARGS_FILE, LAUNCH_ARGS_FILE, STORE_ROOT } from "./constants.ts";
+import { lockedDown, type Container, type EnvVar, type PodSpec, type VolumeMount } from "./objects/meta.ts";
 
 export type { Container, EnvVar, PodSpec, PodTemplate, VolumeMount } from "./objects/meta.ts";
 
@@ -180,14 +180,7 @@ export function injectPod(spec: PodSpec, input: InjectionInput): { spec: PodSpec
   };
 }
 
-const RESTRICTED = {
-  runAsNonRoot: true,
-  runAsUser: 65532,
-  allowPrivilegeEscalation: false,
-  readOnlyRootFilesystem: true,
-  capabilities: { drop: ["ALL"] },
-  seccompProfile: { type: "RuntimeDefault" },
-};
+const RESTRICTED = lockedDown({ runAsUser: 65532 });
 
 /** The init step, and in agent modes the copy of the agent jar for a live fallback. */
 function initContainers(input: InjectionInput, launch: string[]): Container[] {
@@ -240,7 +233,3 @@ function appEnv(container: Container): { env: EnvVar[]; original: OriginalLaunch
   return { env: out, original };
 }
 
-/** Template-level labels and annotations a patched template carries. */
-export function injectTemplateMeta(meta: PodTemplate["metadata"], ref: string): NonNullable<PodTemplate["metadata"]> {
-  return { ...meta, annotations: { ...(meta?.annotations ?? {}), [REF_ANNOTATION]: ref } };
-}

@@ -23,7 +23,7 @@ import { WebhookServer, type MutatePod } from "../webhook/server.ts";
 import { ClassCaches, resolveSpec, validateClassCache, type ClassCache } from "./api/v1.ts";
 import { ClassCacheReconciler, injectionFor, WORKLOAD_TYPES, type Workload } from "./classcache.ts";
 import { hostPathForbiddenBy, INJECT_LABEL, NAMES, REF_ANNOTATION, SYSTEM_NAMESPACE } from "./constants.ts";
-import { Infrastructure } from "./infra.ts";
+import { chooseDirectory, Infrastructure } from "./infra.ts";
 import { injectPod, INIT_CONTAINERS, type PodSpec } from "./inject.ts";
 import { Controller, toControllerOwner, watchSecondary } from "./runtime/controller.ts";
 import { Informer } from "./runtime/informer.ts";
@@ -86,10 +86,10 @@ export function createOperator(o: OperatorOptions): Operator {
   let cluster: { at: number; fingerprint: string; directory: Directory | undefined; trust: TrustStore | undefined; buildKey: string | undefined; problems: string[] } | undefined;
   // The cluster's parts are re-applied when the ClassCaches' choice of directory changes, else every 10 min.
   const directory = async (): Promise<{ directory: Directory | undefined; trust: TrustStore | undefined; buildKey: string | undefined; problems: string[] }> => {
-    const all = classCaches.list();
-    const fingerprint = JSON.stringify(all.map((c) => [c.metadata.uid, c.spec.valkey, c.metadata.creationTimestamp]));
+    const choice = chooseDirectory(classCaches.list());
+    const fingerprint = JSON.stringify(choice);
     if (cluster && cluster.fingerprint === fingerprint && Date.now() - cluster.at < 10 * 60_000) return cluster;
-    const creds = await infra.reconcile(all);
+    const creds = await infra.reconcile(choice);
     let dir: Directory | undefined;
     if (creds.directoryUrl) {
       dir = directories.get(creds.directoryUrl);

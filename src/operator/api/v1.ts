@@ -274,7 +274,8 @@ function resolveLaunch(l: ClassCacheSpec["launch"]): ResolvedSpec["launch"] {
   return mainClass === undefined && command === undefined ? undefined : { mainClass, command };
 }
 
-function resolveValkey(v: ClassCacheSpec["valkey"]): ResolvedSpec["valkey"] {
+/** spec.valkey with its defaults (the rest of the spec is not needed to choose the directory). */
+export function resolveValkey(v: ClassCacheSpec["valkey"]): ResolvedSpec["valkey"] {
   const valkey: ResolvedSpec["valkey"] = {
     create: v?.create ?? DEFAULTS.valkeyCreate,
     addr: orUndefined(v?.addr),
