@@ -127,8 +127,10 @@ export class NodeAgent {
     const t0 = performance.now();
     if (req.ref !== undefined && !/^[0-9a-f]{64}$/.test(req.ref)) throw new ClasscacheError("usage", "ref must be 64 lowercase hex digits");
     if (req.ref && !req.key && !req.build && !req.imported) {
-      const key = await this.resolveRef(req.ref);
-      return this.bindRef(req.ref, await this.ensure({ key }, signal));
+      // The directory's binding named the key: record it locally, without signing and binding it again.
+      const r = await this.ensure({ key: await this.resolveRef(req.ref) }, signal);
+      await this.opts.store.setRef(`${req.ref}.${r.manifest.jvm.arch}`, r.key);
+      return r;
     }
     const prepared = req.build ? await prepareBuild({ ...req.build, store: this.opts.store.dir, root: this.opts.root }, { log: this.opts.log }) : undefined;
     const imported = req.imported;
@@ -340,7 +342,6 @@ export class NodeAgent {
       this.pulling.set(b.sha256, b.size);
       this.blobKeys.set(b.sha256, manifest.key);
     }
-    this.pullingKeys.add(manifest.key);
     try {
       for (let round = 0; ; round++) {
         const missing = await this.missingBlobs(manifest);
@@ -388,7 +389,6 @@ export class NodeAgent {
     const from = new Set<string>();
     let bytes = 0;
     const work = await store.workDir("pull");
-    let announced = false;
     try {
       // Each node pulls in its own random order, so early pullers hold different blobs to share.
       const queue = shuffle([...blobs], this.opts.random);
@@ -411,8 +411,9 @@ export class NodeAgent {
           r.from.forEach((n) => from.add(n));
           bytes += r.bytes;
           if ((await store.importBlob(tmp, b.sha256)).created) journal.blobs.push(b.sha256);
-          if (!announced) {
-            announced = true;
+          // A partial holder from its first blob on (never before: pullers would get 404s); heartbeats keep it announced.
+          if (!this.pullingKeys.has(key)) {
+            this.pullingKeys.add(key);
             await this.opts.directory.announce(key, { ...this.self, complete: false }, this.opts.holderTtlMs);
           }
         }

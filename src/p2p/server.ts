@@ -272,16 +272,17 @@ async function sendBlob(deps: Deps, fh: FileHandle, hex: string, size: number, r
     opts.metrics.uploadsRejected.inc();
     return sendJson(req, res, ctx, 503, "upload cap reached, try another holder", { "Retry-After": "1" });
   }
-  if (opts.admit && !(await opts.admit(hex))) {
+  // The slot is held while admit() runs, so uploads started meanwhile cannot overshoot the cap.
+  uploads.active++;
+  const admitted = await Promise.resolve(!opts.admit || opts.admit(hex)).catch((err: unknown) => {
+    uploads.active--;
+    throw err;
+  });
+  if (!admitted) {
+    uploads.active--;
     opts.metrics.uploadsRejected.inc();
     return sendJson(req, res, ctx, 503, "this holder has served its share of this blob, try another holder", { "Retry-After": "1" });
   }
-  if (uploads.active >= opts.uploadCap) {
-    // Checked again: other uploads may have started while admit() ran.
-    opts.metrics.uploadsRejected.inc();
-    return sendJson(req, res, ctx, 503, "upload cap reached, try another holder", { "Retry-After": "1" });
-  }
-  uploads.active++;
   opts.metrics.uploadsActive.inc();
   opts.metrics.notePeakUploads(uploads.active);
   try {
