@@ -2,6 +2,7 @@
 import { runDemo, type DemoResult } from "../demo/demo.ts";
 import { usageError } from "../runtime/errors.ts";
 import { renderStats } from "../stats/stats.ts";
+import { table } from "../util/format.ts";
 import { parse, type Command } from "./command.ts";
 
 const usage = `
@@ -62,11 +63,6 @@ export const demoCommand: Command = {
 const mib = (kb: number) => (kb / 1024).toFixed(1);
 const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
 
-function table(head: string[], rows: string[][]): string[] {
-  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join("  ");
-  return [line(head), ...rows.map(line)];
-}
 
 export function screen(r: DemoResult): string {
   const a = r.archive;

@@ -1,6 +1,7 @@
 /** `classcache stats` and `classcache top`: the one-screen view of archives, nodes, JVMs and ClassCaches. */
 import { readFile } from "node:fs/promises";
 import { loadTrustStore } from "../archive/signing.ts";
+import { sleepUnlessAborted } from "../directory/common.ts";
 import { openDirectory, redact, withPassword } from "../directory/open.ts";
 import { KubeClient } from "../kube/client.ts";
 import { ClasscacheError, usageError } from "../runtime/errors.ts";
@@ -59,7 +60,8 @@ function statsCommandNamed(name: "stats" | "top"): Command {
       const source = `directory ${redact(values.directory)}`;
       try {
         if (!(await directory.ping())) throw new ClasscacheError("input", `the directory at ${redact(values.directory)} does not answer`, { hint: "check the URL, the password and that a port-forward is running" });
-        const once = () => collectStats({ directory, ...(trust ? { trust } : {}), ...(client ? { client } : {}), ...(values.namespace ? { namespace: values.namespace } : {}) });
+        const manifests = new Map<string, string>();
+        const once = () => collectStats({ directory, manifests, ...(trust ? { trust } : {}), ...(client ? { client } : {}), ...(values.namespace ? { namespace: values.namespace } : {}) });
         if (values.json || every === undefined) {
           const s = await once();
           io.stdout.write(values.json ? JSON.stringify(s, null, 2) + "\n" : renderStats(s, source));
@@ -69,10 +71,7 @@ function statsCommandNamed(name: "stats" | "top"): Command {
           const s = await once();
           // Clear the screen and home the cursor, like top.
           io.stdout.write(`\x1b[2J\x1b[H${renderStats(s, source)}`);
-          await new Promise<void>((resolve) => {
-            const t = setTimeout(resolve, every * 1000);
-            io.signal.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
-          });
+          await sleepUnlessAborted(every * 1000, io.signal);
         }
         return 0;
       } finally {

@@ -1,5 +1,6 @@
 /** Per-node memory sharing of the archive, summed over the node's JVMs. */
 import { stat } from "node:fs/promises";
+import { ratio } from "../util/format.ts";
 import { addArchiveUsage, archiveUsage, emptyArchiveUsage, readSmaps, type ArchiveUsage } from "../node/smaps.ts";
 
 export interface NodeMemory {
@@ -20,7 +21,6 @@ export interface NodeMemory {
   usage: ArchiveUsage;
 }
 
-const ratio = (p: number, r: number) => (r === 0 ? 0 : Math.round((p / r) * 1000) / 1000);
 
 export async function nodeMemory(node: string, archivePath: string, pids: number[]): Promise<NodeMemory> {
   const inode = (await stat(archivePath)).ino;

@@ -2,7 +2,7 @@
  * What the directory implementations share: event ids, limits and input checks.
  */
 import { ClasscacheError } from "../runtime/errors.ts";
-import type { BuildFailure, DirectoryEvent, Holder } from "./directory.ts";
+import type { BuildFailure, DirectoryEvent, Holder, HolderUsage } from "./directory.ts";
 
 /** Most events one readEvents call returns; call again (after the last id) for more. */
 export const READ_COUNT = 1000;
@@ -48,6 +48,18 @@ export function normalizeHolder(h: Holder): Holder {
     if (count(u.rssKb) && count(u.pssKb) && count(u.roRssKb) && count(u.roPssKb)) Object.assign(out.usage, { rssKb: u.rssKb, pssKb: u.pssKb, roRssKb: u.roRssKb, roPssKb: u.roPssKb });
   }
   return out;
+}
+
+/** The holders' usage, summed: the JVMs that map the archive and their class counts. */
+export function sumClassUsage(holders: Holder[]): Pick<HolderUsage, "jvms" | "sharedClasses" | "loadedClasses"> {
+  const sum = { jvms: 0, sharedClasses: 0, loadedClasses: 0 };
+  for (const u of holders.map((h) => h.usage)) {
+    if (!u) continue;
+    sum.jvms += u.jvms;
+    sum.sharedClasses += u.sharedClasses;
+    sum.loadedClasses += u.loadedClasses;
+  }
+  return sum;
 }
 
 /** A holder as stored: normalized, so equal holders serialize equally. */

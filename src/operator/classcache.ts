@@ -6,7 +6,8 @@
  * bindings from the directory before the finalizer goes.
  */
 import { buildToken, openBinding, openEnvelope, SignatureError, type TrustStore } from "../archive/signing.ts";
-import type { Directory } from "../directory/directory.ts";
+import { sumClassUsage } from "../directory/common.ts";
+import type { Directory, Holder } from "../directory/directory.ts";
 import type { KubeClient } from "../kube/client.ts";
 import { isNotFound } from "../kube/errors.ts";
 import type { EventRecorder } from "../kube/events.ts";
@@ -198,19 +199,14 @@ export class ClassCacheReconciler {
       return { available: false };
     }
     status.archives = [];
-    const workload = { jvms: 0, shared: 0, loaded: 0 };
+    const users: Holder[] = [];
     for (const arch of ARCHS) {
       const text = await directory.binding(`${ref}.${arch}`);
       if (!text) continue;
       try {
         const { key } = openBinding(text, trust, ref, arch);
         const holders = await directory.holders(key);
-        for (const h of holders) {
-          if (!h.usage) continue;
-          workload.jvms += h.usage.jvms;
-          workload.shared += h.usage.sharedClasses;
-          workload.loaded += h.usage.loadedClasses;
-        }
+        users.push(...holders);
         status.archives.push({ arch, key, holders: holders.filter((h) => h.complete !== false).length, ...(await this.#summary(directory, trust, key)) });
       } catch (err) {
         if (!(err instanceof SignatureError)) throw err;
@@ -226,7 +222,7 @@ export class ClassCacheReconciler {
     }
     status.archiveKey = first.key;
     status.readyPeers = first.holders ?? 0;
-    reportHitRates(status, conditions, first, workload);
+    reportHitRates(status, conditions, first, sumClassUsage(users));
     return { available: true };
   }
 
@@ -431,12 +427,12 @@ export class ClassCacheReconciler {
 }
 
 /** The build's hit rate, and what the workload's running JVMs really get (from their perf counters, via the agents). */
-function reportHitRates(status: ClassCacheStatus, conditions: Conditions, first: ArchiveStatus, workload: { jvms: number; shared: number; loaded: number }): void {
+function reportHitRates(status: ClassCacheStatus, conditions: Conditions, first: ArchiveStatus, workload: ReturnType<typeof sumClassUsage>): void {
   const built = first.hitRate !== undefined ? `${(first.hitRate * 100).toFixed(1)}%` : "unknown";
   status.hitRate = built;
   let inUse = "no JVM maps it yet";
-  if (workload.loaded > 0) {
-    status.workloadHitRate = Math.round((workload.shared / workload.loaded) * 10_000) / 10_000;
+  if (workload.loadedClasses > 0) {
+    status.workloadHitRate = Math.round((workload.sharedClasses / workload.loadedClasses) * 10_000) / 10_000;
     status.hitRate = `${(status.workloadHitRate * 100).toFixed(1)}%`;
     inUse = `${workload.jvms} running JVM(s) load ${status.hitRate} of their classes from it`;
     if (status.workloadHitRate < LOW_HIT_RATE) {

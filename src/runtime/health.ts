@@ -9,7 +9,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
 import type { Logger } from "./log.ts";
-import type { Runnable } from "./runnable.ts";
+import { aborted, type Runnable } from "./runnable.ts";
 
 export type Check = () => boolean | void | Promise<boolean | void>;
 
@@ -52,15 +52,15 @@ export class HealthServer implements Runnable {
     const server = createServer((req, res) => void this.#serve(req, res));
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
-      server.listen(this.#opts.port, this.#opts.host ?? "0.0.0.0", () => resolve());
+      server.listen(this.#opts.port, this.#opts.host ?? "0.0.0.0", () => {
+        server.off("error", reject);
+        resolve();
+      });
     });
     const port = (server.address() as AddressInfo).port;
     this.#opts.logger.info("health server listening", { port });
     this.#resolvePort(port);
-    await new Promise<void>((resolve) => {
-      if (signal.aborted) resolve();
-      else signal.addEventListener("abort", () => resolve(), { once: true });
-    });
+    await aborted(signal);
     await close(server);
   }
 

@@ -5,11 +5,14 @@
  * agents from /proc and the JVMs' perf counters) — and, given a cluster, each ClassCache's state.
  * Read-only: it never writes to the directory or the cluster.
  */
+import { shortKey } from "../archive/key.ts";
 import { openEnvelope, peekEnvelope, type TrustStore } from "../archive/signing.ts";
 import type { Manifest } from "../archive/manifest.ts";
+import { sumClassUsage } from "../directory/common.ts";
 import type { Directory, Holder } from "../directory/directory.ts";
 import type { KubeClient } from "../kube/client.ts";
 import { ClassCaches, type ClassCache } from "../operator/api/v1.ts";
+import { ratio, table } from "../util/format.ts";
 
 export interface ArchiveMemory {
   /** Σ over the JVMs mapping the archive of its own mappings' Rss and Pss. */
@@ -85,7 +88,6 @@ function definedOnly<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
-const ratio = (a: number, b: number): number => (b === 0 ? 0 : Math.round((a / b) * 1000) / 1000);
 
 /** What a manifest says about its archive; an unverified one may be anything, so only well-typed fields. */
 function manifestFields(m: Partial<Manifest> | undefined): Partial<ArchiveStats> {
@@ -104,16 +106,10 @@ function manifestFields(m: Partial<Manifest> | undefined): Partial<ArchiveStats>
 
 /** The holders' usage, summed: JVMs, their hit rate, and the archive's memory when reported. */
 function usageTotals(holders: Holder[]): Pick<ArchiveStats, "jvms" | "liveHitRate" | "memory"> {
-  let jvms = 0;
-  let shared = 0;
-  let loaded = 0;
+  const { jvms, sharedClasses, loadedClasses } = sumClassUsage(holders);
   const mem = { rssKb: 0, pssKb: 0, roRssKb: 0, roPssKb: 0, idealRoPssKb: 0, reported: false };
   for (const u of holders.map((h) => h.usage)) {
-    if (!u) continue;
-    jvms += u.jvms;
-    shared += u.sharedClasses;
-    loaded += u.loadedClasses;
-    if (u.rssKb === undefined || u.pssKb === undefined || u.roRssKb === undefined || u.roPssKb === undefined) continue;
+    if (!u || u.rssKb === undefined || u.pssKb === undefined || u.roRssKb === undefined || u.roPssKb === undefined) continue;
     mem.reported = true;
     mem.rssKb += u.rssKb;
     mem.pssKb += u.pssKb;
@@ -129,7 +125,7 @@ function usageTotals(holders: Holder[]): Pick<ArchiveStats, "jvms" | "liveHitRat
         ...(mem.roRssKb > 0 ? { roPssRssRatio: ratio(mem.roPssKb, mem.roRssKb), idealRoRatio: ratio(mem.idealRoPssKb, mem.roRssKb) } : {}),
       }
     : undefined;
-  return { jvms, ...(loaded > 0 ? { liveHitRate: ratio(shared, loaded) } : {}), ...(memory ? { memory } : {}) };
+  return { jvms, ...(loadedClasses > 0 ? { liveHitRate: ratio(sharedClasses, loadedClasses) } : {}), ...(memory ? { memory } : {}) };
 }
 
 /** One archive's row from its manifest envelope and its holders. */
@@ -188,10 +184,20 @@ function classCacheRow(cc: ClassCache): ClassCacheRow {
   };
 }
 
-export async function collectStats(opts: { directory: Directory; trust?: TrustStore; client?: KubeClient; namespace?: string }): Promise<Stats> {
+/**
+ * `manifests`: envelopes already read, kept across calls (a key's manifest never changes once
+ * published), so a redrawing screen fetches only the holders again.
+ */
+export async function collectStats(opts: { directory: Directory; trust?: TrustStore; client?: KubeClient; namespace?: string; manifests?: Map<string, string> }): Promise<Stats> {
   const { directory } = opts;
+  const manifests = opts.manifests ?? new Map<string, string>();
   const keys = (await directory.keys()).sort();
-  const archives = await Promise.all(keys.map(async (k) => archiveStats(k, await directory.manifest(k), await directory.holders(k), opts.trust)));
+  const manifest = async (k: string): Promise<string | undefined> => {
+    const known = manifests.get(k) ?? (await directory.manifest(k));
+    if (known !== undefined) manifests.set(k, known);
+    return known;
+  };
+  const archives = await Promise.all(keys.map(async (k) => archiveStats(k, ...(await Promise.all([manifest(k), directory.holders(k)])), opts.trust)));
   // Most used first: the archives a platform team cares about are the ones JVMs map.
   archives.sort((a, b) => b.jvms - a.jvms || b.nodes - a.nodes || a.key.localeCompare(b.key));
   const stats: Stats = { at: new Date().toISOString(), archives, nodes: nodeRows(archives) };
@@ -205,10 +211,6 @@ export async function collectStats(opts: { directory: Directory; trust?: TrustSt
 const pct = (x: number | undefined): string => (x === undefined ? "—" : `${(x * 100).toFixed(1)}%`);
 const mib = (kb: number): string => (kb / 1024).toFixed(1);
 
-function table(head: string[], rows: string[][]): string[] {
-  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  return [head, ...rows].map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i]!))).join("  "));
-}
 
 export function renderStats(s: Stats, source: string): string {
   const out: string[] = [];
@@ -221,7 +223,8 @@ export function renderStats(s: Stats, source: string): string {
     out.push(
       ...table(
         ["NAMESPACE", "CLASSCACHE", "WORKLOAD", "PHASE", "ARCHIVE", "PEERS", "HIT", "PROBLEM"],
-        s.classCaches.map((c) => [c.namespace, c.name, c.workload, c.phase, c.archiveKey?.slice(0, 12) ?? "—", c.readyPeers === undefined ? "—" : String(c.readyPeers), pct(c.hitRate), c.problem ?? ""]),
+        s.classCaches.map((c) => [c.namespace, c.name, c.workload, c.phase, c.archiveKey ? shortKey(c.archiveKey) : "—", c.readyPeers === undefined ? "—" : String(c.readyPeers), pct(c.hitRate), c.problem ?? ""]),
+        "text",
       ),
     );
   }
@@ -230,7 +233,7 @@ export function renderStats(s: Stats, source: string): string {
     ...table(
       ["ARCHIVE", "SIGNED", "KIND", "JVM", "SIZE MiB", "NODES", "PULLING", "JVMS", "HIT (BUILD)", "ΣRSS MiB", "SAVED MiB", "RO PSS/RSS (IDEAL)", "APP"],
       s.archives.map((a) => [
-        a.key.slice(0, 12),
+        shortKey(a.key),
         a.verified === undefined ? "unchecked" : a.verified ? "yes" : "NO",
         a.kind ?? "—",
         a.jvm ?? "—",
@@ -244,6 +247,7 @@ export function renderStats(s: Stats, source: string): string {
         a.memory?.roPssRssRatio !== undefined ? `${a.memory.roPssRssRatio.toFixed(2)} (${a.memory.idealRoRatio!.toFixed(2)})` : "—",
         a.app ?? "",
       ]),
+      "text",
     ),
   );
   out.push("");
@@ -251,6 +255,7 @@ export function renderStats(s: Stats, source: string): string {
     ...table(
       ["NODE", "ZONE", "ARCHIVES", "PULLING", "JVMS", "SAVED MiB"],
       s.nodes.map((n) => [n.node, n.zone || "—", String(n.archives), String(n.pulling), String(n.jvms), n.savedKb === undefined ? "—" : mib(n.savedKb)]),
+      "text",
     ),
   );
   out.push("");

@@ -8,9 +8,10 @@
  */
 import { constants } from "node:fs";
 import { access, mkdir, writeFile } from "node:fs/promises";
-import { connect, createServer, type AddressInfo } from "node:net";
+import { connect } from "node:net";
 import { delimiter, join, resolve } from "node:path";
 import { startServerProcess, stopProcessGroup, waitUntilReady, signalGroup, isAlive, type ServerProcess } from "./processes.ts";
+import { freePort } from "../jvm/launch.ts";
 
 export interface RedisOptions {
   /** Data directory (created if missing): the append-only file, config and logs live here. */
@@ -131,17 +132,6 @@ function configText(o: { host: string; port: number; dir: string; password: stri
   ].join("\n");
 }
 
-/** A free TCP port on `host` (the kernel picks one; it is released before the server binds it). */
-async function freePort(host: string): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, host, resolve);
-  });
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 function bulk(s: string): string {
   return `$${Buffer.byteLength(s)}\r\n${s}\r\n`;

@@ -204,8 +204,12 @@ export class WebhookRegistrar implements Runnable {
       const wanted = this.#wanted;
       if (this.#everApplied && wanted === this.#applied) {
         await new Promise<void>((resolve) => {
-          this.#wake = resolve;
-          signal.addEventListener("abort", () => resolve(), { once: true });
+          const done = (): void => {
+            signal.removeEventListener("abort", done);
+            resolve();
+          };
+          this.#wake = done;
+          signal.addEventListener("abort", done, { once: true });
         });
         continue;
       }
