@@ -46,6 +46,7 @@ try {
         tokenFile: join(tmp, "token"),
         trust: join(tmp, "pub.pem"),
         signingKey: join(tmp, "key.pem"),
+        jdks: [java],
         args: ["--upload-cap", String(cap)],
         logDir: join(tmp, "logs"),
       }),

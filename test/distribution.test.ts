@@ -77,6 +77,7 @@ async function cluster(n: number, opts: { zones?: string[]; args?: (i: number) =
         tokenFile,
         trust,
         signingKey: opts.builders === false ? undefined : signingKey,
+        jdks: [java],
         args: opts.args?.(i),
         logDir: join(tmp, "logs"),
       };

@@ -26,7 +26,7 @@ import { REF_ANNOTATION, SYSTEM_NAMESPACE } from "../src/operator/constants.ts";
 import type { Container, PodSpec } from "../src/operator/inject.ts";
 import { Agent } from "../src/testenv/agents.ts";
 import type { RunningRedis } from "../src/testenv/redis.ts";
-import { jdk } from "./support/cli.ts";
+import { cli, jdk } from "./support/cli.ts";
 import { startOperatorCluster, until, type OperatorCluster } from "./support/operator.ts";
 
 const STORE_ROOT = "/var/lib/classcache";
@@ -184,10 +184,19 @@ describe("a webhook-patched Pod on a simulated node, from a P2P-pulled archive",
     assert.equal(await instrumented(), true, "no archive on the node: the agent runs live, instrumentation is not lost");
     await cold.p.stop();
 
-    // 2. The build (what the ClassCache's build Job does in the app's image) runs on node A and binds the ref.
-    const built = await nodeA.ensure({ ref, build: { app, appArgs: [], jvmOptions: [], java: java17, agent: agentJar, profile: "reference", training: { warmupUrls: [], timeoutMs: 240_000 } } });
-    assert.equal(built.status, 200, JSON.stringify(built.body));
-    assert.equal(built.body.source, "built");
+    // 2. The build, as the ClassCache's build Job runs it in the app's image on node A: built in
+    // its own store for the namespace's scope, uploaded to node A's agent under the grant the
+    // operator put in the Job's Secret; the agent admits it, publishes it and binds the ref.
+    const grant = await until("the build Job's grant", async () => {
+      const s = await client.get<KubeObject & { data?: Record<string, string> }>(Secrets, `classcache-build-${ref!.slice(0, 10)}`, { namespace: "shop" }).catch(() => undefined);
+      return s?.data?.token && Buffer.from(s.data.token, "base64").toString();
+    });
+    await writeFile(join(dir, "grant"), grant);
+    const built = await cli(
+      "build", `--app=${app}`, `--java=${java17}`, `--agent=${agentJar}`, "--profile=reference", `--store=${join(dir, "job-store")}`, `--root=${STORE_ROOT}`,
+      `--ref=${ref}`, "--scope=shop", `--publish-to=unix:${join(nodeA.spec.store, "run", "agent.sock")}`, `--build-token-file=${join(dir, "grant")}`, "--json",
+    );
+    assert.equal(built.code, 0, built.stderr);
     await until("the ClassCache is Ready", async () => {
       const cc = await client.get<ClassCache>(ClassCaches, "shop", { namespace: "shop" });
       return cc.status?.conditions?.find((c) => c.type === "Ready")?.status === "True";

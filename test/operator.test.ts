@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
 import { signBinding, signManifest, signerFromPem } from "../src/archive/signing.ts";
+import { sampleManifest } from "./support/manifest.ts";
 import { ValkeyDirectory } from "../src/directory/valkey.ts";
 import type { KubeClient } from "../src/kube/client.ts";
 import { ApiError } from "../src/kube/errors.ts";
@@ -156,11 +157,12 @@ describe("the operator against a real API server, directory and webhook", () => 
     const signer = signerFromPem(Buffer.from(secret.data["signing.pem"]!, "base64").toString());
     const directory = new ValkeyDirectory({ url: redis.url });
     try {
-      const key = "b".repeat(64);
-      const manifest = { key, createdAt: new Date().toISOString(), verification: { hitRate: 0.97 }, jvm: { vendor: "Eclipse Adoptium", runtimeVersion: "25.0.3+9" } };
-      await directory.publish(key, signManifest(manifest as never, signer));
+      const manifest = sampleManifest({ scope: "shop", hitRate: 0.97 });
+      const key = manifest.key;
+      const bindingOf = (k: typeof key) => ({ scope: "shop", ref: ownedRef, arch: "amd64", key: k, owner: "", issuedAt: Date.now() });
+      await directory.publish(key, signManifest(manifest, signer));
       await directory.announce(key, { node: "node-1", url: "http://10.0.0.1:7071", zone: "a" }, 60_000);
-      await directory.bind(`${ownedRef}.amd64`, signBinding({ ref: ownedRef, arch: "amd64", key }, signer));
+      await directory.bind(`${ownedRef}.amd64`, signBinding(bindingOf(key), signer));
       const cc = await until("Ready", async () => {
         const c = await getCc("shop", "shop");
         return condition(c, "Ready")?.status === "True" && c;
@@ -172,10 +174,10 @@ describe("the operator against a real API server, directory and webhook", () => 
       // A binding signed by another key is not believed.
       await directory.unbind(`${ownedRef}.amd64`);
       const forger = signerFromPem((await import("../src/archive/signing.ts")).generateSigningKey().privatePem);
-      await directory.bind(`${ownedRef}.amd64`, signBinding({ ref: ownedRef, arch: "amd64", key }, forger));
+      await directory.bind(`${ownedRef}.amd64`, signBinding(bindingOf(key), forger));
       await until("VerificationFailed", async () => condition(await getCc("shop", "shop"), "ArchiveAvailable")?.reason === "VerificationFailed");
       await directory.unbind(`${ownedRef}.amd64`);
-      await directory.bind(`${ownedRef}.amd64`, signBinding({ ref: ownedRef, arch: "amd64", key }, signer));
+      await directory.bind(`${ownedRef}.amd64`, signBinding(bindingOf(key), signer));
     } finally {
       await directory.close();
     }

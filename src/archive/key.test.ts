@@ -5,6 +5,7 @@ import { archiveKey, type KeyInputs } from "./key.ts";
 function inputs(): KeyInputs {
   return {
     format: 1,
+    scope: "shop",
     archiveKind: "cds",
     mode: "none",
     app: { kind: "boot", digests: ["a".repeat(64)], mainClass: "com.example.App", args: [], extractor: 1 },
@@ -47,6 +48,8 @@ describe("archive key", () => {
       ["archive kind", (k) => (k.archiveKind = "aot")],
       ["training", (k) => (k.training.warmupUrls = ["/api"])],
       ["format", (k) => (k.format = 2)],
+      ["scope", (k) => (k.scope = "another-team")],
+      ["cluster-wide scope", (k) => (k.scope = "")],
       ["extractor", (k) => (k.app.extractor = 2)],
     ];
     const seen = new Set([base]);

@@ -7,7 +7,7 @@ import { canonicalJson, sha256Hex } from "../util/hash.ts";
 import type { AgentMode } from "./profile.ts";
 
 /** Bump when the archive, layout or manifest format changes in a way old archives can't follow. */
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
 
 /** Bump when extraction would lay out different bytes for the same fat jar. */
 export const EXTRACTOR_VERSION = 1;
@@ -16,6 +16,12 @@ export type ArchiveKind = "cds" | "aot";
 
 export interface KeyInputs {
   format: number;
+  /**
+   * Whose archive this is: the namespace for a namespace-scoped archive, "" for one shared
+   * across the cluster (or built outside one). A build in one scope can neither satisfy nor
+   * pre-empt a key of another, even from the same jar and JDK.
+   */
+  scope: string;
   archiveKind: ArchiveKind;
   mode: AgentMode;
   app: {
@@ -60,6 +66,9 @@ export function archiveKey(inputs: KeyInputs): string {
 }
 
 export const KEY_PATTERN = /^[0-9a-f]{64}$/;
+
+/** A scope: "" (cluster-wide) or a namespace name (a DNS label). */
+export const SCOPE_PATTERN = /^$|^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 /** Short form for people: the first 12 hex digits. */
 export function shortKey(key: string): string {

@@ -3,7 +3,8 @@
  * how a workload JVM must be started to use it, and the proof that it was used.
  * Paths are relative to the store root; JVM options hold `{root}` where the root goes.
  */
-import type { ArchiveKind, KeyInputs } from "./key.ts";
+import { canonicalJson, HEX64, sha256Hex } from "../util/hash.ts";
+import { FORMAT_VERSION, type ArchiveKind, type KeyInputs } from "./key.ts";
 import type { AgentMode } from "./profile.ts";
 
 export const ROOT_PLACEHOLDER = "{root}";
@@ -67,4 +68,58 @@ export interface Manifest {
   } | null;
   verification: Verification;
   build: { durationMs: number; trainingMs: number; host: string; classcacheVersion: string; notes: string[] };
+}
+
+/** sha256 over the file list: the layout's directory name under layouts/. */
+export function layoutId(files: LayoutFile[]): string {
+  return sha256Hex(canonicalJson(files.map((f) => [f.path, f.sha256, f.size])));
+}
+
+/** More files than any app's class path has: a bound on what one manifest makes a node create. */
+export const MAX_LAYOUT_FILES = 20_000;
+
+/** A relative path of plain segments: no `..`, `.`, empty segment, backslash or control character. */
+export function isSafeRelativePath(p: unknown): p is string {
+  return typeof p === "string" && p.length > 0 && p.length <= 1024 && ![...p].some((c) => c < " " || c === "\\") && p.split("/").every((s) => s !== "" && s !== "." && s !== "..");
+}
+
+const hex = (x: unknown): x is string => typeof x === "string" && HEX64.test(x);
+const size = (x: unknown): x is number => typeof x === "number" && Number.isSafeInteger(x) && x >= 0;
+const obj = (x: unknown): boolean => !!x && typeof x === "object" && !Array.isArray(x);
+const strings = (x: unknown): x is string[] => Array.isArray(x) && x.every((s) => typeof s === "string");
+const malformed = (what: string) => new Error(`the manifest is malformed: ${what}`);
+
+/**
+ * The manifest in `v`, if it has the shape of one of this format: every digest 64 hex digits,
+ * every path it names inside the store, its layout id the digest of its files. Throws an Error
+ * saying what is wrong. Says nothing about whether its inputs, key or runtime are to be trusted
+ * (see admit.ts), only that reading it cannot go outside the store.
+ */
+export function validateManifest(v: unknown): Manifest {
+  const m = v as Manifest;
+  if (!obj(m) || !hex(m.key)) throw malformed("key");
+  if (m.formatVersion !== FORMAT_VERSION) throw malformed(`format version ${String(m.formatVersion)} is not ${FORMAT_VERSION}`);
+  if (!["none", "hybrid", "baked"].includes(m.mode)) throw malformed("mode");
+  if (!obj(m.inputs) || !obj(m.jvm) || typeof m.jvm.arch !== "string" || !obj(m.app) || !obj(m.verification) || typeof m.verification.hitRate !== "number") throw malformed("inputs, jvm, app or verification");
+  if (!obj(m.archive) || !hex(m.archive.sha256) || m.archive.file !== `blobs/sha256/${m.archive.sha256}` || !size(m.archive.size) || !["cds", "aot"].includes(m.archive.kind)) throw malformed("archive");
+  checkLayout(m.layout);
+  checkRuntime(m.runtime);
+  return m;
+}
+
+function checkLayout(layout: Layout): void {
+  const files: unknown = layout?.files;
+  if (!obj(layout) || !Array.isArray(files) || files.length > MAX_LAYOUT_FILES) throw malformed("layout files");
+  const paths = new Set<string>();
+  for (const f of files as Partial<LayoutFile>[]) {
+    if (!obj(f) || !hex(f.sha256) || !size(f.size) || !isSafeRelativePath(f.path) || paths.has(f.path)) throw malformed(`layout file ${JSON.stringify(f?.path ?? null).slice(0, 200)}`);
+    paths.add(f.path);
+  }
+  if (layout.id !== layoutId(layout.files)) throw malformed("layout id does not match its files");
+}
+
+function checkRuntime(r: Manifest["runtime"]): void {
+  if (!obj(r) || !strings(r.jvmOptions) || !strings(r.appArgs) || !obj(r.launch)) throw malformed("runtime");
+  const l = r.launch;
+  if (!(l.kind === "jar" && typeof l.jar === "string") && !(l.kind === "main" && strings(l.classPath) && typeof l.mainClass === "string")) throw malformed("runtime launch");
 }

@@ -1,33 +1,63 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { Manifest } from "./manifest.ts";
-import { generateSigningKey, openBinding, openEnvelope, SignatureError, signBinding, signerFromPem, signManifest, trustStoreFromPems } from "./signing.ts";
+import { sampleManifest } from "../../test/support/manifest.ts";
+import { generateSigningKey, openBinding, openEnvelope, openGrant, SignatureError, signBinding, signerFromPem, signGrant, signManifest, STATEMENTS, trustStoreFromPems, type RefBinding } from "./signing.ts";
 
 const keys = generateSigningKey();
 const signer = signerFromPem(keys.privatePem);
 const trust = trustStoreFromPems([keys.publicPem]);
 const stranger = signerFromPem(generateSigningKey().privatePem);
-const KEY = "a".repeat(64);
+const manifest = sampleManifest();
+const KEY = manifest.key;
 const REF = "b".repeat(64);
+const binding: RefBinding = { scope: "shop", ref: REF, arch: "amd64", key: KEY, owner: "uid-1", issuedAt: 1_700_000_000_000 };
 
-describe("signed manifests and ref bindings", () => {
+describe("signed statements", () => {
   test("a manifest opens only for a trusted key, its own key and untouched bytes", () => {
-    const manifest = { key: KEY, archive: { sha256: "c".repeat(64) } } as unknown as Manifest;
     const text = signManifest(manifest, signer);
     assert.deepEqual(openEnvelope(text, trust, KEY), manifest);
-    assert.throws(() => openEnvelope(text, trust, "d".repeat(64)), /manifest is for key a+, not d+/);
+    assert.throws(() => openEnvelope(text, trust, "d".repeat(64)), /manifest is for key [0-9a-f]+, not d+/);
     assert.throws(() => openEnvelope(signManifest(manifest, stranger), trust), /manifest signed by untrusted key/);
-    assert.throws(() => openEnvelope(text.replace("c".repeat(64), "e".repeat(64)), trust), /manifest signature does not verify/);
-    assert.throws(() => openEnvelope("{", trust), /manifest envelope is not JSON/);
-    assert.throws(() => openEnvelope(JSON.stringify({ keyId: signer.keyId }), trust), /manifest envelope is malformed/);
+    assert.throws(() => openEnvelope(text.replace(manifest.archive.sha256, "e".repeat(64)), trust), /manifest signature does not verify/);
+    assert.throws(() => openEnvelope("{", trust), /manifest is not JSON/);
+    assert.throws(() => openEnvelope(JSON.stringify({ keyId: signer.keyId }), trust), /manifest is malformed/);
+  });
+
+  test("a signed manifest of the wrong shape is refused after its signature verifies", () => {
+    const escaping = { ...manifest, archive: { ...manifest.archive, file: "../../etc/shadow" } };
+    assert.throws(() => openEnvelope(signManifest(escaping, signer), trust), (e: unknown) => e instanceof SignatureError && /signed but malformed: .*archive/.test(e.message));
   });
 
   test("a binding opens only for its ref and arch, signed by a trusted key, without extra fields", () => {
-    const text = signBinding({ ref: REF, arch: "amd64", key: KEY, extra: "dropped" } as never, signer);
-    assert.deepEqual(openBinding(text, trust, REF, "amd64"), { ref: REF, arch: "amd64", key: KEY });
+    const text = signBinding({ ...binding, extra: "dropped" } as never, signer);
+    assert.deepEqual(openBinding(text, trust, REF, "amd64"), binding);
     assert.throws(() => openBinding(text, trust, REF, "arm64"), /ref binding is for b+\/amd64, not b+\/arm64/);
-    assert.throws(() => openBinding(signBinding({ ref: REF, arch: "amd64", key: KEY }, stranger), trust, REF, "amd64"), /untrusted key/);
+    assert.throws(() => openBinding(signBinding(binding, stranger), trust, REF, "amd64"), /untrusted key/);
     assert.throws(() => openBinding(text.replace(KEY, "f".repeat(64)), trust, REF, "amd64"), /signature does not verify/);
-    assert.throws(() => openBinding(JSON.stringify({ binding: { ref: REF, arch: "amd64" }, keyId: signer.keyId, signature: "x" }), trust, REF, "amd64"), (e: unknown) => e instanceof SignatureError && /malformed/.test(e.message));
+    assert.throws(() => openBinding(text.replace('"issuedAt":1700000000000', '"issuedAt":1800000000000'), trust, REF, "amd64"), /signature does not verify/, "the time is signed: it cannot be moved forward");
+  });
+
+  test("one kind of statement never passes as another, even with a payload of the other's shape", () => {
+    // A binding presented as a manifest (the payload is not a manifest, and the type says so).
+    assert.throws(() => openEnvelope(signBinding(binding, signer), trust), (e: unknown) => e instanceof SignatureError && /manifest expected, got a statement of type "classcache.dev\/binding\/v2"/.test(e.message));
+    // A manifest envelope relabelled as a binding: the type is signed, so the signature fails.
+    const relabelled = JSON.parse(signManifest(manifest, signer)) as Record<string, unknown>;
+    relabelled["type"] = STATEMENTS.binding;
+    relabelled["payload"] = binding;
+    assert.throws(() => openBinding(JSON.stringify(relabelled), trust, REF, "amd64"), /signature does not verify/);
+    // A grant is no binding, and a binding is no grant.
+    const grant = signGrant({ scope: "shop", ref: REF, classCache: "shop/shop", owner: "uid-1", issuedAt: 1 }, signer);
+    assert.throws(() => openBinding(Buffer.from(grant, "base64url").toString(), trust, REF, "amd64"), /ref binding expected/);
+    assert.throws(() => openGrant(Buffer.from(signBinding(binding, signer)).toString("base64url"), trust, REF), /build grant expected/);
+  });
+
+  test("a grant opens for its ref only, and its scope and owner are what was signed", () => {
+    const grant = signGrant({ scope: "shop", ref: REF, classCache: "shop/shop", owner: "uid-1", issuedAt: 1 }, signer);
+    assert.match(grant, /^[A-Za-z0-9_-]+$/, "fits an Authorization header");
+    assert.deepEqual(openGrant(grant, trust, REF), { scope: "shop", ref: REF, classCache: "shop/shop", owner: "uid-1", issuedAt: 1 });
+    assert.throws(() => openGrant(grant, trust, "c".repeat(64)), /build grant is for ref b+, not c+/);
+    assert.throws(() => openGrant(signGrant({ scope: "shop", ref: REF, classCache: "shop/shop", owner: "", issuedAt: 1 }, stranger), trust, REF), /untrusted key/);
+    assert.throws(() => openGrant("not a grant!", trust, REF), /build grant is malformed/);
+    assert.throws(() => signGrant({ scope: "Not_A_Namespace", ref: REF, classCache: "x", owner: "", issuedAt: 1 }, signer), /scope is missing or malformed/);
   });
 });

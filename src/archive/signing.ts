@@ -1,14 +1,17 @@
 /**
- * Signed manifests. A builder signs the canonical JSON of a manifest with Ed25519; every agent
- * verifies the signature against the keys it trusts before anything the manifest names becomes
- * visible or servable. The directory only stores envelopes: whoever can write to it still
- * cannot get bytes into a workload JVM without a trusted signing key.
+ * Signed statements: manifests, ref bindings and build grants. Each is a typed statement —
+ * `{type, payload, keyId, signature}`, the Ed25519 signature over the canonical JSON of type
+ * and payload together — so one kind can never pass as another. Every agent verifies the
+ * signature against the keys it trusts, then the payload's shape, before anything a statement
+ * names becomes visible, servable or bound. The directory only stores envelopes: whoever can
+ * write to it still cannot get bytes into a workload JVM without a trusted signing key.
  */
-import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { ClasscacheError } from "../runtime/errors.ts";
 import { canonicalJson, sha256Hex } from "../util/hash.ts";
-import type { Manifest } from "./manifest.ts";
+import { KEY_PATTERN, SCOPE_PATTERN } from "./key.ts";
+import { validateManifest, type Manifest } from "./manifest.ts";
 
 export interface Signer {
   keyId: string;
@@ -50,49 +53,58 @@ export async function loadTrustStore(files: string[]): Promise<TrustStore> {
   return trustStoreFromPems(await Promise.all(files.map((f) => readFile(f, "utf8"))));
 }
 
-/**
- * `{<field>: payload, keyId, signature}`: `keyId` names the signing key (sha256 of its SPKI DER,
- * first 16 hex digits), `signature` is base64 Ed25519 over the payload's canonical JSON.
- */
-function seal(field: string, payload: unknown, signer: Signer): string {
-  const signature = sign(null, Buffer.from(canonicalJson(payload)), signer.privateKey).toString("base64");
-  return JSON.stringify({ [field]: payload, keyId: signer.keyId, signature });
+/** What each kind of statement is; part of what is signed. */
+export const STATEMENTS = {
+  manifest: "classcache.dev/manifest/v2",
+  binding: "classcache.dev/binding/v2",
+  grant: "classcache.dev/build-grant/v1",
+} as const;
+type StatementType = (typeof STATEMENTS)[keyof typeof STATEMENTS];
+
+function seal(type: StatementType, payload: object, signer: Signer): string {
+  const signature = sign(null, Buffer.from(canonicalJson({ type, payload })), signer.privateKey).toString("base64");
+  return JSON.stringify({ type, payload, keyId: signer.keyId, signature });
 }
 
 export class SignatureError extends Error {}
 
 /**
- * The payload of a sealed text, once its signature verifies against a trusted key. `names`
- * says what it is in errors: the envelope (not JSON, malformed) and the signed thing.
+ * The payload of a sealed statement of `type`, once its signature verifies against a trusted
+ * key, checked by `shape` (which throws SignatureError on a payload of the wrong form).
+ * `what` names the statement in errors.
  */
-function unseal(text: string, field: string, trust: TrustStore, names: { envelope: string; signed: string }, canonical: (payload: object) => object = (p) => p): object {
+function unseal<T>(text: string, type: StatementType, trust: TrustStore, what: string, shape: (payload: Record<string, unknown>) => T): T {
   let env: Record<string, unknown>;
   try {
     env = JSON.parse(text) as Record<string, unknown>;
   } catch {
-    throw new SignatureError(`${names.envelope} is not JSON`);
+    throw new SignatureError(`${what} is not JSON`);
   }
-  const payload = env?.[field];
-  if (!env || typeof env !== "object" || typeof env["signature"] !== "string" || typeof env["keyId"] !== "string" || !payload || typeof payload !== "object") {
-    throw new SignatureError(`${names.envelope} is malformed`);
+  const payload = env?.["payload"];
+  if (!env || typeof env !== "object" || typeof env["signature"] !== "string" || typeof env["keyId"] !== "string" || !payload || typeof payload !== "object" || Array.isArray(payload)) {
+    throw new SignatureError(`${what} is malformed`);
   }
+  if (env["type"] !== type) throw new SignatureError(`${what} expected, got a statement of type ${JSON.stringify(env["type"])}`);
   const key = trust.get(env["keyId"]);
-  if (!key) throw new SignatureError(`${names.signed} signed by untrusted key ${env["keyId"]}`);
-  const signed = canonical(payload);
-  if (!verify(null, Buffer.from(canonicalJson(signed)), key, Buffer.from(env["signature"], "base64"))) throw new SignatureError(`${names.signed} signature does not verify`);
-  return signed;
+  if (!key) throw new SignatureError(`${what} signed by untrusted key ${env["keyId"]}`);
+  if (!verify(null, Buffer.from(canonicalJson({ type, payload })), key, Buffer.from(env["signature"], "base64"))) throw new SignatureError(`${what} signature does not verify`);
+  try {
+    return shape(payload as Record<string, unknown>);
+  } catch (err) {
+    throw new SignatureError(`${what} is signed but malformed: ${err instanceof Error ? err.message : String(err)}`);
+  }
 }
 
 export function signManifest(manifest: Manifest, signer: Signer): string {
-  return seal("manifest", manifest, signer);
+  return seal(STATEMENTS.manifest, manifest, signer);
 }
 
 /**
- * Parses an envelope and verifies its signature; also checks that the manifest is the one for
- * `expectedKey`. Throws SignatureError on anything wrong.
+ * Parses an envelope, verifies its signature and the manifest's shape; also checks that the
+ * manifest is the one for `expectedKey`. Throws SignatureError on anything wrong.
  */
 export function openEnvelope(text: string, trust: TrustStore, expectedKey?: string): Manifest {
-  const manifest = unseal(text, "manifest", trust, { envelope: "manifest envelope", signed: "manifest" }) as Manifest;
+  const manifest = unseal(text, STATEMENTS.manifest, trust, "manifest", (p) => validateManifest(p));
   if (expectedKey !== undefined && manifest.key !== expectedKey) throw new SignatureError(`manifest is for key ${manifest.key}, not ${expectedKey}`);
   return manifest;
 }
@@ -103,46 +115,99 @@ export function openEnvelope(text: string, trust: TrustStore, expectedKey?: stri
  */
 export function peekEnvelope(text: string): Manifest | undefined {
   try {
-    const m = (JSON.parse(text) as { manifest?: Manifest }).manifest;
-    return m && typeof m === "object" && typeof m.key === "string" ? m : undefined;
+    const env = JSON.parse(text) as { type?: unknown; payload?: Manifest };
+    const m = env.payload;
+    return env.type === STATEMENTS.manifest && m && typeof m === "object" && typeof m.key === "string" ? m : undefined;
   } catch {
     return undefined;
   }
 }
 
 /**
- * A binding from a ref (the digest a ClassCache computes from a workload's build inputs, plus
- * the node's arch) to the key of the archive built for it. Signed like a manifest: whoever can
- * write to the directory still cannot point a workload at another archive.
+ * A binding from a ref (the digest a ClassCache computes from a workload's build inputs, its
+ * scope included) and a node arch to the key of the archive built for it. Signed like a
+ * manifest: whoever can write to the directory still cannot point a workload at another
+ * archive. `issuedAt` orders the bindings of one ref: an agent that has seen a binding refuses
+ * an older one, so a binding cannot be replayed over a newer one.
  */
 export interface RefBinding {
+  /** The namespace the archive is for; "" when shared across the cluster. */
+  scope: string;
   ref: string;
   arch: string;
   key: string;
+  /** The UID of the ClassCache the binding was made for; "" when made outside a cluster. */
+  owner: string;
+  /** Epoch ms when it was signed. */
+  issuedAt: number;
 }
 
-const bindingOf = (b: RefBinding): RefBinding => ({ ref: b.ref, arch: b.arch, key: b.key });
+const ARCH_PATTERN = /^[a-z0-9_]{1,16}$/;
+
+function str(p: Record<string, unknown>, field: string, pattern?: RegExp): string {
+  const v = p[field];
+  if (typeof v !== "string" || (pattern && !pattern.test(v))) throw new Error(`${field} is missing or malformed`);
+  return v;
+}
+
+function time(p: Record<string, unknown>, field: string): number {
+  const v = p[field];
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw new Error(`${field} is missing or malformed`);
+  return v;
+}
+
+const bindingOf = (p: Record<string, unknown>): RefBinding => ({
+  scope: str(p, "scope", SCOPE_PATTERN),
+  ref: str(p, "ref", KEY_PATTERN),
+  arch: str(p, "arch", ARCH_PATTERN),
+  key: str(p, "key", KEY_PATTERN),
+  owner: str(p, "owner"),
+  issuedAt: time(p, "issuedAt"),
+});
 
 export function signBinding(binding: RefBinding, signer: Signer): string {
-  return seal("binding", bindingOf(binding), signer);
+  return seal(STATEMENTS.binding, bindingOf(binding as unknown as Record<string, unknown>), signer);
 }
 
 /** Parses and verifies a signed binding, and checks it is the one for `ref` and `arch`. */
 export function openBinding(text: string, trust: TrustStore, ref: string, arch: string): RefBinding {
-  const names = { envelope: "ref binding", signed: "ref binding" };
-  const b = unseal(text, "binding", trust, names, (p) => {
-    if (typeof (p as RefBinding).key !== "string") throw new SignatureError("ref binding is malformed");
-    return bindingOf(p as RefBinding);
-  }) as RefBinding;
+  const b = unseal(text, STATEMENTS.binding, trust, "ref binding", bindingOf);
   if (b.ref !== ref || b.arch !== arch) throw new SignatureError(`ref binding is for ${b.ref}/${b.arch}, not ${ref}/${arch}`);
   return b;
 }
 
 /**
- * The token a ClassCache's build Job presents to a node agent to upload the build of one ref:
- * an HMAC of the ref under a key only the operator and the agents hold. It is good for that ref
- * only, so a pod in one namespace cannot publish an archive for another namespace's ref.
+ * What a ClassCache's build Job presents to its node agent to upload the build of one ref:
+ * signed by the operator, verified by the agent with the public key alone (no node holds a
+ * secret it could mint grants with). It binds the scope and the ref: an upload under it may
+ * only publish a key of that scope, bound to that ref.
  */
-export function buildToken(buildKey: string, ref: string): string {
-  return createHmac("sha256", buildKey).update(`classcache build ${ref}`).digest("hex");
+export interface BuildGrant {
+  scope: string;
+  ref: string;
+  /** namespace/name and UID of the ClassCache the build is for. */
+  classCache: string;
+  owner: string;
+  issuedAt: number;
+}
+
+const grantOf = (p: Record<string, unknown>): BuildGrant => ({
+  scope: str(p, "scope", SCOPE_PATTERN),
+  ref: str(p, "ref", KEY_PATTERN),
+  classCache: str(p, "classCache"),
+  owner: str(p, "owner"),
+  issuedAt: time(p, "issuedAt"),
+});
+
+/** The grant as a bearer token: base64url of its envelope, so it fits an Authorization header. */
+export function signGrant(grant: BuildGrant, signer: Signer): string {
+  return Buffer.from(seal(STATEMENTS.grant, grantOf(grant as unknown as Record<string, unknown>), signer)).toString("base64url");
+}
+
+/** Verifies a grant token and checks it is for `ref`. */
+export function openGrant(token: string, trust: TrustStore, ref: string): BuildGrant {
+  if (!/^[A-Za-z0-9_-]{1,8192}$/.test(token)) throw new SignatureError("build grant is malformed");
+  const g = unseal(Buffer.from(token, "base64url").toString("utf8"), STATEMENTS.grant, trust, "build grant", grantOf);
+  if (g.ref !== ref) throw new SignatureError(`build grant is for ref ${g.ref.slice(0, 12)}, not ${ref.slice(0, 12)}`);
+  return g;
 }

@@ -7,7 +7,7 @@ import { copyFile, mkdir, rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import { basename, join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { archiveKey } from "../archive/key.ts";
+import { archiveKey, SCOPE_PATTERN } from "../archive/key.ts";
 import type { Launch, Layout, Manifest, Verification } from "../archive/manifest.ts";
 import { ROOT_PLACEHOLDER } from "../archive/manifest.ts";
 import { loadProfile, type AgentProfile } from "../archive/profile.ts";
@@ -43,6 +43,8 @@ export interface BuildRequest {
   root?: string | undefined;
   /** Rebuild even if the store already has this key. */
   force?: boolean;
+  /** The namespace the archive is for; "" (the default) for cluster-wide. Part of the key. */
+  scope?: string | undefined;
 }
 
 export interface BuildResult {
@@ -62,6 +64,7 @@ export function checkRequest(req: BuildRequest): void {
   if (!req.app === !req.classPath) throw usageError("give either --app <fat.jar> or --classpath <a.jar:b.jar> --main <class>");
   if (req.classPath && !req.mainClass) throw usageError("--classpath needs --main <class>");
   if (req.app && req.mainClass) throw usageError("--main goes with --classpath; a Spring Boot fat jar names its own main class");
+  if (req.scope !== undefined && !SCOPE_PATTERN.test(req.scope)) throw usageError(`--scope ${JSON.stringify(req.scope)} is not a namespace name`, "a scope is \"\" (cluster-wide) or a Kubernetes namespace name");
   if (req.agent && !req.profile) throw usageError("--agent needs --profile <name|file> to say how the agent runs", "see `classcache profiles` for the built-in ones");
   if (req.profile && !req.agent) throw usageError("--profile needs --agent <jar>");
   if (req.agentConfig && !req.agent) throw usageError("--agent-config needs --agent <jar>");
@@ -99,7 +102,7 @@ async function gather(req: BuildRequest, deps: BuildDeps): Promise<Gathered> {
     })).sha256 : null;
     agent = { sha256: agentSha, configSha256: configSha, profile };
   }
-  const bp = planBuild({ app: { ...app, digests: appSha }, appArgs: req.appArgs, jvmOptions: req.jvmOptions, jdk, agent, training: req.training });
+  const bp = planBuild({ app: { ...app, digests: appSha }, appArgs: req.appArgs, jvmOptions: req.jvmOptions, jdk, agent, training: req.training, scope: req.scope ?? "" });
   return { store, jdk, bp, key: archiveKey(bp.keyInputs), profile, agentSha, appSha, isBoot: app.kind === "boot", mainClass: app.mainClass };
 }
 

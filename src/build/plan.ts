@@ -26,6 +26,8 @@ export interface BuildFacts {
   jdk: JdkIdentity;
   agent: { sha256: string; configSha256: string | null; profile: AgentProfile } | null;
   training: TrainingRequest;
+  /** The namespace the archive is for, "" for cluster-wide (see KeyInputs.scope). */
+  scope: string;
 }
 
 export interface BuildPlan {
@@ -75,6 +77,7 @@ export function planBuild(f: BuildFacts): BuildPlan {
   const exit = trainingExit(f.app, f.training);
   const keyInputs: KeyInputs = {
     format: FORMAT_VERSION,
+    scope: f.scope,
     archiveKind: kind,
     mode,
     app: { kind: f.app.kind, digests: f.app.digests, mainClass: f.app.mainClass, args: f.appArgs, extractor: EXTRACTOR_VERSION },

@@ -39,8 +39,10 @@ training
 
 kubernetes (what a ClassCache's build Job passes)
   --ref <ref>               the ClassCache's ref this build is for
+  --scope <namespace>       whose archive it is: the ClassCache's namespace, or "" when it is
+                            shared across the cluster (default ""); part of the key
   --publish-to unix:<sock>  upload the verified build to the node agent at this socket
-  --build-token-file <f>    the ref's build token, presented to the agent
+  --build-token-file <f>    the ref's build grant from the operator, presented to the agent
   --mode <mode>             fail unless the profile runs the agent in this mode
   --exit-on-refresh, --no-exit-on-refresh
                             train a Spring Boot app until its context is refreshed (default), or
@@ -78,6 +80,7 @@ export const buildCommand: Command = {
       json: { type: "boolean" },
       quiet: { type: "boolean" },
       ref: { type: "string" },
+      scope: { type: "string" },
       "publish-to": { type: "string" },
       "build-token-file": { type: "string" },
       mode: { type: "string" },
@@ -109,6 +112,7 @@ export const buildCommand: Command = {
       store: values.store ?? defaultStore(io.env),
       root: values.root,
       force: values.force ?? false,
+      scope: values.scope ?? "",
     };
     const quiet = values.quiet || values.json;
     const t0 = Date.now();

@@ -37,8 +37,8 @@ builds archives on request, and heartbeats what it holds to the directory.
   --metrics <host:port>    also serve /metrics, /healthz and /readyz here, apart from the peer port
                            (which needs the token for archives), so Prometheus can be let in alone
   --socket <path>          Unix socket where pods ask for their ref (default <store>/run/agent.sock)
-  --build-key-file <file>  the key build tokens are derived from: lets build Jobs on this node
-                           upload their builds over the socket (needs --signing-key)
+  --jdk <JAVA_HOME>        a JDK that builds asked of the local API may use (repeatable); a
+                           build request names one of these, never a path of its own
   --upload-cap <n>         concurrent uploads to peers (default 4; more get 503)
   --max-upload-rate <b/s>  upload bandwidth limit for the whole node (default none)
   --quota <bytes>          store size above which least recently used archives are removed (default 20 GiB)
@@ -93,7 +93,7 @@ export const nodeCommand: Command = {
       api: { type: "string", default: "127.0.0.1:7072" },
       metrics: { type: "string" },
       socket: { type: "string" },
-      "build-key-file": { type: "string" },
+      jdk: { type: "string", multiple: true },
       "upload-cap": { type: "string", default: "4" },
       "max-upload-rate": { type: "string" },
       quota: { type: "string", default: String(20 * 1024 ** 3) },
@@ -156,11 +156,10 @@ export const nodeCommand: Command = {
       delivered: (sha) => agent.noteDelivered(sha),
       ready: () => directory.ping(),
     });
-    const api = createApiServer(agent, { token });
+    const api = createApiServer(agent, { token, jdks: values.jdk ?? [] });
     const wants = new Wants(agent);
-    const buildKey = values["build-key-file"] ? (await readFile(values["build-key-file"], "utf8")).trim() : undefined;
-    if (buildKey !== undefined && !signer) throw usageError("--build-key-file needs --signing-key: an uploaded build is signed by this node");
-    const socketServer = createSocketServer(wants, { agent, ...(buildKey ? { buildKey } : {}) });
+    // Build Jobs upload over the socket under the operator's grants; the node signs what it admits.
+    const socketServer = createSocketServer(wants, { agent });
     const socketPath = values.socket ?? join(store.dir, "run", "agent.sock");
     await listen(peer, listenAt, "peer server");
     await listen(api, apiAt, "local API");

@@ -116,7 +116,7 @@ export async function runDemo(o: DemoOptions, progress: (msg: string) => void, s
       const store = join(work, name, "store");
       await mkdir(store, { recursive: true });
       nodes.push({ name, zone: i % 2 === 0 ? "zone-a" : "zone-b", address, store, source: "local", from: [], ensureMs: 0 });
-      running.push(startNode(name, nodes[i]!, directoryUrl, work, relocatable ? store : ROOT));
+      running.push(startNode(name, nodes[i]!, directoryUrl, work, relocatable ? store : ROOT, home));
     }
     await Promise.all(nodes.map((n) => waitHttp(`http://${n.address}:7071/readyz`, 60_000, signal)));
     say(`all ${o.nodes} nodes ask for the archive at the same moment…`);
@@ -231,7 +231,7 @@ async function announcedStats(directory: Directory, publicPem: string, jvms: num
   }
 }
 
-function startNode(name: string, n: DemoNode, directory: string, work: string, root: string): Running {
+function startNode(name: string, n: DemoNode, directory: string, work: string, root: string, jdk: string): Running {
   const args = [
     join(REPO, "src", "cli.ts"),
     "node",
@@ -245,6 +245,8 @@ function startNode(name: string, n: DemoNode, directory: string, work: string, r
     "--token-file", join(work, "token"),
     "--signing-key", join(work, "signing.key"),
     "--trust", join(work, "signing.pub"),
+    // The one JDK a build asked of this node may use: the local API never takes a java path of its own.
+    "--jdk", jdk,
     // Announce holdings and the JVMs using them every 2 s, so the stats screen fills quickly.
     "--heartbeat", "2",
   ];

@@ -9,7 +9,8 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import type { Manifest } from "../archive/manifest.ts";
-import { openBinding, openEnvelope, SignatureError, signBinding, signManifest, type Signer, type TrustStore } from "../archive/signing.ts";
+import { KEY_PATTERN } from "../archive/key.ts";
+import { openBinding, openEnvelope, SignatureError, signBinding, signManifest, type BuildGrant, type RefBinding, type Signer, type TrustStore } from "../archive/signing.ts";
 import { prepareBuild, type BuildRequest, type BuildResult } from "../build/pipeline.ts";
 import type { Directory, Holder, Lease } from "../directory/directory.ts";
 import { orderHolders, pullBlob, Quarantine } from "../p2p/puller.ts";
@@ -26,16 +27,17 @@ export interface EnsureRequest {
   key?: string;
   build?: BuildSpec;
   /**
-   * A ClassCache's ref (the digest of a workload's build inputs). With a build, the key built
-   * or pulled for it is bound to the ref in the directory (signed); without a key or build,
-   * the key is looked up from that binding. Either way the node records ref → key in its store.
+   * A ClassCache's ref (the digest of a workload's build inputs). Alone, the key is looked up
+   * from the directory's signed binding; with an imported build, the build's key is bound to it
+   * (signed) for the grant's scope and owner. Either way the node records ref → key in its store.
    */
   ref?: string;
   /**
    * A build made elsewhere (a ClassCache's build Job, in the workload's image) whose files were
-   * uploaded into this node's store: published like a build of this node's own.
+   * uploaded into this node's store, admitted (see archive/admit.ts) under the operator's grant
+   * for one scope and ref: published like a build of this node's own, and bound to that ref.
    */
-  imported?: Manifest;
+  imported?: { manifest: Manifest; grant: BuildGrant };
 }
 
 /** The JVM's arch naming, as manifests record it (see jvm/jdk.ts). */
@@ -125,15 +127,18 @@ export class NodeAgent {
   /** Concurrent ensures of one key on this node share one attempt. */
   async ensure(req: EnsureRequest, signal?: AbortSignal): Promise<EnsureResult> {
     const t0 = performance.now();
-    if (req.ref !== undefined && !/^[0-9a-f]{64}$/.test(req.ref)) throw new ClasscacheError("usage", "ref must be 64 lowercase hex digits");
-    if (req.ref && !req.key && !req.build && !req.imported) {
+    if (req.ref !== undefined && !KEY_PATTERN.test(req.ref)) throw new ClasscacheError("usage", "ref must be 64 lowercase hex digits");
+    if (req.key !== undefined && !KEY_PATTERN.test(req.key)) throw new ClasscacheError("usage", "key must be 64 lowercase hex digits");
+    if (req.ref && !req.imported) {
+      if (req.key || req.build) throw new ClasscacheError("usage", "a ref is bound only to an uploaded build of its own grant; ask for a ref alone to look it up");
       // The directory's binding named the key: record it locally, without signing and binding it again.
-      const r = await this.ensure({ key: await this.resolveRef(req.ref) }, signal);
-      await this.opts.store.setRef(`${req.ref}.${r.manifest.jvm.arch}`, r.key);
+      const binding = await this.resolveRef(req.ref);
+      const r = await this.ensure({ key: binding.key }, signal);
+      await this.opts.store.setRef(`${req.ref}.${r.manifest.jvm.arch}`, r.key, binding.issuedAt);
       return r;
     }
     const prepared = req.build ? await prepareBuild({ ...req.build, store: this.opts.store.dir, root: this.opts.root }, { log: this.opts.log }) : undefined;
-    const imported = req.imported;
+    const imported = req.imported?.manifest;
     const key = req.key ?? prepared?.key ?? imported?.key;
     if (!key) throw new ClasscacheError("usage", "ensure needs a key or a build spec");
     if (prepared && req.key && prepared.key !== req.key) {
@@ -149,7 +154,7 @@ export class NodeAgent {
       this.inflight.set(key, entry);
     }
     const r = await this.join(entry, signal);
-    return req.ref ? this.bindRef(req.ref, r) : r;
+    return req.imported && req.ref ? this.bindRef(req.ref, req.imported.grant, r) : r;
   }
 
   /** Waits for a shared attempt; a caller that aborts stops waiting, and the last one to abort stops the attempt. */
@@ -173,42 +178,70 @@ export class NodeAgent {
     }
   }
 
-  /** Makes an uploaded build's manifest visible in the store once every file it names is here. */
+  /**
+   * Makes an uploaded, admitted build's manifest visible in the store once every file it names is
+   * here, under the store's build lock (as a pull does), so gc cannot take a blob in between.
+   */
   private async adoptImported(m: Manifest): Promise<BuildResult> {
     const { store } = this.opts;
-    for (const sha of [m.archive.sha256, ...m.layout.files.map((f) => f.sha256)]) {
-      if (!(await store.hasBlob(sha))) throw new ClasscacheError("input", `the uploaded build lacks blob ${sha.slice(0, 12)}`, { hint: "upload every blob the manifest names before the manifest" });
-    }
-    await store.linkLayout(m.layout);
-    const { manifest } = await store.publishManifest(m);
-    return { manifest, reused: false };
+    return store.withBuildLock(async () => {
+      for (const sha of [m.archive.sha256, ...m.layout.files.map((f) => f.sha256)]) {
+        if (!(await store.hasBlob(sha))) throw new ClasscacheError("input", `the uploaded build lacks blob ${sha.slice(0, 12)}`, { hint: "upload every blob the manifest names before the manifest" });
+      }
+      await store.linkLayout(m.layout);
+      const { manifest } = await store.publishManifest(m);
+      return { manifest, reused: false };
+    });
   }
 
-  /** The key the directory's signed binding gives for `ref` on this node's arch. */
-  private async resolveRef(ref: string): Promise<string> {
+  /**
+   * The directory's signed binding for `ref` on this node's arch. One older than the newest this
+   * node has recorded for the ref is a replay (an old binding written back) and is refused.
+   */
+  private async resolveRef(ref: string): Promise<RefBinding> {
     const name = `${ref}.${nodeArch()}`;
     const text = await this.opts.directory.binding(name);
     if (!text) {
       throw new ClasscacheError("not-found", `nothing has been built for ref ${ref.slice(0, 12)} on ${nodeArch()} yet`, { hint: "the ClassCache's build Job publishes it; its status says how far it got" });
     }
+    let binding: RefBinding;
     try {
-      return openBinding(text, this.opts.trust, ref, nodeArch()).key;
+      binding = openBinding(text, this.opts.trust, ref, nodeArch());
     } catch (err) {
       if (!(err instanceof SignatureError)) throw err;
       this.opts.metrics.verificationFailures.inc({ reason: "signature" });
+      this.opts.log.warn("binding rejected", { ref: ref.slice(0, 12), reason: err.message });
       throw new ClasscacheError("verification", `the directory's binding of ref ${ref.slice(0, 12)} was rejected: ${err.message}`);
     }
+    const known = await this.opts.store.getRef(name);
+    if (known && binding.issuedAt < known.issuedAt) {
+      this.opts.metrics.verificationFailures.inc({ reason: "replay" });
+      this.opts.log.warn("binding rejected", { ref: ref.slice(0, 12), scope: binding.scope, reason: "older than the one this node holds", issuedAt: binding.issuedAt, held: known.issuedAt });
+      throw new ClasscacheError("verification", `the directory's binding of ref ${ref.slice(0, 12)} was issued at ${new Date(binding.issuedAt).toISOString()}, before the one this node holds (${new Date(known.issuedAt).toISOString()}): a replayed binding is refused`);
+    }
+    return binding;
   }
 
-  /** Binds the ref to the result's key (first bind wins, signed) and records it in the store. */
-  private async bindRef(ref: string, r: EnsureResult): Promise<EnsureResult> {
-    const name = `${ref}.${r.manifest.jvm.arch}`;
-    if (this.opts.signer && r.source !== "local") {
-      const value = await this.opts.directory.bind(name, signBinding({ ref, arch: r.manifest.jvm.arch, key: r.key }, this.opts.signer));
-      const bound = openBinding(value, this.opts.trust, ref, r.manifest.jvm.arch).key;
-      if (bound !== r.key) this.opts.log.warn("ref already bound to another key", { ref: ref.slice(0, 12), key: r.key.slice(0, 12), bound: bound.slice(0, 12) });
+  /**
+   * Binds the ref to an imported build's key, signed for the grant's scope and owner, and records
+   * it in the store. First bind wins among builds for the same ClassCache; a binding left by
+   * another owner (a deleted ClassCache whose clean-up could not reach the directory) is replaced.
+   */
+  private async bindRef(ref: string, grant: BuildGrant, r: EnsureResult): Promise<EnsureResult> {
+    const arch = r.manifest.jvm.arch;
+    const name = `${ref}.${arch}`;
+    const issuedAt = Date.now();
+    if (this.opts.signer) {
+      const mine = signBinding({ scope: grant.scope, ref, arch, key: r.key, owner: grant.owner, issuedAt }, this.opts.signer);
+      const inForce = await this.opts.directory.binding(name);
+      const current = inForce ? (() => { try { return openBinding(inForce, this.opts.trust, ref, arch); } catch { return undefined; } })() : undefined;
+      if (inForce && (!current || current.owner !== grant.owner)) await this.opts.directory.unbind(name);
+      const bound = openBinding(await this.opts.directory.bind(name, mine), this.opts.trust, ref, arch);
+      if (bound.key !== r.key) this.opts.log.warn("ref already bound to another key", { ref: ref.slice(0, 12), scope: grant.scope, key: r.key.slice(0, 12), bound: bound.key.slice(0, 12) });
+      await this.opts.store.setRef(name, bound.key, bound.issuedAt);
+      return bound.key === r.key ? r : this.ensure({ key: bound.key });
     }
-    await this.opts.store.setRef(name, r.key);
+    await this.opts.store.setRef(name, r.key, issuedAt);
     return r;
   }
 

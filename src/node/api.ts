@@ -2,8 +2,12 @@
  * The node agent's local API, for the node's workloads and tools (loopback or a Unix socket,
  * with the node token): ask for a key and get local paths once it is present and verified.
  *
- *   POST /v1/ensure   {"key": "…"} or {"build": {…}}  →  200 {key, source, from, ms, archive, layout, javaToolOptions, launch}
- *   GET  /v1/archives                                 →  200 [{key, mode, kind, hitRate, …}]
+ *   POST /v1/ensure   {"key": "…"}, {"ref": "…"} or {"build": {…}}  →  200 {key, source, from, ms, archive, layout, javaToolOptions, launch}
+ *   GET  /v1/archives                                             →  200 [{key, mode, kind, hitRate, …}]
+ *
+ * It is no signing or exec service for whoever holds the token: it binds no ref (a ref is
+ * looked up, never bound, here), and a build runs only with a JDK the agent was configured with
+ * (`--jdk`), a catalog profile, and JVM options that neither load code nor run commands.
  */
 import { timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -11,12 +15,15 @@ import { join } from "node:path";
 import { fillRoot, launchArgs } from "../jvm/launch.ts";
 import { toJavaToolOptions, withMemorySharing } from "../jvm/options.ts";
 import { ClasscacheError } from "../runtime/errors.ts";
-import { layoutId } from "../store/store.ts";
-import { buildToken } from "../archive/signing.ts";
-import type { Manifest } from "../archive/manifest.ts";
+import { openGrant, SignatureError } from "../archive/signing.ts";
+import { HEX64 } from "../util/hash.ts";
+import { validateManifest } from "../archive/manifest.ts";
+import { admitManifest, refusedRuntimeOption } from "../archive/admit.ts";
+import { catalogNames } from "../archive/profile.ts";
 import { createWriteStream } from "node:fs";
+import { realpath, stat } from "node:fs/promises";
 import { pipeline } from "node:stream/promises";
-import type { NodeAgent } from "./agent.ts";
+import type { BuildSpec, NodeAgent } from "./agent.ts";
 
 const STATUS: Record<string, number> = { usage: 400, input: 400, "not-found": 404, verification: 502, training: 503, store: 507 };
 
@@ -49,9 +56,15 @@ function send(res: ServerResponse, status: number, data: unknown): void {
   res.end(text);
 }
 
-export function createApiServer(agent: NodeAgent, opts: { token: string }): Server {
+export interface ApiOptions {
+  token: string;
+  /** The JDKs (JAVA_HOME directories) builds may use; none: this node builds nothing asked of it here. */
+  jdks?: string[];
+}
+
+export function createApiServer(agent: NodeAgent, opts: ApiOptions): Server {
   return createServer((req, res) => {
-    handle(agent, opts.token, req, res).catch((err: unknown) => {
+    handle(agent, opts, req, res).catch((err: unknown) => {
       const code = err instanceof ClasscacheError ? err.code : "internal";
       const e = err instanceof ClasscacheError ? err : undefined;
       send(res, STATUS[code] ?? 500, { error: err instanceof Error ? err.message : String(err), code, hint: e?.hint, details: e?.details });
@@ -59,8 +72,58 @@ export function createApiServer(agent: NodeAgent, opts: { token: string }): Serv
   });
 }
 
-async function handle(agent: NodeAgent, token: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  if (!tokenMatches(req.headers.authorization, token)) {
+/**
+ * A build spec from a caller, checked: the JDK must be one the agent was configured with, the
+ * profile a catalog one, the paths absolute, the JVM options free of agents and commands.
+ */
+export async function checkBuildSpec(v: unknown, jdks: string[]): Promise<BuildSpec> {
+  const b = v as Record<string, unknown>;
+  const bad = (what: string, hint?: string) => new ClasscacheError("usage", `build: ${what}`, hint ? { hint } : {});
+  if (!b || typeof b !== "object" || Array.isArray(b)) throw bad("must be an object");
+  const known = new Set(["app", "classPath", "mainClass", "appArgs", "jvmOptions", "java", "agent", "profile", "training"]);
+  for (const k of Object.keys(b)) if (!known.has(k)) throw bad(`unknown field ${JSON.stringify(k)}`);
+  const strings = (x: unknown, what: string): string[] => {
+    if (x === undefined) return [];
+    if (!Array.isArray(x) || !x.every((s) => typeof s === "string")) throw bad(`${what} must be a list of strings`);
+    return x;
+  };
+  const absolute = (x: unknown, what: string): string | undefined => {
+    if (x === undefined) return undefined;
+    if (typeof x !== "string" || !x.startsWith("/")) throw bad(`${what} must be an absolute path`);
+    return x;
+  };
+  if (typeof b.java !== "string") throw bad("java is required: one of the JDKs this agent was started with (--jdk)");
+  const allowed = await Promise.all(jdks.map((j) => realpath(j).catch(() => j)));
+  const java = await realpath(b.java).catch(() => b.java as string);
+  if (!allowed.includes(java)) throw bad(`java ${JSON.stringify(b.java)} is not a JDK this agent builds with`, allowed.length ? `use one of: ${allowed.join(", ")}` : "this agent was started without --jdk, so it builds nothing asked of it");
+  const jvmOptions = strings(b.jvmOptions, "jvmOptions");
+  for (const o of jvmOptions) {
+    const why = refusedRuntimeOption(o);
+    if (why) throw bad(`JVM option ${JSON.stringify(o).slice(0, 200)} ${why}`);
+  }
+  if (b.profile !== undefined && (typeof b.profile !== "string" || !catalogNames().includes(b.profile))) throw bad(`profile must be one of the catalog's: ${catalogNames().join(", ")}`);
+  const t = b.training as Record<string, unknown> | undefined;
+  if (!t || typeof t !== "object") throw bad("training is required");
+  return {
+    app: absolute(b.app, "app"),
+    classPath: b.classPath === undefined ? undefined : strings(b.classPath, "classPath").map((p) => absolute(p, "classPath")!),
+    mainClass: typeof b.mainClass === "string" ? b.mainClass : undefined,
+    appArgs: strings(b.appArgs, "appArgs"),
+    jvmOptions,
+    java,
+    agent: absolute(b.agent, "agent"),
+    profile: b.profile,
+    training: {
+      readyUrl: typeof t.readyUrl === "string" ? t.readyUrl : undefined,
+      readyLog: typeof t.readyLog === "string" ? t.readyLog : undefined,
+      warmupUrls: strings(t.warmupUrls, "training.warmupUrls"),
+      timeoutMs: typeof t.timeoutMs === "number" && t.timeoutMs > 0 ? Math.min(t.timeoutMs, 3600_000) : 300_000,
+    },
+  };
+}
+
+async function handle(agent: NodeAgent, opts: ApiOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (!tokenMatches(req.headers.authorization, opts.token)) {
     res.writeHead(401, { "www-authenticate": "Bearer" }).end();
     return;
   }
@@ -73,9 +136,10 @@ async function handle(agent: NodeAgent, token: string, req: IncomingMessage, res
     res.on("close", () => {
       if (!res.writableFinished) ac.abort();
     });
-    const r = await agent.ensure({ key: input.key, build: input.build as never, ref: input.ref }, ac.signal);
+    const build = input.build === undefined ? undefined : await checkBuildSpec(input.build, opts.jdks ?? []);
+    const r = await agent.ensure({ key: input.key, build, ref: input.ref }, ac.signal);
     const m = r.manifest;
-    const opts = (input.shareMemory ? withMemorySharing(m.runtime.jvmOptions) : m.runtime.jvmOptions).map((o) => fillRoot(o, root));
+    const jvmOptions = (input.shareMemory ? withMemorySharing(m.runtime.jvmOptions) : m.runtime.jvmOptions).map((o) => fillRoot(o, root));
     send(res, 200, {
       key: r.key,
       source: r.source,
@@ -83,7 +147,7 @@ async function handle(agent: NodeAgent, token: string, req: IncomingMessage, res
       ms: r.ms,
       archive: join(store.dir, m.archive.file),
       layout: store.layoutPath(m.layout.id),
-      javaToolOptions: toJavaToolOptions(opts),
+      javaToolOptions: toJavaToolOptions(jvmOptions),
       launch: launchArgs(m.runtime.launch, root),
       hitRate: m.verification.hitRate,
       instrumented: m.verification.instrumented,
@@ -163,11 +227,13 @@ export class Wants {
  *   POST /v1/builds/<ref>/manifest  (manifest JSON) →  200 {"key", "source"}
  *
  * "want" needs no credentials: the agent then only fetches what a signed binding and a signed
- * manifest name, so a caller cannot choose any bytes. Uploading a build needs the build token
- * of that ref (see buildToken): the blobs are kept only under their verified sha256, the
- * manifest is checked, and the agent signs and publishes it like one of its own builds.
+ * manifest name, so a caller cannot choose any bytes. Uploading a build needs the operator's
+ * build grant for that ref (see BuildGrant), verified with the trusted public key: the blobs are
+ * kept only under their verified sha256; the manifest is admitted (archive/admit.ts: its key
+ * recomputed and of the grant's scope, its runtime derived here) and the agent signs and
+ * publishes it like one of its own builds, bound to the ref for the grant's scope and owner.
  */
-export function createSocketServer(wants: Wants, opts: { agent?: NodeAgent; buildKey?: string } = {}): Server {
+export function createSocketServer(wants: Wants, opts: { agent?: NodeAgent } = {}): Server {
   return createServer((req, res) => {
     void (async () => {
       if (req.method === "POST" && req.url === "/v1/want") {
@@ -178,22 +244,36 @@ export function createSocketServer(wants: Wants, opts: { agent?: NodeAgent; buil
         return;
       }
       const m = /^\/v1\/builds\/([0-9a-f]{64})\/(?:blobs\/([0-9a-f]{64})|(manifest))$/.exec(req.url ?? "");
-      if (m && opts.agent && opts.buildKey) {
+      if (m && opts.agent?.opts.signer) {
         const ref = m[1]!;
-        if (!tokenMatches(req.headers.authorization, buildToken(opts.buildKey, ref))) {
+        const agent = opts.agent;
+        let grant;
+        try {
+          grant = openGrant(/^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1] ?? "", agent.opts.trust, ref);
+        } catch (err) {
+          if (!(err instanceof SignatureError)) throw err;
+          agent.opts.log.warn("upload refused", { ref: ref.slice(0, 12), reason: err.message });
           res.writeHead(401, { "www-authenticate": "Bearer" }).end();
           return;
         }
         if (req.method === "PUT" && m[2]) {
-          const store = opts.agent.opts.store;
+          const store = agent.opts.store;
           const { tempPath } = await store.receive((path) => pipeline(req, createWriteStream(path, { flags: "wx" })), "upload");
           const blob = await store.importBlob(tempPath, m[2]);
           send(res, 201, { sha256: blob.sha256 });
           return;
         }
         if (req.method === "POST" && m[3]) {
-          const manifest = checkUploadedManifest(await body(req, 16 << 20));
-          const r = await opts.agent.ensure({ imported: manifest, ref });
+          const uploaded = await body(req, 16 << 20);
+          let manifest;
+          try {
+            manifest = admitManifest(uploaded, { scope: grant.scope, blobSize: await blobSizes(agent, uploaded) });
+          } catch (err) {
+            agent.opts.log.warn("upload refused", { ref: ref.slice(0, 12), scope: grant.scope, classcache: grant.classCache, reason: err instanceof Error ? err.message : String(err) });
+            throw err;
+          }
+          const r = await agent.ensure({ imported: { manifest, grant }, ref });
+          agent.opts.log.info("build imported", { ref: ref.slice(0, 12), scope: grant.scope, classcache: grant.classCache, key: r.key.slice(0, 12), source: r.source });
           send(res, 200, { key: r.key, source: r.source });
           return;
         }
@@ -201,21 +281,25 @@ export function createSocketServer(wants: Wants, opts: { agent?: NodeAgent; buil
       send(res, 404, { error: "not found" });
     })().catch((err: unknown) => {
       const code = err instanceof ClasscacheError ? err.code : "internal";
-      if (!res.headersSent) send(res, STATUS[code] ?? 500, { error: err instanceof Error ? err.message : String(err), code });
+      if (!res.headersSent) send(res, STATUS[code] ?? 500, { error: err instanceof Error ? err.message : String(err), code, hint: err instanceof ClasscacheError ? err.hint : undefined });
       else res.destroy();
     });
   });
 }
 
-/** The parts of an uploaded manifest that name paths and digests in the store: all must be safe. */
-export function checkUploadedManifest(v: unknown): Manifest {
-  const m = v as Manifest;
-  const hex = (x: unknown): boolean => typeof x === "string" && /^[0-9a-f]{64}$/.test(x);
-  const bad = (what: string) => new ClasscacheError("input", `the uploaded manifest is malformed: ${what}`);
-  if (!m || typeof m !== "object" || !hex(m.key)) throw bad("key");
-  if (!m.archive || !hex(m.archive.sha256) || m.archive.file !== `blobs/sha256/${m.archive.sha256}`) throw bad("archive");
-  if (!m.layout || !Array.isArray(m.layout.files) || !m.layout.files.every((f) => f && hex(f.sha256) && typeof f.path === "string" && Number.isInteger(f.size))) throw bad("layout files");
-  if (m.layout.id !== layoutId(m.layout.files)) throw bad("layout id does not match its files");
-  if (!m.runtime || !Array.isArray(m.runtime.jvmOptions) || !m.runtime.launch || !m.verification || !m.jvm) throw bad("runtime, verification or jvm");
-  return m;
+/** The sizes of the blobs an uploaded manifest names, as this node holds them. */
+async function blobSizes(agent: NodeAgent, uploaded: unknown): Promise<(sha: string) => number | undefined> {
+  let m;
+  try {
+    m = validateManifest(uploaded);
+  } catch {
+    return () => undefined; // admitManifest says what is wrong with it
+  }
+  const sizes = new Map<string, number>();
+  for (const { sha256 } of [m.archive, ...m.layout.files]) {
+    if (sizes.has(sha256) || !HEX64.test(sha256)) continue;
+    const s = await stat(agent.opts.store.blobPath(sha256)).catch(() => undefined);
+    if (s?.isFile()) sizes.set(sha256, s.size);
+  }
+  return (sha) => sizes.get(sha);
 }

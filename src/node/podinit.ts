@@ -48,7 +48,7 @@ export async function planPod(o: PodInitOptions): Promise<PodInitResult> {
   const fallback = (reason: string): PodInitResult => ({ archive: false, reason, jvm: o.fallbackJvm, launch: o.fallback });
   let key: string;
   try {
-    key = (await readFile(refPath(o.store, `${o.ref}.${o.arch}`), "utf8")).trim();
+    key = (await readFile(refPath(o.store, `${o.ref}.${o.arch}`), "utf8")).split("\n")[0]!.trim();
   } catch {
     return fallback("this node has no archive for the ref yet");
   }

@@ -41,6 +41,15 @@ export async function uploadBuild(store: LocalStore, manifest: Manifest, t: Uplo
   }
   const text = JSON.stringify(manifest);
   const r = await call(t, "POST", `/v1/builds/${t.ref}/manifest`, text, Buffer.byteLength(text));
-  if (r.status !== 200) throw new ClasscacheError("input", `the node agent refused the manifest: ${r.status} ${r.text}`);
+  if (r.status !== 200) {
+    const said = (() => {
+      try {
+        return JSON.parse(r.text) as { error?: string; hint?: string };
+      } catch {
+        return { error: r.text };
+      }
+    })();
+    throw new ClasscacheError("input", `the node agent refused the manifest (${r.status}): ${said.error ?? "no reason given"}`, said.hint ? { hint: said.hint } : {});
+  }
   return JSON.parse(r.text) as { key: string; source: string };
 }

@@ -5,7 +5,7 @@
  * nothing. Deleting a ClassCache puts the workload back as it was and removes its ref's
  * bindings from the directory before the finalizer goes.
  */
-import { buildToken, openBinding, openEnvelope, SignatureError, type TrustStore } from "../archive/signing.ts";
+import { openBinding, openEnvelope, SignatureError, signGrant, type Signer, type TrustStore } from "../archive/signing.ts";
 import { sumClassUsage } from "../directory/common.ts";
 import type { Directory, Holder } from "../directory/directory.ts";
 import type { KubeClient } from "../kube/client.ts";
@@ -50,8 +50,8 @@ export interface ClassCacheReconcilerOptions {
   log: Logger;
   /** The classcache image: init step of patched pods, kit of build Jobs. */
   image: string;
-  /** The directory and the key its bindings are signed with, once the cluster's parts exist. */
-  directory: () => Promise<{ directory: Directory | undefined; trust: TrustStore | undefined; buildKey?: string | undefined; problems?: string[] }>;
+  /** The directory, the keys its statements are verified with and build grants signed with, once the cluster's parts exist. */
+  directory: () => Promise<{ directory: Directory | undefined; trust: TrustStore | undefined; signer?: Signer | undefined; problems?: string[] }>;
   /** Re-check an archive that is not available yet this often (default 30 s). */
   pollMs?: number;
   /** Refresh holders and hit rates of an available archive this often (default 60 s). */
@@ -60,12 +60,20 @@ export interface ClassCacheReconcilerOptions {
   allowClusterSharing?: boolean;
 }
 
+/**
+ * Whose archives a ClassCache's are: its namespace, or "" (the cluster) where it asks to share
+ * and the cluster admin allows it. Archives are executable code: the scope is in the ref, in
+ * the archive key and in the build grant, so one scope's builds never serve another's pods.
+ */
+export function scopeOf(cc: ClassCache, spec: ResolvedSpec, allowClusterSharing: boolean): string {
+  return spec.sharing === "Cluster" && allowClusterSharing ? "" : (cc.metadata.namespace ?? "");
+}
+
 /** The ref of a ClassCache for the pod spec's app container: every build input the operator can see. */
 function refOf(cc: ClassCache, spec: ResolvedSpec, container: Container | undefined, allowClusterSharing: boolean): string {
   const t = spec.training;
   return computeRef({
-    // Archives are executable code: shared across namespaces only where the cluster admin allows it.
-    scope: spec.sharing === "Cluster" && allowClusterSharing ? "" : (cc.metadata.namespace ?? ""),
+    scope: scopeOf(cc, spec, allowClusterSharing),
     image: spec.app.image ?? String(container?.image ?? ""),
     jarPath: spec.app.jarPath,
     launch: [...(container?.command ?? spec.launch?.command ?? []), ...(container?.args ?? [])],
@@ -181,7 +189,7 @@ export class ClassCacheReconciler {
     // The archive: the directory's signed binding of the ref, per arch.
     const archive = await this.#archive(cluster, ref, status, conditions);
     if (cluster.problems?.length) conditions.set(ConditionTypes.Degraded, "True", "DirectoryNotUpdated", cluster.problems.join("; "));
-    if (!archive.available && container && !forbidden) await this.#ensureBuild(cc, spec, ref, { ...workload.spec.template, spec: clean }, container, cluster.buildKey, conditions, signal);
+    if (!archive.available && container && !forbidden) await this.#ensureBuild(cc, spec, ref, { ...workload.spec.template, spec: clean }, container, cluster.signer, conditions, signal);
 
     // The workload.
     const patched = await this.#patchWorkload(cc, spec, workload, ref, injected, conditions, signal);
@@ -239,10 +247,10 @@ export class ClassCacheReconciler {
   }
 
   /** One build Job per ref, with its one-ref publishing token; its outcome goes into the conditions. */
-  async #ensureBuild(cc: ClassCache, spec: ResolvedSpec, ref: string, template: PodTemplate, container: string, buildKey: string | undefined, conditions: Conditions, signal: AbortSignal): Promise<void> {
+  async #ensureBuild(cc: ClassCache, spec: ResolvedSpec, ref: string, template: PodTemplate, container: string, signer: Signer | undefined, conditions: Conditions, signal: AbortSignal): Promise<void> {
     // Only when nothing is built yet: no directory means a build could not publish, and a
     // binding that failed verification needs a person, not another build.
-    if (conditions.reasonOf(ConditionTypes.ArchiveAvailable) !== Reasons.BuildPending || !buildKey) return;
+    if (conditions.reasonOf(ConditionTypes.ArchiveAvailable) !== Reasons.BuildPending || !signer) return;
     const ns = cc.metadata.namespace!;
     const name = buildJobName(ref);
     const job = this.#o.jobs.get(`${ns}/${name}`);
@@ -258,17 +266,12 @@ export class ClassCacheReconciler {
       } else conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.Building, `build Job ${name} is running`);
       return;
     }
-    const owner = classCacheOwner({ name: cc.metadata.name!, namespace: ns, uid: cc.metadata.uid ?? "" });
-    // Good for this ref only: the agent recomputes it from the build key (see buildToken).
-    const tokenSecret = buildTokenSecret(ns, ref, buildToken(buildKey, ref), owner);
-    try {
-      await this.#o.client.create(Secrets, tokenSecret, { namespace: ns, fieldManager: FIELD_MANAGER, signal });
-    } catch (err) {
-      if ((err as { status?: number }).status !== 409) throw err;
-    }
+    const scope = scopeOf(cc, spec, this.#o.allowClusterSharing === true);
+    await this.#grantBuild(cc, scope, ref, signer, signal);
     const jobObject = buildJob({
       classCache: { name: cc.metadata.name!, namespace: ns, uid: cc.metadata.uid ?? "" },
       ref,
+      scope,
       podTemplate: template,
       containerName: container,
       jarPath: spec.app.jarPath,
@@ -286,6 +289,21 @@ export class ClassCacheReconciler {
     await this.#o.client.apply(Jobs, jobObject, { fieldManager: FIELD_MANAGER, force: true, namespace: ns, signal });
     await this.#o.events.record(cc, "Normal", "BuildStarted", "Build", `build Job ${name} created for ref ${ref.slice(0, 12)}`);
     conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.Building, `build Job ${name} created`);
+  }
+
+  /**
+   * The build Job's grant, in a Secret of its own: good for this scope and ref only, signed by
+   * the operator; node agents verify it with the public key (see BuildGrant).
+   */
+  async #grantBuild(cc: ClassCache, scope: string, ref: string, signer: Signer, signal: AbortSignal): Promise<void> {
+    const ns = cc.metadata.namespace!;
+    const grant = signGrant({ scope, ref, classCache: `${ns}/${cc.metadata.name}`, owner: cc.metadata.uid ?? "", issuedAt: Date.now() }, signer);
+    const owner = classCacheOwner({ name: cc.metadata.name!, namespace: ns, uid: cc.metadata.uid ?? "" });
+    try {
+      await this.#o.client.create(Secrets, buildTokenSecret(ns, ref, grant, owner), { namespace: ns, fieldManager: FIELD_MANAGER, signal });
+    } catch (err) {
+      if ((err as { status?: number }).status !== 409) throw err;
+    }
   }
 
   /**

@@ -7,7 +7,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { createPublicKey } from "node:crypto";
-import { generateSigningKey, trustStoreFromPems, type TrustStore } from "../archive/signing.ts";
+import { generateSigningKey, signerFromPem, trustStoreFromPems, type Signer, type TrustStore } from "../archive/signing.ts";
 import type { KubeClient } from "../kube/client.ts";
 import { isNotFound } from "../kube/errors.ts";
 import { ConfigMaps, DaemonSets, NetworkPolicies, Secrets, Services, StatefulSets, type ResourceType } from "../kube/resource.ts";
@@ -60,8 +60,8 @@ export function chooseDirectory(all: ClassCache[]): DirectoryChoice {
 export interface Credentials {
   trust: TrustStore;
   publicPem: string;
-  /** What build tokens are derived from (see buildToken). */
-  buildKey: string | undefined;
+  /** What the operator signs build grants with (see BuildGrant). */
+  signer: Signer | undefined;
   /** What could not be applied, for people (the Degraded condition). */
   problems: string[];
   /** The directory URL for the operator itself (status, clean-up). */
@@ -89,7 +89,7 @@ export class Infrastructure {
       return signingKeySecret(k.privatePem, k.publicPem);
     });
     const publicPem = signing[SECRET_KEYS.trust] ?? createPublicKey(signing[SECRET_KEYS.signingKey] ?? "").export({ type: "spki", format: "pem" }).toString();
-    const agentSecret = await this.#secret(NAMES.agentToken, () => agentTokenSecret(randomBytes(24).toString("hex"), randomBytes(32).toString("hex")));
+    await this.#secret(NAMES.agentToken, () => agentTokenSecret(randomBytes(24).toString("hex")));
     const objects: Built[] = [trustConfigMap(publicPem), ...networkPolicies()];
     let password: string | undefined;
     if (choice.managed) {
@@ -113,7 +113,7 @@ export class Infrastructure {
         );
       }
     }
-    return { trust: trustStoreFromPems([publicPem]), publicPem, buildKey: agentSecret[SECRET_KEYS.buildKey], directoryUrl: await this.#operatorDirectoryUrl(choice, password), problems };
+    return { trust: trustStoreFromPems([publicPem]), publicPem, signer: signing[SECRET_KEYS.signingKey] !== undefined ? signerFromPem(signing[SECRET_KEYS.signingKey]!) : undefined, directoryUrl: await this.#operatorDirectoryUrl(choice, password), problems };
   }
 
   async apply(o: Built, signal?: AbortSignal): Promise<KubeObject> {

@@ -6,7 +6,7 @@
  */
 import { hostname } from "node:os";
 import { Gauge, Registry } from "prom-client";
-import type { TrustStore } from "../archive/signing.ts";
+import type { Signer, TrustStore } from "../archive/signing.ts";
 import type { Directory } from "../directory/directory.ts";
 import { openDirectory } from "../directory/open.ts";
 import type { KubeClient } from "../kube/client.ts";
@@ -83,9 +83,9 @@ export function createOperator(o: OperatorOptions): Operator {
 
   const infra = new Infrastructure({ client, image: o.image, log, directoryUrl: o.directoryUrl });
   const directories = new Map<string, Directory>();
-  let cluster: { at: number; fingerprint: string; directory: Directory | undefined; trust: TrustStore | undefined; buildKey: string | undefined; problems: string[] } | undefined;
+  let cluster: { at: number; fingerprint: string; directory: Directory | undefined; trust: TrustStore | undefined; signer: Signer | undefined; problems: string[] } | undefined;
   // The cluster's parts are re-applied when the ClassCaches' choice of directory changes, else every 10 min.
-  const directory = async (): Promise<{ directory: Directory | undefined; trust: TrustStore | undefined; buildKey: string | undefined; problems: string[] }> => {
+  const directory = async (): Promise<{ directory: Directory | undefined; trust: TrustStore | undefined; signer: Signer | undefined; problems: string[] }> => {
     const choice = chooseDirectory(classCaches.list());
     const fingerprint = JSON.stringify(choice);
     if (cluster && cluster.fingerprint === fingerprint && Date.now() - cluster.at < 10 * 60_000) return cluster;
@@ -98,7 +98,7 @@ export function createOperator(o: OperatorOptions): Operator {
         directories.set(creds.directoryUrl, dir);
       }
     }
-    cluster = { at: Date.now(), fingerprint, directory: dir, trust: creds.trust, buildKey: creds.buildKey, problems: creds.problems };
+    cluster = { at: Date.now(), fingerprint, directory: dir, trust: creds.trust, signer: creds.signer, problems: creds.problems };
     return cluster;
   };
 

@@ -1,17 +1,17 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { generateSigningKey, signerFromPem, signManifest, trustStoreFromPems } from "../archive/signing.ts";
-import type { Manifest } from "../archive/manifest.ts";
+import { generateSigningKey, signerFromPem, signManifest, STATEMENTS, trustStoreFromPems } from "../archive/signing.ts";
+import { sampleManifest } from "../../test/support/manifest.ts";
 import type { Holder, HolderUsage } from "../directory/directory.ts";
 import { archiveStats, nodeRows, renderStats } from "./stats.ts";
 
-const KEY = "a".repeat(64);
+const manifest = sampleManifest({ kind: "aot", size: 10 << 20, hitRate: 0.97 });
+const KEY = manifest.key;
 const holder = (node: string, usage?: HolderUsage, complete?: boolean): Holder => ({ node, url: `http://${node}:7071`, zone: "z", ...(complete === false ? { complete } : {}), ...(usage ? { usage } : {}) });
 
 void describe("archiveStats", () => {
   const keys = generateSigningKey();
-  const manifest = { key: KEY, mode: "none", createdAt: "2026-01-01T00:00:00Z", archive: { kind: "aot", size: 10 << 20 }, jvm: { vendor: "Eclipse Adoptium", runtimeVersion: "25.0.3+9" }, app: { source: "app.jar" }, verification: { hitRate: 0.97 } };
-  const envelope = signManifest(manifest as unknown as Manifest, signerFromPem(keys.privatePem));
+  const envelope = signManifest(manifest, signerFromPem(keys.privatePem));
 
   void it("sums the nodes' JVMs, class counts and memory, and weighs the read-only ideal by each node's JVMs", () => {
     const s = archiveStats(
@@ -34,13 +34,13 @@ void describe("archiveStats", () => {
       { node: "b", zone: "z", archives: 1, pulling: 0, jvms: 1, savedKb: 0 },
       { node: "c", zone: "z", archives: 0, pulling: 1, jvms: 0 },
     ]);
-    assert.match(renderStats({ at: "now", archives: [s], nodes: nodeRows([s]) }, "test"), /^aaaaaaaaaaaa\s+yes\s+aot\s.* 90\.0% \(97\.0%\)/m);
+    assert.match(renderStats({ at: "now", archives: [s], nodes: nodeRows([s]) }, "test"), new RegExp(String.raw`^${KEY.slice(0, 12)}\s+yes\s+aot\s.* 90\.0% \(97\.0%\)`, "m"));
   });
 
   void it("says NO for a manifest another key signed, and shows a malformed one's well-typed fields only", () => {
     const other = trustStoreFromPems([generateSigningKey().publicPem]);
     assert.equal(archiveStats(KEY, envelope, [], other).verified, false);
-    const odd = archiveStats(KEY, JSON.stringify({ manifest: { key: KEY, archive: "x", verification: { hitRate: "high" }, mode: 3 } }), [holder("a")]);
+    const odd = archiveStats(KEY, JSON.stringify({ type: STATEMENTS.manifest, payload: { key: KEY, archive: "x", verification: { hitRate: "high" }, mode: 3 } }), [holder("a")]);
     assert.equal(odd.verified, undefined, "no trust given: unchecked");
     assert.deepEqual([odd.kind, odd.buildHitRate, odd.mode, odd.memory, odd.liveHitRate], [undefined, undefined, undefined, undefined, undefined]);
     assert.doesNotThrow(() => renderStats({ at: "now", archives: [odd, archiveStats(KEY, "not json", [])], nodes: [] }, "test"));

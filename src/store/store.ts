@@ -17,11 +17,11 @@ import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import { access, chmod, link, mkdir, open, readdir, readFile, realpath, rename, rm, stat, utimes } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import type { Layout, LayoutFile, Manifest } from "../archive/manifest.ts";
+import { layoutId, type Layout, type LayoutFile, type Manifest } from "../archive/manifest.ts";
 import { KEY_PATTERN } from "../archive/key.ts";
 import { ClasscacheError } from "../runtime/errors.ts";
 import { errnoCode, fsyncDir, fsyncPath, publishOnce, tempName, writeFileAtomic } from "../util/fsx.ts";
-import { canonicalJson, HEX64, sha256File, sha256Hex } from "../util/hash.ts";
+import { HEX64, sha256File } from "../util/hash.ts";
 import { withFileLock } from "../util/lock.ts";
 
 /**
@@ -35,9 +35,7 @@ export function pinnedMtime(sha256: string): Date {
   return new Date((base + (parseInt(sha256.slice(0, 8), 16) % span)) * 1000);
 }
 
-export function layoutId(files: LayoutFile[]): string {
-  return sha256Hex(canonicalJson(files.map((f) => [f.path, f.sha256, f.size])));
-}
+export { layoutId };
 
 const STALE_TMP_MS = 24 * 3600_000;
 /** Blobs and layouts no manifest references are left alone this long: a build or pull may be about to publish them. */
@@ -250,19 +248,29 @@ export class LocalStore {
 
   /**
    * Records that `name` (a ClassCache ref and arch) resolves to `key` on this node, once the
-   * key's archive is verified here. Read by the pods' init step, which sees the store read-only.
+   * key's archive is verified here, with when the binding that said so was issued (a binding
+   * older than that is a replay). Read by the pods' init step, which sees the store read-only:
+   * the key is the file's first line.
    */
-  async setRef(name: string, key: string): Promise<void> {
+  async setRef(name: string, key: string, issuedAt: number): Promise<void> {
     if (!/^[0-9a-f]{64}\.[a-z0-9]+$/.test(name)) throw new ClasscacheError("usage", `malformed ref name ${name}`);
+    const text = `${key}\nissued ${issuedAt}\n`;
     try {
       const path = refPath(this.dir, name);
       // Asked again for a ref it already records (every pod start may ask): no write, no fsync.
-      if ((await readFile(path, "utf8").catch(() => "")) === key + "\n") return;
+      if ((await readFile(path, "utf8").catch(() => "")) === text) return;
       await mkdir(join(this.dir, "refs"), { recursive: true });
-      await writeFileAtomic(path, key + "\n");
+      await writeFileAtomic(path, text);
     } catch (err) {
       throw storeError(err, this.dir, "record a ref in");
     }
+  }
+
+  /** What setRef recorded for `name`, if anything readable. */
+  async getRef(name: string): Promise<{ key: string; issuedAt: number } | undefined> {
+    const text = await readFile(refPath(this.dir, name), "utf8").catch(() => undefined);
+    const m = /^([0-9a-f]{64})\n(?:issued (\d+)\n)?$/.exec(text ?? "");
+    return m ? { key: m[1]!, issuedAt: Number(m[2] ?? 0) } : undefined;
   }
 
   async getManifest(key: string): Promise<Manifest | undefined> {

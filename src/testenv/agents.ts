@@ -16,6 +16,8 @@ export interface AgentSpec {
   tokenFile: string;
   trust: string;
   signingKey?: string;
+  /** JDKs builds asked of its local API may use (--jdk). */
+  jdks?: string[];
   args?: string[];
   logDir: string;
 }
@@ -55,6 +57,7 @@ export class Agent {
       "--holder-ttl", "4",
       "--heartbeat", "1",
       ...(spec.signingKey ? ["--signing-key", spec.signingKey] : []),
+      ...(spec.jdks ?? []).flatMap((j) => ["--jdk", j]),
       ...(spec.args ?? []),
     ];
     const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });

@@ -74,7 +74,6 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
     "--trust", `${MOUNTS.trust}/${SECRET_KEYS.trust}`,
     "--signing-key", `${MOUNTS.signingKey}/${SECRET_KEYS.signingKey}`,
     // Build Jobs on this node upload their builds with a token derived from this key for their ref.
-    "--build-key-file", `${MOUNTS.agentToken}/${SECRET_KEYS.buildKey}`,
     "--listen", `0.0.0.0:${PORTS.peer}`,
     "--advertise", `http://$(POD_IP):${PORTS.peer}`,
     // Loopback of the agent's own pod: workloads talk to the agent through the socket in the store.
@@ -158,11 +157,11 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
 }
 
 /**
- * The token peers present to each other and local clients present to the agent, and the key
- * the build tokens of build Jobs are derived from (one per ref, see buildToken).
+ * The token peers present to each other and local clients present to the agent. Build Jobs
+ * present grants the operator signs instead (see BuildGrant): no agent holds what mints them.
  */
-export function agentTokenSecret(token: string, buildKey: string): Built {
-  return systemSecret(NAMES.agentToken, COMPONENTS.agent, { [SECRET_KEYS.token]: token, [SECRET_KEYS.buildKey]: buildKey });
+export function agentTokenSecret(token: string): Built {
+  return systemSecret(NAMES.agentToken, COMPONENTS.agent, { [SECRET_KEYS.token]: token });
 }
 
 /** The Ed25519 key pair manifests are signed with. Only the agents mount the private half. */

@@ -70,7 +70,7 @@ void describe("operator objects against a real API server", { timeout: 180_000 }
       directorySecret(generatePassword()),
       directoryService(),
       directoryStatefulSet(),
-      agentTokenSecret("0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"),
+      agentTokenSecret("0123456789abcdef0123456789abcdef"),
       signingKeySecret("-----BEGIN PRIVATE KEY-----\n…\n-----END PRIVATE KEY-----\n", "-----BEGIN PUBLIC KEY-----\n…\n-----END PUBLIC KEY-----\n"),
       trustConfigMap("-----BEGIN PUBLIC KEY-----\n…\n-----END PUBLIC KEY-----\n"),
       agentsDaemonSet({ image: "ghcr.io/classcache/classcache:0.1.0" }),

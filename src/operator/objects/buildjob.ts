@@ -27,6 +27,8 @@ export interface BuildJobInput {
   classCache: ClassCacheRef;
   /** The digest of the build inputs, e.g. "sha256:<hex>" or bare hex. */
   ref: string;
+  /** Whose archive it is: the ClassCache's namespace, or "" for a cluster-shared one. */
+  scope?: string;
   /** The workload's pod template as the user wrote it (not one the operator already patched). */
   podTemplate: PodTemplate;
   /** The JVM's container in it. */
@@ -240,6 +242,7 @@ export function buildArgs(input: BuildJobInput): string[] {
     `--store=${STORE_ROOT}`,
     `--root=${STORE_ROOT}`,
     `--ref=${input.ref}`,
+    `--scope=${input.scope ?? input.classCache.namespace}`,
     `--publish-to=unix:${MOUNTS.agentRun}/${basename(AGENT_SOCKET)}`,
     `--build-token-file=${MOUNTS.buildToken}/${SECRET_KEYS.token}`,
   ];

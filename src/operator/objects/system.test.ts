@@ -124,7 +124,7 @@ void describe("agents", () => {
   });
 
   void it("builds the key material objects with the names the DaemonSet mounts", () => {
-    assert.equal(agentTokenSecret("t", "k").metadata.name, NAMES.agentToken);
+    assert.equal(agentTokenSecret("t").metadata.name, NAMES.agentToken);
     assert.deepEqual(signingKeySecret("PRIVATE", "PUBLIC")["stringData"], { "signing.pem": "PRIVATE", "signing.pub": "PUBLIC" });
     assert.deepEqual(trustConfigMap("PUBLIC")["data"], { "signing.pub": "PUBLIC" });
   });
