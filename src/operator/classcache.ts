@@ -5,6 +5,7 @@
  * nothing. Deleting a ClassCache puts the workload back as it was and removes its ref's
  * bindings from the directory before the finalizer goes.
  */
+import { isDeepStrictEqual } from "node:util";
 import { openBinding, openEnvelope, SignatureError, signGrant, type Signer, type TrustStore } from "../archive/signing.ts";
 import { sumClassUsage } from "../directory/common.ts";
 import type { Directory, Holder } from "../directory/directory.ts";
@@ -18,7 +19,7 @@ import type { Informer } from "./runtime/informer.ts";
 import type { Result } from "./runtime/reconcile.ts";
 import { ClassCaches, ConditionTypes, FINALIZER, Reasons, resolveSpec, type ArchiveStatus, type ClassCache, type ClassCacheStatus, type Condition, type ResolvedSpec } from "./api/v1.ts";
 import { FIELD_MANAGER, hostPathForbiddenBy, INJECT_LABEL, ORIGINAL_LAUNCH_ANNOTATION, POD_SECURITY_ENFORCE_LABEL, REF_ANNOTATION } from "./constants.ts";
-import { injectPod, INIT_CONTAINERS, stripInjection, VOLUMES, type Container, type InjectionInput, type OriginalLaunch, type PodSpec, type PodTemplate } from "./inject.ts";
+import { injectedEnv, injectPod, INIT_CONTAINERS, stripInjection, VOLUMES, type Container, type InjectionInput, type OriginalLaunch, type PodSpec, type PodTemplate } from "./inject.ts";
 import { buildJob, buildJobName, buildTokenSecret } from "./objects/buildjob.ts";
 import { classCacheOwner } from "./objects/meta.ts";
 import { computeRef } from "./ref.ts";
@@ -356,13 +357,15 @@ export class ClassCacheReconciler {
     }
     const app = injected.spec.containers.find((c) => c.name === injected.original!.container)!;
     const ours = new Set<string>(Object.values(VOLUMES));
+    const annotations = { [ORIGINAL_LAUNCH_ANNOTATION]: JSON.stringify(injected.original) };
+    const templateAnnotations = { [REF_ANNOTATION]: ref };
     const apply = {
       apiVersion: "apps/v1",
       kind,
-      metadata: { name: w.metadata.name, namespace: w.metadata.namespace, annotations: { [ORIGINAL_LAUNCH_ANNOTATION]: JSON.stringify(injected.original) } },
+      metadata: { name: w.metadata.name, namespace: w.metadata.namespace, annotations },
       spec: {
         template: {
-          metadata: { annotations: { [REF_ANNOTATION]: ref } },
+          metadata: { annotations: templateAnnotations },
           spec: {
             initContainers: (injected.spec.initContainers ?? []).filter((c) => Object.values(INIT_CONTAINERS).includes(c.name as never)),
             volumes: (injected.spec.volumes ?? []).filter((v) => ours.has(v.name)),
@@ -370,7 +373,7 @@ export class ClassCacheReconciler {
               {
                 name: app.name,
                 command: app.command,
-                env: (app.env ?? []).filter((e) => e.name === "JDK_JAVA_OPTIONS" || (e.name === "JAVA_TOOL_OPTIONS" && e.value !== undefined)),
+                env: injectedEnv(app.env ?? []),
                 volumeMounts: (app.volumeMounts ?? []).filter((m) => ours.has(m.name)),
               },
             ],
@@ -379,6 +382,22 @@ export class ClassCacheReconciler {
       },
     };
     try {
+      // The env must come out in exactly the patched order (a `$(VAR)` expands only when VAR is
+      // defined earlier) and a renamed JDK_JAVA_OPTIONS must lose the valueFrom it had, which apply
+      // cannot do: it merges env by name and never drops a field another manager owns (the API
+      // server then refuses value next to valueFrom). So when the env is not as patched yet, the
+      // patched template is written whole first, in one write guarded by the resourceVersion, as
+      // #unpatch writes it; the apply then only takes ownership of our fields.
+      const live = w.spec.template.spec.containers.find((c) => c.name === app.name);
+      if (!isDeepStrictEqual(live?.env ?? [], app.env ?? [])) {
+        const ops: unknown[] = [
+          { op: "test", path: "/metadata/resourceVersion", value: w.metadata.resourceVersion },
+          { op: "replace", path: "/spec/template/spec", value: injected.spec },
+          { op: "add", path: "/spec/template/metadata/annotations", value: { ...(w.spec.template.metadata?.annotations ?? {}), ...templateAnnotations } },
+          { op: "add", path: "/metadata/annotations", value: { ...(w.metadata.annotations ?? {}), ...annotations } },
+        ];
+        await this.#o.client.patch(WORKLOAD_TYPES[kind], w.metadata.name!, ops, { type: "json", namespace: w.metadata.namespace!, fieldManager: FIELD_MANAGER, signal });
+      }
       await this.#o.client.apply(WORKLOAD_TYPES[kind], apply, { fieldManager: FIELD_MANAGER, force: true, namespace: w.metadata.namespace!, signal });
     } catch (err) {
       const message = `patching ${kind} ${w.metadata.name} failed: ${err instanceof Error ? err.message : String(err)}`;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { findLaunch, injectPod, stripInjection, type InjectionInput, type PodSpec } from "./inject.ts";
+import { findLaunch, injectedEnv, injectPod, mergeToolOptions, stripInjection, toolOptions, type EnvVar, type InjectionInput, type PodSpec } from "./inject.ts";
 
 const REF = "a".repeat(64);
 const input: InjectionInput = { ref: REF, jarPath: "/app.jar", mode: "none", memorySharing: true, image: "classcache:1" };
@@ -8,6 +8,10 @@ const input: InjectionInput = { ref: REF, jarPath: "/app.jar", mode: "none", mem
 function pod(container: Record<string, unknown>): PodSpec {
   return { containers: [{ name: "app", image: "shop:1.2", ...container }, { name: "sidecar", image: "envoy" }] };
 }
+
+const JAVA = { command: ["java", "-jar", "/app.jar"] };
+const fromSecret = (name: string, optional?: boolean): EnvVar => ({ name, valueFrom: { secretKeyRef: { name: "jvm", key: "opts", ...(optional === undefined ? {} : { optional }) } } });
+const envOf = (spec: PodSpec): EnvVar[] => spec.containers[0]!.env ?? [];
 
 describe("pod injection", () => {
   test("finds the launch of java -jar and java -cp command lines, and nothing in others", () => {
@@ -26,7 +30,7 @@ describe("pod injection", () => {
     const app = spec.containers[0]!;
     assert.deepEqual(app.command, ["java", "-Xmx512m", "@/classcache/launch.args", "--server.port=8080"]);
     const env = Object.fromEntries((app.env ?? []).map((e) => [e.name, e.value]));
-    assert.equal(env.JAVA_TOOL_OPTIONS, "-Dfoo=1 -Xshare:auto", "never -Xshare:on: a stale archive must not stop the JVM");
+    assert.equal(env.JAVA_TOOL_OPTIONS, " -Dfoo=1 -Xshare:auto", "never -Xshare:on: a stale archive must not stop the JVM; only its characters are cut");
     assert.equal(env.JDK_JAVA_OPTIONS, "@/classcache/jvm.args");
     assert.equal(env.A, "b");
     assert.deepEqual(spec.containers[1], { name: "sidecar", image: "envoy" }, "other containers are untouched");
@@ -45,6 +49,108 @@ describe("pod injection", () => {
     assert.deepEqual(stripInjection(once.spec, once.original), before);
     const twice = injectPod(stripInjection(once.spec, once.original), input);
     assert.deepEqual(twice.spec, once.spec);
+  });
+
+  test("keeps a JDK_JAVA_OPTIONS from a Secret where it was, under a name of its own, and references it from the JDK_JAVA_OPTIONS right after it", () => {
+    const { spec, original } = injectPod(pod({ ...JAVA, env: [{ name: "A", value: "a" }, fromSecret("JDK_JAVA_OPTIONS"), { name: "Z", value: "z" }] }), input);
+    assert.deepEqual(envOf(spec), [
+      { name: "A", value: "a" },
+      { ...fromSecret("CLASSCACHE_USER_JDK_JAVA_OPTIONS") },
+      { name: "JDK_JAVA_OPTIONS", value: "@/classcache/jvm.args $(CLASSCACHE_USER_JDK_JAVA_OPTIONS)" },
+      { name: "Z", value: "z" },
+      { name: "JAVA_TOOL_OPTIONS", value: "-Xshare:auto" },
+    ]);
+    assert.deepEqual(original?.env.JDK_JAVA_OPTIONS, fromSecret("JDK_JAVA_OPTIONS"));
+    // A value of its own is kept byte for byte behind the argfile.
+    const valued = injectPod(pod({ ...JAVA, env: [{ name: "JDK_JAVA_OPTIONS", value: "-Xmx300m  -Dq='a  b' $(HEAP)" }] }), input);
+    assert.deepEqual(envOf(valued.spec)[0], { name: "JDK_JAVA_OPTIONS", value: "@/classcache/jvm.args -Xmx300m  -Dq='a  b' $(HEAP)" });
+  });
+
+  test("leaves a JDK_JAVA_OPTIONS alone and reads jvm.args from the command where a reference to it could stay unresolved", () => {
+    const cases: Record<string, Record<string, unknown>> = {
+      // A missing optional key defines no variable: `$(…)` would reach the JVM literally and stop it.
+      "an optional key": { env: [fromSecret("JDK_JAVA_OPTIONS", true)] },
+      "a name already taken": { env: [fromSecret("JDK_JAVA_OPTIONS"), { name: "CLASSCACHE_USER_JDK_JAVA_OPTIONS", value: "mine" }] },
+      // envFrom may define it, and an env entry would override it.
+      envFrom: { envFrom: [{ configMapRef: { name: "jvm" } }] },
+    };
+    for (const [what, container] of Object.entries(cases)) {
+      const before = pod({ command: ["java", "-Xss1m", "-jar", "/app.jar"], ...container });
+      const { spec, original } = injectPod(before, input);
+      assert.deepEqual(spec.containers[0]!.command, ["java", "@/classcache/jvm.args", "-Xss1m", "@/classcache/launch.args"], what);
+      assert.deepEqual(envOf(spec), (before.containers[0]!.env ?? []).concat(container.envFrom ? [] : [{ name: "JAVA_TOOL_OPTIONS", value: "-Xshare:auto" }]), `${what}: nothing of the user's env is overridden`);
+      assert.deepEqual(stripInjection(spec, original), before, what);
+    }
+  });
+
+  test("keeps JAVA_TOOL_OPTIONS byte for byte, quoted runs of spaces included, cutting out only the -Xshare option", () => {
+    assert.equal(mergeToolOptions('-Dgreeting="hello   world"'), '-Dgreeting="hello   world" -Xshare:auto');
+    assert.equal(mergeToolOptions('-Dgreeting="hello   world" -Xshare:on'), '-Dgreeting="hello   world"  -Xshare:auto');
+    assert.equal(mergeToolOptions("-Xshare:on\t-Da='x  -Xshare:on  y'   -Db=2"), "\t-Da='x  -Xshare:on  y'   -Db=2 -Xshare:auto", "a -Xshare inside quotes is a property's text");
+    assert.equal(mergeToolOptions('-Xshare:"on" -Dc=3'), " -Dc=3 -Xshare:auto", "quotes inside a token do not hide it from the JVM");
+    assert.equal(mergeToolOptions(undefined), "-Xshare:auto");
+    assert.equal(mergeToolOptions(""), "-Xshare:auto");
+    // Tokens as the JVM reads them: split on whitespace outside quotes, quotes dropped.
+    assert.deepEqual(
+      toolOptions(`-Dgreeting="hello   world" -Da='it''s'  -Xshare:on`).map((t) => t.option),
+      ["-Dgreeting=hello   world", "-Da=its", "-Xshare:on"],
+    );
+    const { spec } = injectPod(pod({ ...JAVA, env: [{ name: "JAVA_TOOL_OPTIONS", value: '-Dgreeting="hello   world"' }] }), input);
+    assert.equal(envOf(spec)[0]!.value, '-Dgreeting="hello   world" -Xshare:auto');
+  });
+
+  test("replaces the option variables in place, so a later $(JAVA_TOOL_OPTIONS) reference still comes after its target, and appends only variables that did not exist", () => {
+    const env: EnvVar[] = [
+      { name: "JAVA_TOOL_OPTIONS", value: "-Dteam=shop" },
+      { name: "X", value: "$(JAVA_TOOL_OPTIONS) -Dmore" },
+      { name: "Y", value: "$(JDK_JAVA_OPTIONS)" },
+    ];
+    const { spec } = injectPod(pod({ ...JAVA, env }), input);
+    assert.deepEqual(envOf(spec), [
+      { name: "JAVA_TOOL_OPTIONS", value: "-Dteam=shop -Xshare:auto" },
+      { name: "X", value: "$(JAVA_TOOL_OPTIONS) -Dmore" },
+      { name: "Y", value: "$(JDK_JAVA_OPTIONS)" },
+      // New, so last: Y's reference stays as unresolved as it was.
+      { name: "JDK_JAVA_OPTIONS", value: "@/classcache/jvm.args" },
+    ]);
+    const names = envOf(spec).map((e) => e.name);
+    assert.ok(names.indexOf("JAVA_TOOL_OPTIONS") < names.indexOf("X"));
+  });
+
+  test("is undone exactly by stripInjection whatever the option variables were, order and valueFrom included", () => {
+    const shapes: Record<string, Record<string, unknown>> = {
+      "no env": {},
+      "values between others": { env: [{ name: "A", value: "1" }, { name: "JDK_JAVA_OPTIONS", value: "-Xmx1g" }, { name: "JAVA_TOOL_OPTIONS", value: '-Xshare:on -Dg="a   b"' }, { name: "B", value: "$(JAVA_TOOL_OPTIONS)" }] },
+      "both from sources": { env: [{ name: "JAVA_TOOL_OPTIONS", valueFrom: { configMapKeyRef: { name: "c", key: "t" } } }, { name: "A", value: "1" }, fromSecret("JDK_JAVA_OPTIONS"), { name: "B", value: "$(JDK_JAVA_OPTIONS)" }] },
+      "empty values": { env: [{ name: "JDK_JAVA_OPTIONS" }, { name: "JAVA_TOOL_OPTIONS", value: "" }] },
+      "a field as source": { env: [{ name: "JDK_JAVA_OPTIONS", valueFrom: { fieldRef: { fieldPath: "metadata.annotations['jvm']" } } }] },
+      "optional source and envFrom": { env: [fromSecret("JDK_JAVA_OPTIONS", true)], envFrom: [{ secretRef: { name: "more" } }] },
+    };
+    for (const [what, container] of Object.entries(shapes)) {
+      const before = pod({ ...JAVA, ...container });
+      const once = injectPod(before, input);
+      assert.equal(once.outcome.patched, true, what);
+      // What the operator keeps: the record as JSON in an annotation.
+      const record = JSON.parse(JSON.stringify(once.original)) as typeof once.original;
+      assert.deepEqual(stripInjection(once.spec, record), before, what);
+      assert.deepEqual(injectPod(stripInjection(once.spec, record), input).spec, once.spec, `${what}: twice equals once`);
+    }
+  });
+
+  test("still strips a patch an earlier version wrote, which moved the option variables to the end", () => {
+    // Written as [JDK_JAVA_OPTIONS, A]; that version's record cannot say where the variable was.
+    const earlier = pod({ command: ["java", "@/classcache/launch.args"], env: [{ name: "A", value: "1" }, { name: "JDK_JAVA_OPTIONS", value: "@/classcache/jvm.args -Xmx1g" }, { name: "JAVA_TOOL_OPTIONS", value: "-Xshare:auto" }] });
+    const record = { container: "app", command: JAVA.command, env: { JDK_JAVA_OPTIONS: { name: "JDK_JAVA_OPTIONS", value: "-Xmx1g" }, JAVA_TOOL_OPTIONS: null } };
+    const clean = stripInjection(earlier, record);
+    assert.deepEqual(clean, pod({ ...JAVA, env: [{ name: "A", value: "1" }, { name: "JDK_JAVA_OPTIONS", value: "-Xmx1g" }] }));
+    assert.deepEqual(stripInjection(injectPod(clean, input).spec, record), clean, "from then on it stays where it is");
+  });
+
+  test("gives Owned mode exactly the env entries the patch wrote", () => {
+    const renamed = injectPod(pod({ ...JAVA, env: [{ name: "A", value: "1" }, fromSecret("JDK_JAVA_OPTIONS"), { name: "JAVA_TOOL_OPTIONS", valueFrom: { configMapKeyRef: { name: "c", key: "t" } } }] }), input);
+    assert.deepEqual(injectedEnv(envOf(renamed.spec)).map((e) => e.name), ["CLASSCACHE_USER_JDK_JAVA_OPTIONS", "JDK_JAVA_OPTIONS"]);
+    const plain = injectPod(pod({ ...JAVA, env: [{ name: "JAVA_TOOL_OPTIONS", value: "-Da=1" }, { name: "CLASSCACHE_USER_JDK_JAVA_OPTIONS", value: "not ours" }] }), input);
+    assert.deepEqual(injectedEnv(envOf(plain.spec)).map((e) => e.name), ["JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS"]);
   });
 
   test("says what to set when the launch comes from the image, and injects nothing", () => {

@@ -10,7 +10,9 @@
  *    the archive and the store's extracted, mtime-pinned app when the node has them, else the
  *    pod's own launch — it always exits 0;
  *  - `JDK_JAVA_OPTIONS=@/classcache/jvm.args` (the java launcher reads it; it may hold an
- *    @file) and `-Xshare:auto` merged into JAVA_TOOL_OPTIONS;
+ *    @file) and `-Xshare:auto` merged into JAVA_TOOL_OPTIONS — the user's own options kept
+ *    byte for byte and every variable kept where it was, so `$(VAR)` references still expand
+ *    (see appEnv);
  *  - the launch rewritten from `java [opts] -jar <jar> [args]` (or `-cp <cp> <Main>`) to
  *    `java [opts] @/classcache/launch.args [args]`. A Boot fat jar only benefits in extracted
  *    form, so a launch we cannot see (it comes from the image) is reported, not guessed.
@@ -52,7 +54,11 @@ export interface InjectionOutcome {
   message: string;
 }
 
-/** What the patch changed in the app container, so it can be put back exactly. */
+/**
+ * What the patch changed in the app container, so it can be put back exactly. Where each option
+ * variable sat is not recorded: the patch writes its variables in place, so the patched list
+ * itself says it (see stripInjection).
+ */
 export interface OriginalLaunch {
   container: string;
   command: string[] | null;
@@ -62,6 +68,10 @@ export interface OriginalLaunch {
 export const VOLUMES = { store: "classcache-store", args: "classcache-args" } as const;
 export const INIT_CONTAINERS = { init: "classcache-init", agent: "classcache-agent-jar" } as const;
 const ENV_NAMES = ["JDK_JAVA_OPTIONS", "JAVA_TOOL_OPTIONS"] as const;
+/** The name under which a JDK_JAVA_OPTIONS from a ConfigMap or Secret is kept, referenced from our JDK_JAVA_OPTIONS. */
+export const USER_JDK_OPTIONS = "CLASSCACHE_USER_JDK_JAVA_OPTIONS";
+const JVM_ARGS = `@${JVM_ARGS_FILE}`;
+const USER_JDK_OPTIONS_REF = `${JVM_ARGS} $(${USER_JDK_OPTIONS})`;
 
 /** Where the launch sits in a java command line, and what it is. */
 export function findLaunch(argv: string[]): { start: number; end: number; launch: string[] } | { problem: "not-java" | "no-launch" } {
@@ -93,12 +103,7 @@ export function stripInjection(spec: PodSpec, original: OriginalLaunch | undefin
     if (original && original.container === c.name) {
       if (original.command) copy.command = original.command;
       else delete copy.command;
-      let env = c.env ?? [];
-      for (const name of ENV_NAMES) {
-        const before = original.env[name];
-        env = env.filter((e) => e.name !== name);
-        if (before) env.push(before);
-      }
+      const env = restoreEnv(c.env ?? [], original);
       copy.env = env;
       if (env.length === 0) delete copy.env;
     }
@@ -107,9 +112,84 @@ export function stripInjection(spec: PodSpec, original: OriginalLaunch | undefin
   return out;
 }
 
-function mergeToolOptions(existing: string | undefined): string {
-  const parts = (existing ?? "").split(/\s+/).filter((p) => p && !p.startsWith("-Xshare:"));
-  return [...parts, "-Xshare:auto"].join(" ");
+/**
+ * The app container's option variables put back as they were, each at the place the patch kept
+ * it at: a renamed JDK_JAVA_OPTIONS goes back under its own name where its source sits. A
+ * variable with a valueFrom was never rewritten and stays as it is. (A record from an older
+ * version, whose patch appended the variables, restores them at the end, as that version did.)
+ */
+function restoreEnv(current: EnvVar[], original: OriginalLaunch): EnvVar[] {
+  const env = [...current];
+  for (const name of ENV_NAMES) {
+    const before = original.env[name] ?? null;
+    const at = env.findIndex((e) => e.name === name);
+    const source = env.findIndex((e) => e.name === USER_JDK_OPTIONS);
+    if (name === "JDK_JAVA_OPTIONS" && at >= 0 && source >= 0 && env[at]!.value === USER_JDK_OPTIONS_REF) {
+      env[source] = { ...env[source]!, name };
+      env.splice(at, 1);
+    } else if (at >= 0 && env[at]!.valueFrom === undefined) {
+      if (before) env[at] = before;
+      else env.splice(at, 1);
+    } else if (at < 0 && before) {
+      env.push(before);
+    }
+  }
+  return env;
+}
+
+/** The env entries of a patched container that the patch wrote: what Owned mode applies. */
+export function injectedEnv(env: EnvVar[]): EnvVar[] {
+  const renamed = env.some((e) => e.name === "JDK_JAVA_OPTIONS" && e.value === USER_JDK_OPTIONS_REF);
+  return env.filter((e) => ((ENV_NAMES as readonly string[]).includes(e.name) && e.valueFrom === undefined) || (renamed && e.name === USER_JDK_OPTIONS));
+}
+
+const JVM_SPACE = new Set([" ", "\t", "\n", "\v", "\f", "\r"]);
+
+/**
+ * The options the JVM reads from JAVA_TOOL_OPTIONS, with where each is written: split on
+ * whitespace outside '…' or "…", the quotes themselves dropped — HotSpot's
+ * Arguments::parse_options_buffer. An unclosed quote runs to the end (the JVM refuses it).
+ */
+export function toolOptions(text: string): { start: number; end: number; option: string }[] {
+  const out: { start: number; end: number; option: string }[] = [];
+  let i = 0;
+  while (i < text.length) {
+    while (i < text.length && JVM_SPACE.has(text[i]!)) i++;
+    if (i >= text.length) break;
+    const start = i;
+    let option = "";
+    while (i < text.length && !JVM_SPACE.has(text[i]!)) {
+      const c = text[i]!;
+      if (c !== "'" && c !== '"') {
+        option += c;
+        i++;
+        continue;
+      }
+      const close = text.indexOf(c, i + 1);
+      option += text.slice(i + 1, close < 0 ? text.length : close);
+      i = close < 0 ? text.length : close + 1;
+    }
+    out.push({ start, end: i, option });
+  }
+  return out;
+}
+
+/**
+ * JAVA_TOOL_OPTIONS with -Xshare:auto: every -Xshare: option cut out exactly where it is
+ * written, every other byte left as written (quoted spaces included), ` -Xshare:auto` appended.
+ * A stale archive must never stop a JVM, which -Xshare:on would.
+ */
+export function mergeToolOptions(existing: string | undefined): string {
+  const text = existing ?? "";
+  let kept = "";
+  let from = 0;
+  for (const t of toolOptions(text)) {
+    if (!t.option.startsWith("-Xshare:")) continue;
+    kept += text.slice(from, t.start);
+    from = t.end;
+  }
+  kept += text.slice(from);
+  return kept === "" ? "-Xshare:auto" : `${kept} -Xshare:auto`;
 }
 
 /**
@@ -156,10 +236,16 @@ export function injectPod(spec: PodSpec, input: InjectionInput): { spec: PodSpec
   if (found.end > commandLength) {
     return { spec, outcome: { patched: false, reason: Reasons.LaunchUnknown, message: `container "${container.name}" splits its launch between command and args; put "java … -jar <jar>" (or -cp … <main>) in the command` } };
   }
-  const command = [...argv.slice(0, found.start), `@${LAUNCH_ARGS_FILE}`, ...argv.slice(found.end, commandLength)];
+  const { env: newEnv, original, jvmArgsInCommand } = appEnv(container);
+  const command = [
+    argv[0]!,
+    ...(jvmArgsInCommand ? [JVM_ARGS] : []),
+    ...argv.slice(1, found.start),
+    `@${LAUNCH_ARGS_FILE}`,
+    ...argv.slice(found.end, commandLength),
+  ];
 
   const inits = initContainers(input, found.launch);
-  const { env: newEnv, original } = appEnv(container);
   const argsMount: VolumeMount = { name: VOLUMES.args, mountPath: ARGS_DIR, readOnly: true };
   const storeMount: VolumeMount = { name: VOLUMES.store, mountPath: STORE_ROOT, readOnly: true };
 
@@ -219,17 +305,45 @@ function initContainers(input: InjectionInput, launch: string[]): Container[] {
   return out;
 }
 
-/** The app container's env with the option variables set, and what they were before. */
-function appEnv(container: Container): { env: EnvVar[]; original: OriginalLaunch } {
+/**
+ * The app container's env with the option variables set, and what they were before.
+ *
+ * Every variable stays where it is: Kubernetes expands `$(VAR)` only for a VAR defined earlier
+ * in the list, so moving one would change what a later reference gets. A variable the container
+ * did not have is appended (appending cannot change what an earlier reference gets). The user's
+ * options are kept as written:
+ *  - JDK_JAVA_OPTIONS with a value: `@/classcache/jvm.args <value>`, in place;
+ *  - JDK_JAVA_OPTIONS from a ConfigMap, Secret or field: its source kept in place as
+ *    CLASSCACHE_USER_JDK_JAVA_OPTIONS, and right after it JDK_JAVA_OPTIONS =
+ *    `@/classcache/jvm.args $(CLASSCACHE_USER_JDK_JAVA_OPTIONS)`;
+ *  - where that reference might stay unresolved — an optional key (a missing one defines no
+ *    variable, and the JVM would refuse the literal `$(…)`), the name already taken — or where a
+ *    JDK_JAVA_OPTIONS may come from envFrom, the variable is left alone and the command reads
+ *    the file instead: `java @/classcache/jvm.args …` (after the user's JDK_JAVA_OPTIONS then);
+ *  - JAVA_TOOL_OPTIONS with a value: mergeToolOptions, in place; from a source: left alone
+ *    (-Xshare:auto is the default anyway), as is a missing one when envFrom may hold it.
+ */
+function appEnv(container: Container): { env: EnvVar[]; original: OriginalLaunch; jvmArgsInCommand: boolean } {
   const env = container.env ?? [];
   const original: OriginalLaunch = { container: container.name, command: container.command ?? null, env: {} };
   for (const name of ENV_NAMES) original.env[name] = env.find((e) => e.name === name) ?? null;
-  const jdkOptions = original.env.JDK_JAVA_OPTIONS;
-  const toolOptions = original.env.JAVA_TOOL_OPTIONS;
-  const out = env.filter((e) => !(ENV_NAMES as readonly string[]).includes(e.name) || (e.valueFrom !== undefined && e.name === "JAVA_TOOL_OPTIONS"));
-  out.push({ name: "JDK_JAVA_OPTIONS", value: [`@${JVM_ARGS_FILE}`, jdkOptions?.value ?? ""].join(" ").trim() });
-  // A JAVA_TOOL_OPTIONS from a Secret or ConfigMap cannot be merged; -Xshare:auto is the default anyway.
-  if (toolOptions?.valueFrom === undefined) out.push({ name: "JAVA_TOOL_OPTIONS", value: mergeToolOptions(toolOptions?.value) });
-  return { env: out, original };
+  const fromEnvFrom = Array.isArray(container.envFrom) && container.envFrom.length > 0;
+  const jdk = original.env.JDK_JAVA_OPTIONS;
+  const renamable = jdk?.valueFrom !== undefined && !isOptional(jdk.valueFrom) && !env.some((e) => e.name === USER_JDK_OPTIONS);
+  const jvmArgsInCommand = jdk ? jdk.valueFrom !== undefined && !renamable : fromEnvFrom;
+  const out: EnvVar[] = [];
+  for (const e of env) {
+    if (e.name === "JDK_JAVA_OPTIONS" && e.valueFrom === undefined) out.push({ name: e.name, value: e.value ? `${JVM_ARGS} ${e.value}` : JVM_ARGS });
+    else if (e.name === "JDK_JAVA_OPTIONS" && renamable) out.push({ ...e, name: USER_JDK_OPTIONS }, { name: e.name, value: USER_JDK_OPTIONS_REF });
+    else if (e.name === "JAVA_TOOL_OPTIONS" && e.valueFrom === undefined) out.push({ name: e.name, value: mergeToolOptions(e.value) });
+    else out.push(e);
+  }
+  if (!jdk && !fromEnvFrom) out.push({ name: "JDK_JAVA_OPTIONS", value: JVM_ARGS });
+  if (!original.env.JAVA_TOOL_OPTIONS && !fromEnvFrom) out.push({ name: "JAVA_TOOL_OPTIONS", value: mergeToolOptions(undefined) });
+  return { env: out, original, jvmArgsInCommand };
 }
 
+/** A key reference marked optional: when the key is missing, the kubelet defines no variable at all. */
+function isOptional(valueFrom: Record<string, unknown>): boolean {
+  return Object.values(valueFrom).some((ref) => typeof ref === "object" && ref !== null && (ref as { optional?: unknown }).optional === true);
+}
