@@ -44,7 +44,12 @@ export interface AgentsOptions {
    */
   observeJvms?: boolean;
   imagePullPolicy?: "Always" | "IfNotPresent" | "Never";
+  /** Run agents on control-plane nodes too (default false: no app JVMs belong there, and an agent holds keys). */
+  controlPlane?: boolean;
 }
+
+/** The label kubeadm and most distributions put on control-plane nodes. */
+export const CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane";
 
 /**
  * The directory URL (without a password) and the Secret key holding its password. The password
@@ -101,8 +106,11 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
           hostNetwork: false,
           ...(opts.observeJvms === false ? {} : { hostPID: true }),
           ...(opts.priorityClassName ? { priorityClassName: opts.priorityClassName } : {}),
-          // Every node gets an agent, whatever its taints: a node without one only boots JVMs cold.
+          // Every worker node gets an agent, whatever its taints: a node without one only boots
+          // JVMs cold. Control-plane nodes only when asked: no app JVMs belong there, and an
+          // agent holds the cluster's keys.
           tolerations: [{ operator: "Exists" }],
+          ...(opts.controlPlane ? {} : { affinity: { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchExpressions: [{ key: CONTROL_PLANE_LABEL, operator: "DoesNotExist" }] }] } } } }),
           terminationGracePeriodSeconds: 30,
           securityContext: { seccompProfile: { type: "RuntimeDefault" } },
           containers: [

@@ -111,6 +111,7 @@ void describe("buildJob", () => {
       `--store=${STORE_ROOT}`,
       `--root=${STORE_ROOT}`,
       `--ref=${REF}`,
+      "--scope=shop-ns",
       `--publish-to=unix:${MOUNTS.agentRun}/agent.sock`,
       `--build-token-file=${MOUNTS.buildToken}/token`,
       "--mode=hybrid",

@@ -106,8 +106,11 @@ void describe("agents", () => {
     }
   });
 
-  void it("runs on every node, without API credentials or privilege escalation, with only the capability to read JVMs' counters", () => {
+  void it("runs on every worker node but not on control-plane nodes unless asked, without API credentials or privilege escalation, with only the capability to read JVMs' counters", () => {
     assert.deepEqual(spec["tolerations"], [{ operator: "Exists" }]);
+    const terms = (spec["affinity"] as { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: unknown[] } } }).nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms;
+    assert.deepEqual(terms, [{ matchExpressions: [{ key: "node-role.kubernetes.io/control-plane", operator: "DoesNotExist" }] }]);
+    assert.equal((agentsDaemonSet({ image: "i", controlPlane: true }) as unknown as { spec: { template: { spec: Record<string, unknown> } } }).spec.template.spec["affinity"], undefined);
     assert.equal(spec["automountServiceAccountToken"], false);
     assert.equal(spec["hostNetwork"], false);
     assert.equal(spec["hostPID"], true, "it sees the node's JVMs");
