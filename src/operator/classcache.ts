@@ -1,8 +1,8 @@
 /**
  * The ClassCache reconciler: gather (the ClassCache, its workload, the directory's view of
  * its ref), decide (the pod patch, the conditions), act (build Job, workload patch, status),
- * all through server-side apply with one field manager, so a pass that changes nothing writes
- * nothing. Deleting a ClassCache puts the workload back as it was and removes its ref's
+ * through server-side apply with one field manager (and one guarded JSON patch where apply
+ * cannot reorder a template's env), so a pass that changes nothing writes nothing. Deleting a ClassCache puts the workload back as it was and removes its ref's
  * bindings from the directory before the finalizer goes.
  */
 import { isDeepStrictEqual } from "node:util";
