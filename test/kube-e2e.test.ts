@@ -127,18 +127,17 @@ describe("a webhook-patched Pod on a simulated node, from a P2P-pulled archive",
       } as unknown as ClassCache,
       { namespace: "shop" },
     );
-    // The operator made the cluster's keys; the node agents use them, as the DaemonSet would.
+    // The operator made the cluster's keys; the node agents get the public one and the peer token, as the DaemonSet gives them.
     const secret = async (name: string, key: string) => {
       const s = await until(`secret ${name}`, () => client.get<KubeObject & { data: Record<string, string> }>(Secrets, name, { namespace: SYSTEM_NAMESPACE }));
       return Buffer.from(s.data[key]!, "base64").toString();
     };
     const keys = join(dir, "keys");
     await mkdir(keys);
-    await writeFile(join(keys, "signing.pem"), await secret("classcache-signing-key", "signing.pem"), { mode: 0o600 });
     await writeFile(join(keys, "signing.pub"), await secret("classcache-signing-key", "signing.pub"));
     await writeFile(join(keys, "token"), await secret("classcache-agent-token", "token"), { mode: 0o600 });
-    const common = { directory: redis.url, tokenFile: join(keys, "token"), trust: join(keys, "signing.pub"), logDir: join(dir, "logs"), args: ["--root", STORE_ROOT] };
-    nodeA = await Agent.start({ ...common, name: "node-a", address: "127.0.0.31", store: join(dir, "node-a", "store"), signingKey: join(keys, "signing.pem") });
+    const common = { directory: redis.url, tokenFile: join(keys, "token"), trust: join(keys, "signing.pub"), logDir: join(dir, "logs"), args: ["--root", STORE_ROOT, "--want-retry", "1"] };
+    nodeA = await Agent.start({ ...common, name: "node-a", address: "127.0.0.31", store: join(dir, "node-a", "store") });
     nodeB = await Agent.start({ ...common, name: "node-b", address: "127.0.0.32", store: join(dir, "node-b", "store") });
 
     // A Pod of the workload, created through the API server: the webhook patches it.
@@ -186,15 +185,17 @@ describe("a webhook-patched Pod on a simulated node, from a P2P-pulled archive",
 
     // 2. The build, as the ClassCache's build Job runs it in the app's image on node A: built in
     // its own store for the namespace's scope, uploaded to node A's agent under the grant the
-    // operator put in the Job's Secret; the agent admits it, publishes it and binds the ref.
-    const grant = await until("the build Job's grant", async () => {
+    // operator put in the Job's Secret and signed with the Secret's one-time build key; the agent
+    // leaves it as an offer, the operator signs, publishes and binds it, node A adopts it.
+    const jobSecret = await until("the build Job's grant", async () => {
       const s = await client.get<KubeObject & { data?: Record<string, string> }>(Secrets, `classcache-build-${ref!.slice(0, 10)}`, { namespace: "shop" }).catch(() => undefined);
-      return s?.data?.token && Buffer.from(s.data.token, "base64").toString();
+      return s?.data?.token && s.data["build.pem"] ? s.data : undefined;
     });
-    await writeFile(join(dir, "grant"), grant);
+    await writeFile(join(dir, "grant"), Buffer.from(jobSecret.token!, "base64"));
+    await writeFile(join(dir, "build.pem"), Buffer.from(jobSecret["build.pem"]!, "base64"), { mode: 0o600 });
     const built = await cli(
       "build", `--app=${app}`, `--java=${java17}`, `--agent=${agentJar}`, "--profile=reference", `--store=${join(dir, "job-store")}`, `--root=${STORE_ROOT}`,
-      `--ref=${ref}`, "--scope=shop", `--publish-to=unix:${join(nodeA.spec.store, "run", "agent.sock")}`, `--build-token-file=${join(dir, "grant")}`, "--json",
+      `--ref=${ref}`, "--scope=shop", `--publish-to=unix:${join(nodeA.spec.store, "run", "agent.sock")}`, `--build-token-file=${join(dir, "grant")}`, `--build-key-file=${join(dir, "build.pem")}`, "--json",
     );
     assert.equal(built.code, 0, built.stderr);
     await until("the ClassCache is Ready", async () => {

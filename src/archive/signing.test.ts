@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { sampleManifest } from "../../test/support/manifest.ts";
-import { generateSigningKey, openBinding, openEnvelope, openGrant, SignatureError, signBinding, signerFromPem, signGrant, signManifest, STATEMENTS, trustStoreFromPems, type RefBinding } from "./signing.ts";
+import { generateBuildKey, generateSigningKey, openBinding, openBuild, openEnvelope, openGrant, SignatureError, signBinding, signBuild, signerFromPem, signGrant, signManifest, STATEMENTS, trustStoreFromPems, type BuildGrant, type RefBinding } from "./signing.ts";
 
 const keys = generateSigningKey();
 const signer = signerFromPem(keys.privatePem);
@@ -11,6 +11,8 @@ const manifest = sampleManifest();
 const KEY = manifest.key;
 const REF = "b".repeat(64);
 const binding: RefBinding = { scope: "shop", ref: REF, arch: "amd64", key: KEY, owner: "uid-1", issuedAt: 1_700_000_000_000 };
+const buildKey = generateBuildKey();
+const grantOf = (o: Partial<BuildGrant> = {}): BuildGrant => ({ scope: "shop", ref: REF, classCache: "shop/shop", owner: "uid-1", buildKey: buildKey.publicKey, issuedAt: 1, expiresAt: 10_000, ...o });
 
 describe("signed statements", () => {
   test("a manifest opens only for a trusted key, its own key and untouched bytes", () => {
@@ -46,18 +48,27 @@ describe("signed statements", () => {
     relabelled["payload"] = binding;
     assert.throws(() => openBinding(JSON.stringify(relabelled), trust, REF, "amd64"), /signature does not verify/);
     // A grant is no binding, and a binding is no grant.
-    const grant = signGrant({ scope: "shop", ref: REF, classCache: "shop/shop", owner: "uid-1", issuedAt: 1 }, signer);
+    const grant = signGrant(grantOf(), signer);
     assert.throws(() => openBinding(Buffer.from(grant, "base64url").toString(), trust, REF, "amd64"), /ref binding expected/);
     assert.throws(() => openGrant(Buffer.from(signBinding(binding, signer)).toString("base64url"), trust, REF), /build grant expected/);
   });
 
-  test("a grant opens for its ref only, and its scope and owner are what was signed", () => {
-    const grant = signGrant({ scope: "shop", ref: REF, classCache: "shop/shop", owner: "uid-1", issuedAt: 1 }, signer);
+  test("a grant opens for its ref only, before it expires, and its scope, owner and build key are what was signed", () => {
+    const grant = signGrant(grantOf(), signer);
     assert.match(grant, /^[A-Za-z0-9_-]+$/, "fits an Authorization header");
-    assert.deepEqual(openGrant(grant, trust, REF), { scope: "shop", ref: REF, classCache: "shop/shop", owner: "uid-1", issuedAt: 1 });
+    assert.deepEqual(openGrant(grant, trust, REF, 9_999), grantOf());
+    assert.throws(() => openGrant(grant, trust, REF, 10_001), /build grant for ref b+ expired/);
     assert.throws(() => openGrant(grant, trust, "c".repeat(64)), /build grant is for ref b+, not c+/);
-    assert.throws(() => openGrant(signGrant({ scope: "shop", ref: REF, classCache: "shop/shop", owner: "", issuedAt: 1 }, stranger), trust, REF), /untrusted key/);
+    assert.throws(() => openGrant(signGrant(grantOf(), stranger), trust, REF), /untrusted key/);
     assert.throws(() => openGrant("not a grant!", trust, REF), /build grant is malformed/);
-    assert.throws(() => signGrant({ scope: "Not_A_Namespace", ref: REF, classCache: "x", owner: "", issuedAt: 1 }, signer), /scope is missing or malformed/);
+    assert.throws(() => signGrant(grantOf({ scope: "Not_A_Namespace" }), signer), /scope is missing or malformed/);
+  });
+
+  test("a build offer opens only with the one-time key its grant names", () => {
+    const offered = signBuild(manifest, signerFromPem(buildKey.privatePem));
+    assert.deepEqual(openBuild(offered, grantOf()), manifest);
+    assert.throws(() => openBuild(signBuild(manifest, signerFromPem(generateBuildKey().privatePem)), grantOf()), /build offer signed by untrusted key/);
+    assert.throws(() => openBuild(signManifest(manifest, signer), grantOf()), /build offer expected, got a statement of type "classcache.dev\/manifest\/v2"/, "an operator-signed manifest is no build offer");
+    assert.throws(() => openEnvelope(offered, trust), /manifest expected/, "and a build offer is no manifest");
   });
 });

@@ -39,14 +39,32 @@ export function signerFromPem(pem: string): Signer {
 /** The public keys an agent trusts, by key id. */
 export type TrustStore = Map<string, KeyObject>;
 
+/**
+ * The trust store of PEM texts, each holding one public key or several (a bundle: while the
+ * signing key is rotated, the old and the new one are both trusted).
+ */
 export function trustStoreFromPems(pems: string[]): TrustStore {
   const out: TrustStore = new Map();
-  for (const pem of pems) {
-    const k = createPublicKey(pem);
-    if (k.asymmetricKeyType !== "ed25519") throw new ClasscacheError("input", "a trusted key is not an Ed25519 public key");
-    out.set(keyIdOf(k), k);
+  for (const text of pems) {
+    const blocks = text.match(/-----BEGIN PUBLIC KEY-----[\s\S]+?-----END PUBLIC KEY-----/g);
+    if (!blocks) throw new ClasscacheError("input", "a trust file holds no PEM public key");
+    for (const pem of blocks) {
+      const k = createPublicKey(pem);
+      if (k.asymmetricKeyType !== "ed25519") throw new ClasscacheError("input", "a trusted key is not an Ed25519 public key");
+      out.set(keyIdOf(k), k);
+    }
   }
   return out;
+}
+
+/** The id of the key that signed a statement, read without verifying anything (undefined if none). */
+export function signedBy(text: string): string | undefined {
+  try {
+    const keyId = (JSON.parse(text) as { keyId?: unknown }).keyId;
+    return typeof keyId === "string" ? keyId : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export async function loadTrustStore(files: string[]): Promise<TrustStore> {
@@ -57,7 +75,8 @@ export async function loadTrustStore(files: string[]): Promise<TrustStore> {
 export const STATEMENTS = {
   manifest: "classcache.dev/manifest/v2",
   binding: "classcache.dev/binding/v2",
-  grant: "classcache.dev/build-grant/v1",
+  grant: "classcache.dev/build-grant/v2",
+  build: "classcache.dev/build/v1",
 } as const;
 type StatementType = (typeof STATEMENTS)[keyof typeof STATEMENTS];
 
@@ -180,7 +199,10 @@ export function openBinding(text: string, trust: TrustStore, ref: string, arch: 
  * What a ClassCache's build Job presents to its node agent to upload the build of one ref:
  * signed by the operator, verified by the agent with the public key alone (no node holds a
  * secret it could mint grants with). It binds the scope and the ref: an upload under it may
- * only publish a key of that scope, bound to that ref.
+ * only offer a key of that scope, for that ref. It also names the build's own one-time public
+ * key (`buildKey`, whose private half only the Job's Secret holds): the build signs what it
+ * offers with it, so the operator knows an offer it reads from the directory came from that
+ * build, not from whoever can write to the directory.
  */
 export interface BuildGrant {
   scope: string;
@@ -188,7 +210,11 @@ export interface BuildGrant {
   /** namespace/name and UID of the ClassCache the build is for. */
   classCache: string;
   owner: string;
+  /** The build's one-time Ed25519 public key, SPKI DER in base64. */
+  buildKey: string;
   issuedAt: number;
+  /** Epoch ms after which an agent accepts no upload under it. */
+  expiresAt: number;
 }
 
 const grantOf = (p: Record<string, unknown>): BuildGrant => ({
@@ -196,7 +222,9 @@ const grantOf = (p: Record<string, unknown>): BuildGrant => ({
   ref: str(p, "ref", KEY_PATTERN),
   classCache: str(p, "classCache"),
   owner: str(p, "owner"),
+  buildKey: str(p, "buildKey", /^[A-Za-z0-9+/=]{40,200}$/),
   issuedAt: time(p, "issuedAt"),
+  expiresAt: time(p, "expiresAt"),
 });
 
 /** The grant as a bearer token: base64url of its envelope, so it fits an Authorization header. */
@@ -204,10 +232,34 @@ export function signGrant(grant: BuildGrant, signer: Signer): string {
   return Buffer.from(seal(STATEMENTS.grant, grantOf(grant as unknown as Record<string, unknown>), signer)).toString("base64url");
 }
 
-/** Verifies a grant token and checks it is for `ref`. */
-export function openGrant(token: string, trust: TrustStore, ref: string): BuildGrant {
+/** Verifies a grant token and checks it is for `ref` and, given `now`, not expired. */
+export function openGrant(token: string, trust: TrustStore, ref: string, now?: number): BuildGrant {
   if (!/^[A-Za-z0-9_-]{1,8192}$/.test(token)) throw new SignatureError("build grant is malformed");
   const g = unseal(Buffer.from(token, "base64url").toString("utf8"), STATEMENTS.grant, trust, "build grant", grantOf);
   if (g.ref !== ref) throw new SignatureError(`build grant is for ref ${g.ref.slice(0, 12)}, not ${ref.slice(0, 12)}`);
+  if (now !== undefined && now > g.expiresAt) throw new SignatureError(`build grant for ref ${ref.slice(0, 12)} expired at ${new Date(g.expiresAt).toISOString()}`);
   return g;
+}
+
+/** A one-time key pair for one build: the private half for its Job, the public half for its grant. */
+export function generateBuildKey(): { privatePem: string; publicKey: string } {
+  const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+  return { privatePem: privateKey.export({ type: "pkcs8", format: "pem" }).toString(), publicKey: publicKey.export({ type: "spki", format: "der" }).toString("base64") };
+}
+
+/** The trust store of one grant's build key. */
+function buildKeyTrust(grant: BuildGrant): TrustStore {
+  const key = createPublicKey({ key: Buffer.from(grant.buildKey, "base64"), format: "der", type: "spki" });
+  if (key.asymmetricKeyType !== "ed25519") throw new SignatureError("build grant names a key that is not Ed25519");
+  return new Map([[keyIdOf(key), key]]);
+}
+
+/** What a build offers for publication: its manifest, signed with the build's one-time key. */
+export function signBuild(manifest: Manifest, buildSigner: Signer): string {
+  return seal(STATEMENTS.build, manifest, buildSigner);
+}
+
+/** The manifest a build offered, if its signature is the one the grant's build key makes (shape checked). */
+export function openBuild(text: string, grant: BuildGrant): Manifest {
+  return unseal(text, STATEMENTS.build, buildKeyTrust(grant), "build offer", (p) => validateManifest(p));
 }

@@ -8,6 +8,7 @@ import { defaultStore, parse, type Command } from "./command.ts";
 import { readFile } from "node:fs/promises";
 import { uploadBuild } from "../node/upload.ts";
 import { LocalStore } from "../store/store.ts";
+import { signerFromPem } from "../archive/signing.ts";
 
 const usage = `
 usage: classcache build (--app <fat.jar> | --classpath <a.jar:b.jar> --main <class>) [options]
@@ -43,6 +44,8 @@ kubernetes (what a ClassCache's build Job passes)
                             shared across the cluster (default ""); part of the key
   --publish-to unix:<sock>  upload the verified build to the node agent at this socket
   --build-token-file <f>    the ref's build grant from the operator, presented to the agent
+  --build-key-file <f>      the build's one-time private key (the grant names its public half):
+                            the manifest is signed with it
   --mode <mode>             fail unless the profile runs the agent in this mode
   --exit-on-refresh, --no-exit-on-refresh
                             train a Spring Boot app until its context is refreshed (default), or
@@ -83,6 +86,7 @@ export const buildCommand: Command = {
       scope: { type: "string" },
       "publish-to": { type: "string" },
       "build-token-file": { type: "string" },
+      "build-key-file": { type: "string" },
       mode: { type: "string" },
       "exit-on-refresh": { type: "boolean" },
       "no-exit-on-refresh": { type: "boolean" },
@@ -128,9 +132,10 @@ export const buildCommand: Command = {
     }
     if (publish) {
       const token = (await readFile(publish.tokenFile, "utf8")).trim();
+      const buildSigner = signerFromPem(await readFile(publish.keyFile, "utf8"));
       const store = await LocalStore.open(req.store);
-      const r = await uploadBuild(store, manifest, { socket: publish.socket, token, ref: publish.ref });
-      if (!quiet) io.stderr.write(`  uploaded to the node agent: key ${shortKey(r.key)} (${r.source})\n`);
+      const r = await uploadBuild(store, manifest, { socket: publish.socket, token, ref: publish.ref, buildSigner });
+      if (!quiet) io.stderr.write(`  offered to the node agent: key ${shortKey(r.key)} (${r.status}); the operator signs and publishes it\n`);
     }
     if (values.json) io.stdout.write(JSON.stringify(manifest, null, 2) + "\n");
     else io.stdout.write(summary(manifest, reused));
@@ -145,16 +150,17 @@ function checkExitFlags(v: { "ready-url"?: string | undefined; "ready-log"?: str
   if (v.mode !== undefined && !["none", "hybrid", "baked"].includes(v.mode)) throw usageError(`--mode ${v.mode} is not one of none, hybrid, baked`);
 }
 
-function publishTarget(v: { ref?: string | undefined; "publish-to"?: string | undefined; "build-token-file"?: string | undefined }): { socket: string; tokenFile: string; ref: string } | undefined {
+function publishTarget(v: { ref?: string | undefined; "publish-to"?: string | undefined; "build-token-file"?: string | undefined; "build-key-file"?: string | undefined }): { socket: string; tokenFile: string; keyFile: string; ref: string } | undefined {
   const to = v["publish-to"];
   if (to === undefined) {
-    if (v.ref !== undefined || v["build-token-file"] !== undefined) throw usageError("--ref and --build-token-file go with --publish-to");
+    if (v.ref !== undefined || v["build-token-file"] !== undefined || v["build-key-file"] !== undefined) throw usageError("--ref, --build-token-file and --build-key-file go with --publish-to");
     return undefined;
   }
   if (!to.startsWith("unix:")) throw usageError(`--publish-to ${to} is not unix:<socket path>`);
   if (!v.ref || !/^[0-9a-f]{64}$/.test(v.ref)) throw usageError("--publish-to needs --ref <64 hex digits>");
   if (!v["build-token-file"]) throw usageError("--publish-to needs --build-token-file <file>");
-  return { socket: to.slice("unix:".length), tokenFile: v["build-token-file"], ref: v.ref };
+  if (!v["build-key-file"]) throw usageError("--publish-to needs --build-key-file <file>");
+  return { socket: to.slice("unix:".length), tokenFile: v["build-token-file"], keyFile: v["build-key-file"], ref: v.ref };
 }
 
 export function summary(m: Manifest, reused: boolean): string {

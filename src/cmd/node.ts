@@ -30,7 +30,9 @@ builds archives on request, and heartbeats what it holds to the directory.
                            the directory's password, kept off the command line
   --token-file <file>      the shared token peers and local clients must present
   --trust <pub.pem>        a public key whose manifests this node accepts (repeatable)
-  --signing-key <key.pem>  an Ed25519 private key: lets this node build and publish archives
+  --signing-key <key.pem>  an Ed25519 private key: lets this node build and publish archives asked
+                           of its local API — outside a cluster only (the demo, a bare host); in a
+                           cluster agents hold no key and the operator signs what builds offer
   --listen <host:port>     peer server (default 0.0.0.0:7071)
   --advertise <url>        how peers reach this node (default http://<listen>)
   --api <host:port>        local API for the node's workloads and tools (default 127.0.0.1:7072)

@@ -4,6 +4,14 @@
 import { ClasscacheError } from "../runtime/errors.ts";
 import type { BuildFailure, DirectoryEvent, Holder, HolderUsage } from "./directory.ts";
 
+/**
+ * The name under which a node leaves a build's offer for one ref and arch (a build Job's
+ * manifest, signed with its one-time key, and its grant) until the operator judges it.
+ */
+export function offerName(ref: string, arch: string): string {
+  return `offer/${ref}.${arch}`;
+}
+
 /** Most events one readEvents call returns; call again (after the last id) for more. */
 export const READ_COUNT = 1000;
 /** Events retained in the stream (Valkey trims approximately, to at least this many). */

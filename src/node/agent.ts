@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import type { Manifest } from "../archive/manifest.ts";
 import { KEY_PATTERN } from "../archive/key.ts";
-import { openBinding, openEnvelope, SignatureError, signBinding, signManifest, type BuildGrant, type RefBinding, type Signer, type TrustStore } from "../archive/signing.ts";
+import { openBinding, openEnvelope, SignatureError, signManifest, type RefBinding, type Signer, type TrustStore } from "../archive/signing.ts";
+import { offerName } from "../directory/common.ts";
 import { prepareBuild, type BuildRequest, type BuildResult } from "../build/pipeline.ts";
 import type { Directory, Holder, Lease } from "../directory/directory.ts";
 import { orderHolders, pullBlob, Quarantine } from "../p2p/puller.ts";
@@ -27,17 +28,10 @@ export interface EnsureRequest {
   key?: string;
   build?: BuildSpec;
   /**
-   * A ClassCache's ref (the digest of a workload's build inputs). Alone, the key is looked up
-   * from the directory's signed binding; with an imported build, the build's key is bound to it
-   * (signed) for the grant's scope and owner. Either way the node records ref → key in its store.
+   * A ClassCache's ref (the digest of a workload's build inputs): the key is looked up from the
+   * directory's signed binding, and the node records ref → key in its store.
    */
   ref?: string;
-  /**
-   * A build made elsewhere (a ClassCache's build Job, in the workload's image) whose files were
-   * uploaded into this node's store, admitted (see archive/admit.ts) under the operator's grant
-   * for one scope and ref: published like a build of this node's own, and bound to that ref.
-   */
-  imported?: { manifest: Manifest; grant: BuildGrant };
 }
 
 /** The JVM's arch naming, as manifests record it (see jvm/jdk.ts). */
@@ -129,8 +123,8 @@ export class NodeAgent {
     const t0 = performance.now();
     if (req.ref !== undefined && !KEY_PATTERN.test(req.ref)) throw new ClasscacheError("usage", "ref must be 64 lowercase hex digits");
     if (req.key !== undefined && !KEY_PATTERN.test(req.key)) throw new ClasscacheError("usage", "key must be 64 lowercase hex digits");
-    if (req.ref && !req.imported) {
-      if (req.key || req.build) throw new ClasscacheError("usage", "a ref is bound only to an uploaded build of its own grant; ask for a ref alone to look it up");
+    if (req.ref) {
+      if (req.key || req.build) throw new ClasscacheError("usage", "a ref is only looked up here, never bound (the operator binds refs); ask for a ref alone");
       // The directory's binding named the key: record it locally, without signing and binding it again.
       const binding = await this.resolveRef(req.ref);
       const r = await this.ensure({ key: binding.key }, signal);
@@ -138,8 +132,7 @@ export class NodeAgent {
       return r;
     }
     const prepared = req.build ? await prepareBuild({ ...req.build, store: this.opts.store.dir, root: this.opts.root }, { log: this.opts.log }) : undefined;
-    const imported = req.imported?.manifest;
-    const key = req.key ?? prepared?.key ?? imported?.key;
+    const key = req.key ?? prepared?.key;
     if (!key) throw new ClasscacheError("usage", "ensure needs a key or a build spec");
     if (prepared && req.key && prepared.key !== req.key) {
       throw new ClasscacheError("input", `the build spec gives key ${prepared.key}, not the requested ${req.key}`, { hint: "the app, JDK, agent or options differ from the ones the key was built for" });
@@ -147,14 +140,13 @@ export class NodeAgent {
     this.lastEnsured.set(key, Date.now());
     let entry = this.inflight.get(key);
     if (!entry) {
-      const build = prepared ? () => prepared.run() : imported ? () => this.adoptImported(imported) : undefined;
+      const build = prepared ? () => prepared.run() : undefined;
       const ac = new AbortController();
       const p = this.ensureKey(key, build, t0, ac.signal).finally(() => this.inflight.delete(key));
       entry = { p, ac, waiters: 0 };
       this.inflight.set(key, entry);
     }
-    const r = await this.join(entry, signal);
-    return req.imported && req.ref ? this.bindRef(req.ref, req.imported.grant, r) : r;
+    return this.join(entry, signal);
   }
 
   /** Waits for a shared attempt; a caller that aborts stops waiting, and the last one to abort stops the attempt. */
@@ -179,19 +171,15 @@ export class NodeAgent {
   }
 
   /**
-   * Makes an uploaded, admitted build's manifest visible in the store once every file it names is
-   * here, under the store's build lock (as a pull does), so gc cannot take a blob in between.
+   * Leaves a build Job's offer for the operator: every blob it names is in the store (checked
+   * by the caller, see admitManifest), kept there unreferenced until the operator has signed the
+   * manifest and bound the ref; then this node's want for the ref pulls it — from itself.
    */
-  private async adoptImported(m: Manifest): Promise<BuildResult> {
-    const { store } = this.opts;
-    return store.withBuildLock(async () => {
-      for (const sha of [m.archive.sha256, ...m.layout.files.map((f) => f.sha256)]) {
-        if (!(await store.hasBlob(sha))) throw new ClasscacheError("input", `the uploaded build lacks blob ${sha.slice(0, 12)}`, { hint: "upload every blob the manifest names before the manifest" });
-      }
-      await store.linkLayout(m.layout);
-      const { manifest } = await store.publishManifest(m);
-      return { manifest, reused: false };
-    });
+  async offer(ref: string, arch: string, offer: { grant: string; build: string }): Promise<void> {
+    const name = offerName(ref, arch);
+    // A newer build of the same ref replaces an older offer the operator has not taken yet.
+    await this.opts.directory.unbind(name);
+    await this.opts.directory.bind(name, JSON.stringify({ ...offer, node: this.opts.node }));
   }
 
   /**
@@ -220,29 +208,6 @@ export class NodeAgent {
       throw new ClasscacheError("verification", `the directory's binding of ref ${ref.slice(0, 12)} was issued at ${new Date(binding.issuedAt).toISOString()}, before the one this node holds (${new Date(known.issuedAt).toISOString()}): a replayed binding is refused`);
     }
     return binding;
-  }
-
-  /**
-   * Binds the ref to an imported build's key, signed for the grant's scope and owner, and records
-   * it in the store. First bind wins among builds for the same ClassCache; a binding left by
-   * another owner (a deleted ClassCache whose clean-up could not reach the directory) is replaced.
-   */
-  private async bindRef(ref: string, grant: BuildGrant, r: EnsureResult): Promise<EnsureResult> {
-    const arch = r.manifest.jvm.arch;
-    const name = `${ref}.${arch}`;
-    const issuedAt = Date.now();
-    if (this.opts.signer) {
-      const mine = signBinding({ scope: grant.scope, ref, arch, key: r.key, owner: grant.owner, issuedAt }, this.opts.signer);
-      const inForce = await this.opts.directory.binding(name);
-      const current = inForce ? (() => { try { return openBinding(inForce, this.opts.trust, ref, arch); } catch { return undefined; } })() : undefined;
-      if (inForce && (!current || current.owner !== grant.owner)) await this.opts.directory.unbind(name);
-      const bound = openBinding(await this.opts.directory.bind(name, mine), this.opts.trust, ref, arch);
-      if (bound.key !== r.key) this.opts.log.warn("ref already bound to another key", { ref: ref.slice(0, 12), scope: grant.scope, key: r.key.slice(0, 12), bound: bound.key.slice(0, 12) });
-      await this.opts.store.setRef(name, bound.key, bound.issuedAt);
-      return bound.key === r.key ? r : this.ensure({ key: bound.key });
-    }
-    await this.opts.store.setRef(name, r.key, issuedAt);
-    return r;
   }
 
   private async ensureKey(key: string, build: (() => Promise<BuildResult>) | undefined, t0: number, signal?: AbortSignal): Promise<EnsureResult> {

@@ -15,9 +15,9 @@ import { join } from "node:path";
 import { fillRoot, launchArgs } from "../jvm/launch.ts";
 import { toJavaToolOptions, withMemorySharing } from "../jvm/options.ts";
 import { ClasscacheError } from "../runtime/errors.ts";
-import { openGrant, SignatureError } from "../archive/signing.ts";
+import { openBuild, openGrant, SignatureError } from "../archive/signing.ts";
 import { HEX64 } from "../util/hash.ts";
-import { validateManifest } from "../archive/manifest.ts";
+import type { Manifest } from "../archive/manifest.ts";
 import { admitManifest, refusedRuntimeOption } from "../archive/admit.ts";
 import { catalogNames } from "../archive/profile.ts";
 import { createWriteStream } from "node:fs";
@@ -35,7 +35,7 @@ export function tokenMatches(header: string | undefined, token: string): boolean
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-async function body(req: IncomingMessage, limit = 1 << 20): Promise<unknown> {
+async function text(req: IncomingMessage, limit = 1 << 20): Promise<string> {
   let size = 0;
   const parts: Buffer[] = [];
   for await (const c of req) {
@@ -43,9 +43,14 @@ async function body(req: IncomingMessage, limit = 1 << 20): Promise<unknown> {
     if (size > limit) throw new ClasscacheError("usage", "request body too large");
     parts.push(c as Buffer);
   }
+  return Buffer.concat(parts).toString("utf8");
+}
+
+async function body(req: IncomingMessage, limit = 1 << 20): Promise<unknown> {
   try {
-    return JSON.parse(Buffer.concat(parts).toString("utf8") || "{}");
-  } catch {
+    return JSON.parse((await text(req, limit)) || "{}");
+  } catch (err) {
+    if (err instanceof ClasscacheError) throw err;
     throw new ClasscacheError("usage", "request body is not JSON");
   }
 }
@@ -244,12 +249,13 @@ export function createSocketServer(wants: Wants, opts: { agent?: NodeAgent } = {
         return;
       }
       const m = /^\/v1\/builds\/([0-9a-f]{64})\/(?:blobs\/([0-9a-f]{64})|(manifest))$/.exec(req.url ?? "");
-      if (m && opts.agent?.opts.signer) {
+      if (m && opts.agent) {
         const ref = m[1]!;
         const agent = opts.agent;
+        const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1] ?? "";
         let grant;
         try {
-          grant = openGrant(/^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1] ?? "", agent.opts.trust, ref);
+          grant = openGrant(token, agent.opts.trust, ref, Date.now());
         } catch (err) {
           if (!(err instanceof SignatureError)) throw err;
           agent.opts.log.warn("upload refused", { ref: ref.slice(0, 12), reason: err.message });
@@ -264,17 +270,20 @@ export function createSocketServer(wants: Wants, opts: { agent?: NodeAgent } = {
           return;
         }
         if (req.method === "POST" && m[3]) {
-          const uploaded = await body(req, 16 << 20);
+          const build = await text(req, 16 << 20);
           let manifest;
           try {
-            manifest = admitManifest(uploaded, { scope: grant.scope, blobSize: await blobSizes(agent, uploaded) });
+            const offered = openBuild(build, grant);
+            manifest = admitManifest(offered, { scope: grant.scope, blobSize: await blobSizes(agent, offered) });
           } catch (err) {
             agent.opts.log.warn("upload refused", { ref: ref.slice(0, 12), scope: grant.scope, classcache: grant.classCache, reason: err instanceof Error ? err.message : String(err) });
+            if (err instanceof SignatureError) throw new ClasscacheError("input", `the uploaded build was refused: ${err.message}`, { hint: "the build signs its manifest with the one-time key of its grant (the Job's Secret)" });
             throw err;
           }
-          const r = await agent.ensure({ imported: { manifest, grant }, ref });
-          agent.opts.log.info("build imported", { ref: ref.slice(0, 12), scope: grant.scope, classcache: grant.classCache, key: r.key.slice(0, 12), source: r.source });
-          send(res, 200, { key: r.key, source: r.source });
+          await agent.offer(ref, manifest.jvm.arch, { grant: token, build });
+          wants.add(ref);
+          agent.opts.log.info("build offered", { ref: ref.slice(0, 12), scope: grant.scope, classcache: grant.classCache, key: manifest.key.slice(0, 12) });
+          send(res, 202, { key: manifest.key, status: "offered" });
           return;
         }
       }
@@ -287,14 +296,8 @@ export function createSocketServer(wants: Wants, opts: { agent?: NodeAgent } = {
   });
 }
 
-/** The sizes of the blobs an uploaded manifest names, as this node holds them. */
-async function blobSizes(agent: NodeAgent, uploaded: unknown): Promise<(sha: string) => number | undefined> {
-  let m;
-  try {
-    m = validateManifest(uploaded);
-  } catch {
-    return () => undefined; // admitManifest says what is wrong with it
-  }
+/** The sizes of the blobs an offered manifest names, as this node holds them. */
+async function blobSizes(agent: NodeAgent, m: Manifest): Promise<(sha: string) => number | undefined> {
   const sizes = new Map<string, number>();
   for (const { sha256 } of [m.archive, ...m.layout.files]) {
     if (sizes.has(sha256) || !HEX64.test(sha256)) continue;

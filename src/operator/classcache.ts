@@ -6,7 +6,7 @@
  * bindings from the directory before the finalizer goes.
  */
 import { isDeepStrictEqual } from "node:util";
-import { openBinding, openEnvelope, SignatureError, signGrant, type Signer, type TrustStore } from "../archive/signing.ts";
+import { generateBuildKey, openBinding, openEnvelope, SignatureError, signGrant, type Signer, type TrustStore } from "../archive/signing.ts";
 import { sumClassUsage } from "../directory/common.ts";
 import type { Directory, Holder } from "../directory/directory.ts";
 import type { KubeClient } from "../kube/client.ts";
@@ -20,8 +20,8 @@ import type { Result } from "./runtime/reconcile.ts";
 import { ClassCaches, ConditionTypes, FINALIZER, Reasons, resolveSpec, type ArchiveStatus, type ClassCache, type ClassCacheStatus, type Condition, type ResolvedSpec } from "./api/v1.ts";
 import { FIELD_MANAGER, hostPathForbiddenBy, INJECT_LABEL, ORIGINAL_LAUNCH_ANNOTATION, POD_SECURITY_ENFORCE_LABEL, REF_ANNOTATION } from "./constants.ts";
 import { injectedEnv, injectPod, INIT_CONTAINERS, stripInjection, VOLUMES, type Container, type InjectionInput, type OriginalLaunch, type PodSpec, type PodTemplate } from "./inject.ts";
-import { buildJob, buildJobName, buildTokenSecret } from "./objects/buildjob.ts";
-import { classCacheOwner } from "./objects/meta.ts";
+import { buildDeadlineSeconds, buildJob, buildJobName, buildTokenSecret } from "./objects/buildjob.ts";
+import { publishOffer } from "./publish.ts";
 import { computeRef } from "./ref.ts";
 
 export const WORKLOAD_TYPES = { Deployment: Deployments, StatefulSet: StatefulSets, DaemonSet: DaemonSets } as const;
@@ -188,7 +188,7 @@ export class ClassCacheReconciler {
     const { injected, forbidden } = this.#inject(cc, clean, input);
 
     // The archive: the directory's signed binding of the ref, per arch.
-    const archive = await this.#archive(cluster, ref, status, conditions);
+    const archive = await this.#archive(cc, scopeOf(cc, spec, this.#o.allowClusterSharing === true), cluster, ref, status, conditions);
     if (cluster.problems?.length) conditions.set(ConditionTypes.Degraded, "True", "DirectoryNotUpdated", cluster.problems.join("; "));
     if (!archive.available && container && !forbidden) await this.#ensureBuild(cc, spec, ref, { ...workload.spec.template, spec: clean }, container, cluster.signer, conditions, signal);
 
@@ -200,13 +200,14 @@ export class ClassCacheReconciler {
     return { requeueAfter: ready ? (this.#o.readyPollMs ?? 60_000) : (this.#o.pollMs ?? 30_000) };
   }
 
-  async #archive(cluster: { directory: Directory | undefined; trust: TrustStore | undefined }, ref: string, status: ClassCacheStatus, conditions: Conditions): Promise<{ available: boolean }> {
+  async #archive(cc: ClassCache, scope: string, cluster: { directory: Directory | undefined; trust: TrustStore | undefined; signer?: Signer | undefined }, ref: string, status: ClassCacheStatus, conditions: Conditions): Promise<{ available: boolean }> {
     const { directory, trust } = cluster;
     if (!directory || !trust || !(await directory.ping().catch(() => false))) {
       conditions.set(ConditionTypes.ArchiveAvailable, "Unknown", Reasons.DirectoryUnavailable, "the directory cannot be reached; pods start without an archive until it can");
       conditions.set(ConditionTypes.Degraded, "True", Reasons.DirectoryUnavailable, "the directory cannot be reached from the operator");
       return { available: false };
     }
+    const rejected = cluster.signer ? await this.#takeOffers(cc, scope, ref, directory, trust, cluster.signer) : undefined;
     status.archives = [];
     const users: Holder[] = [];
     for (const arch of ARCHS) {
@@ -226,13 +227,38 @@ export class ClassCacheReconciler {
     const first = status.archives[0];
     if (!first) {
       status.archives = undefined;
-      conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.BuildPending, `no archive for ref ${ref.slice(0, 12)} yet`);
+      if (rejected) conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.OfferRejected, `the build offered for ref ${ref.slice(0, 12)} was refused and nothing was published: ${rejected}`);
+      else conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.BuildPending, `no archive for ref ${ref.slice(0, 12)} yet`);
       return { available: false };
     }
     status.archiveKey = first.key;
     status.readyPeers = first.holders ?? 0;
     reportHitRates(status, conditions, first, sumClassUsage(users));
     return { available: true };
+  }
+
+  /**
+   * Signs what a build Job offered for this ClassCache's ref, per arch, where nothing of this
+   * ClassCache is bound yet (see publish.ts): the operator is the only signer in a cluster.
+   * Returns why an offer was refused, if one was.
+   */
+  async #takeOffers(cc: ClassCache, scope: string, ref: string, directory: Directory, trust: TrustStore, signer: Signer): Promise<string | undefined> {
+    const owner = cc.metadata.uid ?? "";
+    let rejected: string | undefined;
+    for (const arch of ARCHS) {
+      const bound = await directory.binding(`${ref}.${arch}`);
+      if (bound !== undefined && boundTo(bound, trust, ref, arch) === owner) continue;
+      const r = await publishOffer(directory, signer, { scope, ref, arch, owner, trust }, Date.now());
+      if (!r) continue;
+      if (r.published) {
+        await this.#o.events.record(cc, "Normal", "ArchivePublished", "Publish", `archive ${r.key.slice(0, 12)} (${arch}) built for ref ${ref.slice(0, 12)} signed, published and bound`);
+      } else {
+        rejected = r.reason;
+        this.#o.log.warn("offer refused", { classcache: `${cc.metadata.namespace}/${cc.metadata.name}`, ref: ref.slice(0, 12), scope, arch, reason: r.reason });
+        await this.#o.events.record(cc, "Warning", "OfferRefused", "Publish", `the build offered for ref ${ref.slice(0, 12)} (${arch}) was refused: ${r.reason}`);
+      }
+    }
+    return rejected;
   }
 
   /** What status shows of a key's manifest, verified like the agents verify it; read once per key (a manifest never changes). */
@@ -255,20 +281,8 @@ export class ClassCacheReconciler {
     const ns = cc.metadata.namespace!;
     const name = buildJobName(ref);
     const job = this.#o.jobs.get(`${ns}/${name}`);
-    if (job) {
-      const failed = job.status?.conditions?.find((c) => c.type === "Failed" && c.status === "True");
-      if (failed) {
-        const before = cc.status?.conditions?.find((c) => c.type === ConditionTypes.ArchiveAvailable);
-        const said = before?.reason === Reasons.BuildFailed ? before.message : undefined;
-        const message = said?.startsWith(`build Job ${name} failed: `)
-          ? said // read once: a failed Job's pods do not change
-          : `build Job ${name} failed: ${(await this.#whyBuildFailed(ns, name, container, signal)) ?? failed.message ?? "see its pod's log"}; it is not retried until the workload or the ClassCache changes`;
-        conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.BuildFailed, message);
-      } else conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.Building, `build Job ${name} is running`);
-      return;
-    }
+    if (job) return this.#buildJobState(cc, spec, ref, job, container, signer, conditions, signal);
     const scope = scopeOf(cc, spec, this.#o.allowClusterSharing === true);
-    await this.#grantBuild(cc, scope, ref, signer, signal);
     const jobObject = buildJob({
       classCache: { name: cc.metadata.name!, namespace: ns, uid: cc.metadata.uid ?? "" },
       ref,
@@ -287,21 +301,50 @@ export class ClassCacheReconciler {
       },
       kitImage: this.#o.image,
     });
-    await this.#o.client.apply(Jobs, jobObject, { fieldManager: FIELD_MANAGER, force: true, namespace: ns, signal });
+    const created = await this.#o.client.apply(Jobs, jobObject, { fieldManager: FIELD_MANAGER, force: true, namespace: ns, signal });
+    await this.#grantBuild(cc, scope, ref, { name, uid: created.metadata.uid ?? "" }, buildDeadlineSeconds(spec.training), signer, signal);
     await this.#o.events.record(cc, "Normal", "BuildStarted", "Build", `build Job ${name} created for ref ${ref.slice(0, 12)}`);
     conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.Building, `build Job ${name} created`);
   }
 
-  /**
-   * The build Job's grant, in a Secret of its own: good for this scope and ref only, signed by
-   * the operator; node agents verify it with the public key (see BuildGrant).
-   */
-  async #grantBuild(cc: ClassCache, scope: string, ref: string, signer: Signer, signal: AbortSignal): Promise<void> {
+  /** What an existing build Job says: failed (in its own words), ended without a published offer, or running. */
+  async #buildJobState(cc: ClassCache, spec: ResolvedSpec, ref: string, job: JobObject, container: string, signer: Signer, conditions: Conditions, signal: AbortSignal): Promise<void> {
     const ns = cc.metadata.namespace!;
-    const grant = signGrant({ scope, ref, classCache: `${ns}/${cc.metadata.name}`, owner: cc.metadata.uid ?? "", issuedAt: Date.now() }, signer);
-    const owner = classCacheOwner({ name: cc.metadata.name!, namespace: ns, uid: cc.metadata.uid ?? "" });
+    const name = job.metadata.name!;
+    const before = cc.status?.conditions?.find((c) => c.type === ConditionTypes.ArchiveAvailable);
+    const failed = job.status?.conditions?.find((c) => c.type === "Failed" && c.status === "True");
+    if (failed) {
+      const said = before?.reason === Reasons.BuildFailed ? before.message : undefined;
+      const message = said?.startsWith(`build Job ${name} failed: `)
+        ? said // read once: a failed Job's pods do not change
+        : `build Job ${name} failed: ${(await this.#whyBuildFailed(ns, name, container, signal)) ?? failed.message ?? "see its pod's log"}; it is not retried until the workload or the ClassCache changes`;
+      conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.BuildFailed, message);
+    } else if (job.status?.succeeded) {
+      // It ended well, yet nothing is bound for this ClassCache: its offer was refused (said
+      // once, when it was judged) or never arrived.
+      const message = before?.reason === Reasons.OfferRejected ? before.message : `build Job ${name} succeeded, but no build it offered was published for this ClassCache; it is not retried until the workload or the ClassCache changes`;
+      conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.OfferRejected, message);
+    } else {
+      // The Secret follows the Job: made here again if the operator stopped in between.
+      await this.#grantBuild(cc, scopeOf(cc, spec, this.#o.allowClusterSharing === true), ref, { name, uid: job.metadata.uid ?? "" }, buildDeadlineSeconds(spec.training), signer, signal);
+      conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.Building, `build Job ${name} is running`);
+    }
+  }
+
+  /**
+   * The build Job's grant and one-time build key, in a Secret the Job owns (its pod waits for
+   * it): the grant is good for this scope and ref only and a while longer than the Job may
+   * run; node agents verify it with the public key (see BuildGrant). The build key's public
+   * half is in the grant; with the private half the build signs what it offers.
+   */
+  async #grantBuild(cc: ClassCache, scope: string, ref: string, job: { name: string; uid: string }, deadlineSeconds: number, signer: Signer, signal: AbortSignal): Promise<void> {
+    const ns = cc.metadata.namespace!;
+    const buildKey = generateBuildKey();
+    const now = Date.now();
+    const token = signGrant({ scope, ref, classCache: `${ns}/${cc.metadata.name}`, owner: cc.metadata.uid ?? "", buildKey: buildKey.publicKey, issuedAt: now, expiresAt: now + (deadlineSeconds + 3600) * 1000 }, signer);
+    const owner = { apiVersion: "batch/v1", kind: "Job", name: job.name, uid: job.uid };
     try {
-      await this.#o.client.create(Secrets, buildTokenSecret(ns, ref, grant, owner), { namespace: ns, fieldManager: FIELD_MANAGER, signal });
+      await this.#o.client.create(Secrets, buildTokenSecret(ns, ref, { token, key: buildKey.privatePem }, owner), { namespace: ns, fieldManager: FIELD_MANAGER, signal });
     } catch (err) {
       if ((err as { status?: number }).status !== 409) throw err;
     }
@@ -463,6 +506,15 @@ export class ClassCacheReconciler {
   }
 }
 
+/** The owner of a binding that verifies, else undefined. */
+function boundTo(text: string, trust: TrustStore, ref: string, arch: string): string | undefined {
+  try {
+    return openBinding(text, trust, ref, arch).owner;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The build's hit rate, and what the workload's running JVMs really get (from their perf counters, via the agents). */
 function reportHitRates(status: ClassCacheStatus, conditions: Conditions, first: ArchiveStatus, workload: ReturnType<typeof sumClassUsage>): void {
   const built = first.hitRate !== undefined ? `${(first.hitRate * 100).toFixed(1)}%` : "unknown";
@@ -486,7 +538,7 @@ function summarize(conditions: Conditions, ready: boolean, readyMessage: string,
   else conditions.set(ConditionTypes.Ready, "False", conditions.reasonOf(blocker) ?? Reasons.Reconciling, conditions.messageOf(blocker) ?? "");
   if (ready) return "Ready";
   const reason = conditions.reasonOf(ConditionTypes.ArchiveAvailable);
-  return reason === Reasons.BuildFailed || reason === Reasons.VerificationFailed ? "Failed" : reason === Reasons.Building ? "Building" : "Pending";
+  return reason === Reasons.BuildFailed || reason === Reasons.VerificationFailed || reason === Reasons.OfferRejected ? "Failed" : reason === Reasons.Building ? "Building" : "Pending";
 }
 
 /** The conditions of one pass; a condition whose status did not change keeps its transition time. */

@@ -71,7 +71,7 @@ export const AGENT_SERVICE_ACCOUNT = "classcache-agent";
 /** Where the managed directory is reached from the node agents and the operator. */
 export const DIRECTORY_HOST = `${NAMES.directory}.${SYSTEM_NAMESPACE}.svc`;
 /** Keys of the Secrets and ConfigMaps in the system namespace. */
-export const SECRET_KEYS = { password: "password", token: "token", signingKey: "signing.pem", trust: "signing.pub" } as const;
+export const SECRET_KEYS = { password: "password", token: "token", buildKey: "build.pem", signingKey: "signing.pem", trust: "signing.pub" } as const;
 /** Mount points inside the node agent and build pods; constants, never taken from a ClassCache. */
 export const MOUNTS = {
   /** The shared token peers and local clients present (agents). */
@@ -80,8 +80,6 @@ export const MOUNTS = {
   trust: "/var/run/classcache/trust",
   /** The directory's password (agents). */
   directoryPassword: "/var/run/classcache/directory",
-  /** The private signing key (agents only). */
-  signingKey: "/var/run/classcache/signing",
   /** The one-build token a build pod presents when it publishes (build pods). */
   buildToken: "/var/run/classcache/build",
   /** The node store's run/ directory (the agent's socket), read-only in build pods. */

@@ -126,6 +126,8 @@ export const Reasons = {
   Building: "Building",
   BuildFailed: "BuildFailed",
   VerificationFailed: "VerificationFailed",
+  /** The build Job's offer was refused by the operator (wrong scope, owner, key or signature): nothing published. */
+  OfferRejected: "OfferRejected",
   // WorkloadPatched
   Patched: "Patched",
   InjectedByWebhook: "InjectedByWebhook",

@@ -77,7 +77,6 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
     ...(directory.password ? ["--directory-password-file", `${MOUNTS.directoryPassword}/password`] : []),
     "--token-file", `${MOUNTS.agentToken}/${SECRET_KEYS.token}`,
     "--trust", `${MOUNTS.trust}/${SECRET_KEYS.trust}`,
-    "--signing-key", `${MOUNTS.signingKey}/${SECRET_KEYS.signingKey}`,
     // Build Jobs on this node upload their builds with a token derived from this key for their ref.
     "--listen", `0.0.0.0:${PORTS.peer}`,
     "--advertise", `http://$(POD_IP):${PORTS.peer}`,
@@ -138,7 +137,6 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
                 { name: "store", mountPath: STORE_ROOT },
                 { name: "token", mountPath: MOUNTS.agentToken, readOnly: true },
                 { name: "trust", mountPath: MOUNTS.trust, readOnly: true },
-                { name: "signing-key", mountPath: MOUNTS.signingKey, readOnly: true },
                 ...(directory.password ? [{ name: "directory-password", mountPath: MOUNTS.directoryPassword, readOnly: true }] : []),
                 { name: "tmp", mountPath: "/tmp" },
               ],
@@ -149,10 +147,6 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
             { name: "store", hostPath: { path: STORE_ROOT, type: "DirectoryOrCreate" } },
             { name: "token", secret: { secretName: NAMES.agentToken, defaultMode: SECRET_MODE } },
             { name: "trust", configMap: { name: NAMES.trust, defaultMode: 0o444 } },
-            {
-              name: "signing-key",
-              secret: { secretName: NAMES.signingKey, defaultMode: SECRET_MODE, items: [{ key: SECRET_KEYS.signingKey, path: SECRET_KEYS.signingKey }] },
-            },
             ...(directory.password
               ? [{ name: "directory-password", secret: { secretName: directory.password.secretName, defaultMode: SECRET_MODE, items: [{ key: directory.password.key, path: "password" }] } }]
               : []),
@@ -172,7 +166,10 @@ export function agentTokenSecret(token: string): Built {
   return systemSecret(NAMES.agentToken, COMPONENTS.agent, { [SECRET_KEYS.token]: token });
 }
 
-/** The Ed25519 key pair manifests are signed with. Only the agents mount the private half. */
+/**
+ * The Ed25519 key pair the operator signs manifests, ref bindings and build grants with. Only
+ * the operator reads it; agents get the public half from the ConfigMap (trustConfigMap).
+ */
 export function signingKeySecret(pem: string, pub: string): Built {
   return systemSecret(NAMES.signingKey, COMPONENTS.agent, { [SECRET_KEYS.signingKey]: pem, [SECRET_KEYS.trust]: pub });
 }

@@ -114,6 +114,7 @@ void describe("buildJob", () => {
       "--scope=shop-ns",
       `--publish-to=unix:${MOUNTS.agentRun}/agent.sock`,
       `--build-token-file=${MOUNTS.buildToken}/token`,
+      `--build-key-file=${MOUNTS.buildToken}/build.pem`,
       "--mode=hybrid",
       "--agent=/classcache-agent/agent.jar",
       "--agent-config=/classcache-agent/agent-config.properties",
@@ -162,12 +163,12 @@ void describe("buildJob", () => {
 });
 
 void describe("buildTokenSecret", () => {
-  void it("shares the Job's name and holds the token under the key the pod reads", () => {
-    const owner = { apiVersion: "classcache.dev/v1", kind: "ClassCache", name: "shop", uid: "u", controller: true };
-    const s = buildTokenSecret("shop-ns", REF, "t0ken", owner);
+  void it("shares the Job's name, belongs to the Job, and holds the grant and build key under the names the pod reads", () => {
+    const owner = { apiVersion: "batch/v1", kind: "Job", name: buildJobName(REF), uid: "u" };
+    const s = buildTokenSecret("shop-ns", REF, { token: "gr4nt", key: "k3y" }, owner);
     assert.equal(s.metadata.name, buildJobName(REF));
     assert.equal(s.metadata.namespace, "shop-ns");
-    assert.deepEqual(s["stringData"], { token: "t0ken" });
+    assert.deepEqual(s["stringData"], { token: "gr4nt", "build.pem": "k3y" });
     assert.deepEqual(s.metadata.ownerReferences, [owner]);
   });
 });

@@ -86,8 +86,17 @@ export function buildLabels(ref: string): Record<string, string> {
   return objectLabels(COMPONENTS.build, { [REF_LABEL]: refHex(ref).slice(0, 63) });
 }
 
-/** The token the build pod presents to the node agent when it publishes; good for this one ref. */
-export function buildTokenSecret(namespace: string, ref: string, token: string, owner: OwnerReference): Built {
+/** How long a build Job may run: up to three JVM runs (capture, training, verification) of timeoutSeconds each, plus start-up. */
+export function buildDeadlineSeconds(training: { timeoutSeconds: number }): number {
+  return training.timeoutSeconds * 3 + 300;
+}
+
+/**
+ * What the build pod presents to its node agent when it offers its build: the operator's grant
+ * for this one scope and ref (`token`), and the build's one-time private key it signs the
+ * manifest with (`build.pem`). Owned by the Job, so it goes with it.
+ */
+export function buildTokenSecret(namespace: string, ref: string, grant: { token: string; key: string }, owner: OwnerReference): Built {
   return {
     apiVersion: "v1",
     kind: "Secret",
@@ -99,7 +108,7 @@ export function buildTokenSecret(namespace: string, ref: string, token: string, 
       ownerReferences: [owner],
     },
     type: "Opaque",
-    stringData: { [SECRET_KEYS.token]: token },
+    stringData: { [SECRET_KEYS.token]: grant.token, [SECRET_KEYS.buildKey]: grant.key },
   };
 }
 
@@ -120,7 +129,7 @@ export function buildJob(input: BuildJobInput): Built {
       // A failed build is retried twice, then recorded with backoff by the controller: never a loop.
       backoffLimit: 2,
       // Up to three JVM runs (capture, training, verification) of timeoutSeconds each, plus start-up.
-      activeDeadlineSeconds: input.training.timeoutSeconds * 3 + 300,
+      activeDeadlineSeconds: buildDeadlineSeconds(input.training),
       ttlSecondsAfterFinished: 3600,
       template: {
         // Not the workload's labels: its Services would send traffic to the training run, and
@@ -245,6 +254,7 @@ export function buildArgs(input: BuildJobInput): string[] {
     `--scope=${input.scope ?? input.classCache.namespace}`,
     `--publish-to=unix:${MOUNTS.agentRun}/${basename(AGENT_SOCKET)}`,
     `--build-token-file=${MOUNTS.buildToken}/${SECRET_KEYS.token}`,
+    `--build-key-file=${MOUNTS.buildToken}/${SECRET_KEYS.buildKey}`,
   ];
   if (input.mode) args.push(`--mode=${input.mode}`);
   if (input.agent) {

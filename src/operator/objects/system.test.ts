@@ -93,15 +93,15 @@ void describe("agents", () => {
     assert.deepEqual(directoryUrl({ addr: "redis.infra:6379" }), { url: "redis://redis.infra:6379" });
   });
 
-  void it("mounts the secrets read-only, owner-only, and only the private half of the signing key", () => {
+  void it("mounts the secrets read-only and owner-only, and no signing key: an agent signs nothing", () => {
     const secretVolumes = (spec.volumes ?? []).filter((v) => v.secret);
     assert.deepEqual(secretVolumes.map((v) => [v.secret?.secretName, v.secret?.defaultMode]), [
       [NAMES.agentToken, 0o400],
-      [NAMES.signingKey, 0o400],
       [NAMES.directorySecret, 0o400],
     ]);
-    assert.deepEqual(secretVolumes[1]?.secret?.items, [{ key: "signing.pem", path: "signing.pem" }]);
-    for (const path of [MOUNTS.agentToken, MOUNTS.trust, MOUNTS.signingKey]) {
+    assert.ok(!JSON.stringify(spec).includes(NAMES.signingKey), "the signing key's Secret is not in the agents' pods");
+    assert.ok(!(c.args ?? []).includes("--signing-key"));
+    for (const path of [MOUNTS.agentToken, MOUNTS.trust]) {
       assert.equal(c.volumeMounts?.find((m) => m.mountPath === path)?.readOnly, true, path);
     }
   });

@@ -1,0 +1,96 @@
+/**
+ * Publishing a build: in a cluster the operator is the only signer of manifests and ref
+ * bindings. A build Job offers its build through its node's agent — the manifest signed with
+ * the build's one-time key, next to the operator's grant for the build's scope and ref. The
+ * agent checks the bytes and leaves the offer in the directory; the operator judges the offer
+ * against the ClassCache it granted it for, admits the manifest (its key recomputed, its
+ * runtime derived: archive/admit.ts) and signs the manifest and the binding. A node, rooted or
+ * not, holds no key that signs for anyone; whoever can write to the directory cannot forge an
+ * offer (no build key) or a statement (no operator key).
+ *
+ * Gather (read the offer), decide (judgeOffer: pure), act (publishOffer).
+ */
+import { admitManifest } from "../archive/admit.ts";
+import type { Manifest } from "../archive/manifest.ts";
+import { openBinding, openBuild, openGrant, SignatureError, signBinding, signManifest, type Signer, type TrustStore } from "../archive/signing.ts";
+import { offerName } from "../directory/common.ts";
+import type { Directory } from "../directory/directory.ts";
+
+/** An offer as the directory holds it: the grant (a token) and the build's signed manifest. */
+export interface Offer {
+  grant: string;
+  build: string;
+  /** The node whose agent received the upload (information: nothing is decided by it). */
+  node: string;
+}
+
+/** What the operator expects of a build of one ClassCache's ref. */
+export interface Expectation {
+  scope: string;
+  ref: string;
+  arch: string;
+  /** The ClassCache's UID. */
+  owner: string;
+  trust: TrustStore;
+}
+
+export type Verdict = { ok: true; manifest: Manifest } | { ok: false; reason: string };
+
+/** Is `text` a build of what `e` expects? Pure: no I/O, no clock. */
+export function judgeOffer(text: string, e: Expectation): Verdict {
+  let offer: Partial<Offer>;
+  try {
+    offer = JSON.parse(text) as Partial<Offer>;
+  } catch {
+    return { ok: false, reason: "the offer is not JSON" };
+  }
+  if (typeof offer?.grant !== "string" || typeof offer.build !== "string") return { ok: false, reason: "the offer is malformed" };
+  try {
+    const grant = openGrant(offer.grant, e.trust, e.ref);
+    if (grant.scope !== e.scope) return { ok: false, reason: `the offer's grant is for scope ${JSON.stringify(grant.scope)}, not ${JSON.stringify(e.scope)}` };
+    if (grant.owner !== e.owner) return { ok: false, reason: `the offer's grant was made for ClassCache ${grant.classCache} (UID ${grant.owner}), not this one` };
+    const built = openBuild(offer.build, grant);
+    if (built.jvm.arch !== e.arch) return { ok: false, reason: `the offered build is for ${built.jvm.arch}, not ${e.arch}` };
+    const sizes = new Map([[built.archive.sha256, built.archive.size], ...built.layout.files.map((f) => [f.sha256, f.size] as const)]);
+    return { ok: true, manifest: admitManifest(built, { scope: e.scope, blobSize: (sha) => sizes.get(sha) }) };
+  } catch (err) {
+    if (err instanceof SignatureError || err instanceof Error) return { ok: false, reason: err.message };
+    throw err;
+  }
+}
+
+export type Published = { published: true; key: string } | { published: false; reason: string };
+
+/**
+ * Takes the offer for `e` from the directory, if there is one: signs and publishes its manifest
+ * (first publish of a key wins: an equal key built elsewhere is the same archive), binds the
+ * ref to it for `e.owner` (replacing a binding of another owner), and removes the offer either
+ * way. Undefined when there is no offer.
+ */
+export async function publishOffer(directory: Directory, signer: Signer, e: Expectation, now: number): Promise<Published | undefined> {
+  const name = offerName(e.ref, e.arch);
+  const text = await directory.binding(name);
+  if (text === undefined) return undefined;
+  const verdict = judgeOffer(text, e);
+  if (!verdict.ok) {
+    await directory.unbind(name);
+    return { published: false, reason: verdict.reason };
+  }
+  const m = verdict.manifest;
+  await directory.publish(m.key, signManifest(m, signer));
+  const bindingName = `${e.ref}.${e.arch}`;
+  const current = await directory.binding(bindingName);
+  if (current !== undefined) {
+    let owner: string | undefined;
+    try {
+      owner = openBinding(current, e.trust, e.ref, e.arch).owner;
+    } catch {
+      owner = undefined; // unverifiable: replaced
+    }
+    if (owner !== e.owner) await directory.unbind(bindingName);
+  }
+  await directory.bind(bindingName, signBinding({ scope: e.scope, ref: e.ref, arch: e.arch, key: m.key, owner: e.owner, issuedAt: now }, signer));
+  await directory.unbind(name);
+  await directory.emit({ type: "published", key: m.key, node: "operator" });
+  return { published: true, key: m.key };
+}
