@@ -59,6 +59,16 @@ export function directoryConformance(name: string, make: () => Promise<Directory
       assert.deepEqual(await dir.keys(), ["k0", "k1"]);
     });
 
+    test("a manifest is replaced only while it is the one expected", async ({ dir, other }) => {
+      assert.equal(await dir.replaceManifest("k", "envelope-a", "envelope-b"), false, "nothing to replace");
+      assert.equal(await dir.manifest("k"), undefined);
+      await dir.publish("k", "envelope-a");
+      assert.equal(await other.replaceManifest("k", "envelope-x", "envelope-b"), false, "not the one in force");
+      assert.equal(await other.replaceManifest("k", "envelope-a", "envelope-b"), true);
+      assert.equal(await dir.manifest("k"), "envelope-b");
+      assert.equal(await dir.replaceManifest("k", "envelope-a", "envelope-c"), false, "a stale expectation loses");
+    });
+
     test("the first bind of a name wins; unbind removes it and is not a key", async ({ dir, other }) => {
       assert.equal(await dir.bind("ref-a.amd64", "binding-1"), "binding-1");
       assert.equal(await other.bind("ref-a.amd64", "binding-2"), "binding-1");

@@ -79,6 +79,12 @@ export interface Directory {
    */
   publish(key: string, envelope: string, lease?: Lease): Promise<{ published: boolean; envelope: string | undefined }>;
   manifest(key: string): Promise<string | undefined>;
+  /**
+   * Replaces the manifest of `key` only while it is `expected` (compare-and-set): how a manifest
+   * is signed again under a new key with no moment where none is published. False when it was
+   * not `expected` (changed, or none).
+   */
+  replaceManifest(key: string, expected: string, next: string): Promise<boolean>;
   /** Every key with a manifest. */
   keys(): Promise<string[]>;
   /**

@@ -84,6 +84,7 @@ function handlers(maxBlockMs: number): Record<string, Handler> {
   return {
     publish: (d, a) => d.publish(str(a, "key"), str(a, "envelope"), a["lease"] === undefined ? undefined : lease(a["lease"])),
     manifest: (d, a) => d.manifest(str(a, "key")),
+    replaceManifest: (d, a) => d.replaceManifest(str(a, "key"), str(a, "expected"), str(a, "next")),
     keys: (d) => d.keys(),
     bind: (d, a) => d.bind(str(a, "name"), str(a, "value")),
     binding: (d, a) => d.binding(str(a, "name")),
@@ -271,6 +272,9 @@ export class HttpDirectory implements Directory {
   }
   manifest(key: string): Promise<string | undefined> {
     return this.call("manifest", { key });
+  }
+  replaceManifest(key: string, expected: string, next: string): Promise<boolean> {
+    return this.call("replaceManifest", { key, expected, next });
   }
   keys(): Promise<string[]> {
     return this.call("keys", {});

@@ -74,6 +74,15 @@ export class MemoryDirectory implements Directory {
     return this.op(() => this.manifests.get(key));
   }
 
+  replaceManifest(key: string, expected: string, next: string): Promise<boolean> {
+    return this.op(() => {
+      checkName("key", key);
+      if (this.manifests.get(key) !== expected) return false;
+      this.manifests.set(key, next);
+      return true;
+    });
+  }
+
   keys(): Promise<string[]> {
     return this.op(() => [...this.manifests.keys()].sort());
   }

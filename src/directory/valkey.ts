@@ -115,6 +115,9 @@ if current then return {0, current} end
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {0, false} end
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
 return {1, false}`),
+  /** KEYS: manifest. ARGV: expected, next. → 1 | 0 */
+  replace: script(`if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end
+return 0`),
   /** KEYS: lease, fence. ARGV: owner, ttl ms. → token | nil. Atomic, so tokens are granted in order. */
   acquire: script(`if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local token = redis.call('INCR', KEYS[2])
@@ -221,6 +224,11 @@ export class ValkeyDirectory implements Directory {
 
   async manifest(key: string): Promise<string | undefined> {
     return this.run("read a manifest", async () => (await this.redis.get(this.key("manifest", key))) ?? undefined);
+  }
+
+  async replaceManifest(key: string, expected: string, next: string): Promise<boolean> {
+    checkName("key", key);
+    return this.run("replace a manifest", async () => (await this.eval(SCRIPTS.replace, [this.key("manifest", key)], [expected, next])) === 1);
   }
 
   async keys(): Promise<string[]> {
