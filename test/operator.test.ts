@@ -10,12 +10,13 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
-import { signBinding, signManifest, signerFromPem } from "../src/archive/signing.ts";
+import { signBinding, signedBy, signManifest, signerFromPem, trustStoreFromPems } from "../src/archive/signing.ts";
+import { retireSigningKeys, rotateSigningKey } from "../src/operator/keys.ts";
 import { sampleManifest } from "./support/manifest.ts";
 import { ValkeyDirectory } from "../src/directory/valkey.ts";
 import type { KubeClient } from "../src/kube/client.ts";
 import { ApiError } from "../src/kube/errors.ts";
-import { DaemonSets, Deployments, Jobs, Namespaces, NetworkPolicies, Pods, Secrets, StatefulSets } from "../src/kube/resource.ts";
+import { ConfigMaps, DaemonSets, Deployments, Jobs, Namespaces, NetworkPolicies, Pods, Secrets, StatefulSets } from "../src/kube/resource.ts";
 import type { KubeObject } from "../src/kube/types.ts";
 import { ClassCaches, type ClassCache } from "../src/operator/api/v1.ts";
 import { ORIGINAL_LAUNCH_ANNOTATION, POD_SECURITY_ENFORCE_LABEL, REF_ANNOTATION, SYSTEM_NAMESPACE } from "../src/operator/constants.ts";
@@ -178,6 +179,30 @@ describe("the operator against a real API server, directory and webhook", () => 
       await until("VerificationFailed", async () => condition(await getCc("shop", "shop"), "ArchiveAvailable")?.reason === "VerificationFailed");
       await directory.unbind(`${ownedRef}.amd64`);
       await directory.bind(`${ownedRef}.amd64`, signBinding(bindingOf(key), signer));
+    } finally {
+      await directory.close();
+    }
+  });
+
+  it("rotates the signing key without rebuilding: what is bound is signed again with the new key, and the old one can be retired", async () => {
+    const directory = new ValkeyDirectory({ url: redis.url });
+    try {
+      const bindingName = `${ownedRef}.amd64`;
+      const before = await until("the archive bound above", async () => (await getCc("shop", "shop")).status?.archiveKey);
+      const oldSigner = signedBy((await directory.binding(bindingName))!);
+      const { current, previous } = await rotateSigningKey(client);
+      assert.deepEqual(previous, [oldSigner]);
+      // Agents are given both keys (and roll to read them); the operator signs again with the new one.
+      const trustKeys = async () => [...trustStoreFromPems([(await client.get<KubeObject & { data: Record<string, string> }>(ConfigMaps, "classcache-trust", { namespace: SYSTEM_NAMESPACE })).data["signing.pub"]!]).keys()].sort();
+      await until("both keys trusted", async () => JSON.stringify(await trustKeys()) === JSON.stringify([current, oldSigner].sort()));
+      await until("the binding and the manifest signed with the new key", async () => signedBy((await directory.binding(bindingName)) ?? "") === current && signedBy((await directory.manifest(before)) ?? "") === current);
+      const cc = await getCc("shop", "shop");
+      assert.equal(cc.status?.archiveKey, before, "the same archive: nothing was rebuilt");
+      assert.equal(condition(cc, "ArchiveAvailable")?.status, "True");
+      // Retired: only the new key is trusted, and the archive stays available.
+      assert.deepEqual((await retireSigningKeys(client)).retired, [oldSigner]);
+      await until("only the new key trusted", async () => JSON.stringify(await trustKeys()) === JSON.stringify([current]));
+      await until("still available", async () => condition(await getCc("shop", "shop"), "ArchiveAvailable")?.status === "True");
     } finally {
       await directory.close();
     }

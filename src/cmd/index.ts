@@ -9,5 +9,6 @@ import { demoCommand } from "./demo.ts";
 import { podInitCommand } from "./podinit.ts";
 import { operatorCommand } from "./operator.ts";
 import { statsCommand, topCommand } from "./stats.ts";
+import { keysCommand } from "./keys.ts";
 
-export const commands: Command[] = [buildCommand, flagsCommand, runCommand, inspectCommand, nodeCommand, podInitCommand, operatorCommand, statsCommand, topCommand, demoCommand];
+export const commands: Command[] = [buildCommand, flagsCommand, runCommand, inspectCommand, nodeCommand, podInitCommand, operatorCommand, statsCommand, topCommand, keysCommand, demoCommand];

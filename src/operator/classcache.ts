@@ -21,7 +21,7 @@ import { ClassCaches, ConditionTypes, FINALIZER, Reasons, resolveSpec, type Arch
 import { FIELD_MANAGER, hostPathForbiddenBy, INJECT_LABEL, ORIGINAL_LAUNCH_ANNOTATION, POD_SECURITY_ENFORCE_LABEL, REF_ANNOTATION } from "./constants.ts";
 import { injectedEnv, injectPod, INIT_CONTAINERS, stripInjection, VOLUMES, type Container, type InjectionInput, type OriginalLaunch, type PodSpec, type PodTemplate } from "./inject.ts";
 import { buildDeadlineSeconds, buildJob, buildJobName, buildTokenSecret } from "./objects/buildjob.ts";
-import { publishOffer } from "./publish.ts";
+import { publishOffer, signAgain } from "./publish.ts";
 import { computeRef } from "./ref.ts";
 
 export const WORKLOAD_TYPES = { Deployment: Deployments, StatefulSet: StatefulSets, DaemonSet: DaemonSets } as const;
@@ -215,6 +215,9 @@ export class ClassCacheReconciler {
       if (!text) continue;
       try {
         const { key } = openBinding(text, trust, ref, arch);
+        if (cluster.signer && (await signAgain(directory, cluster.signer, trust, ref, arch))) {
+          await this.#o.events.record(cc, "Normal", "SignedAgain", "Rotate", `the binding of ref ${ref.slice(0, 12)} (${arch}) and the manifest of ${key.slice(0, 12)} are now signed with the current key ${cluster.signer.keyId}`);
+        }
         const holders = await directory.holders(key);
         users.push(...holders);
         status.archives.push({ arch, key, holders: holders.filter((h) => h.complete !== false).length, ...(await this.#summary(directory, trust, key)) });

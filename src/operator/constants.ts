@@ -71,7 +71,7 @@ export const AGENT_SERVICE_ACCOUNT = "classcache-agent";
 /** Where the managed directory is reached from the node agents and the operator. */
 export const DIRECTORY_HOST = `${NAMES.directory}.${SYSTEM_NAMESPACE}.svc`;
 /** Keys of the Secrets and ConfigMaps in the system namespace. */
-export const SECRET_KEYS = { password: "password", token: "token", buildKey: "build.pem", signingKey: "signing.pem", trust: "signing.pub" } as const;
+export const SECRET_KEYS = { password: "password", token: "token", buildKey: "build.pem", signingKey: "signing.pem", trust: "signing.pub", previous: "previous.pub" } as const;
 /** Mount points inside the node agent and build pods; constants, never taken from a ClassCache. */
 export const MOUNTS = {
   /** The shared token peers and local clients present (agents). */

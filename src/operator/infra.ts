@@ -6,6 +6,7 @@
  * so a second pass writes nothing.
  */
 import { randomBytes } from "node:crypto";
+import { sha256Hex } from "../util/hash.ts";
 import { createPublicKey } from "node:crypto";
 import { generateSigningKey, signerFromPem, trustStoreFromPems, type Signer, type TrustStore } from "../archive/signing.ts";
 import type { KubeClient } from "../kube/client.ts";
@@ -89,8 +90,10 @@ export class Infrastructure {
       return signingKeySecret(k.privatePem, k.publicPem);
     });
     const publicPem = signing[SECRET_KEYS.trust] ?? createPublicKey(signing[SECRET_KEYS.signingKey] ?? "").export({ type: "spki", format: "pem" }).toString();
+    // While a rotation is under way (see keys.ts) the replaced keys are trusted too, everywhere.
+    const trusted = [publicPem, signing[SECRET_KEYS.previous] ?? ""].join("\n").trim() + "\n";
     await this.#secret(NAMES.agentToken, () => agentTokenSecret(randomBytes(24).toString("hex")));
-    const objects: Built[] = [trustConfigMap(publicPem), ...networkPolicies()];
+    const objects: Built[] = [trustConfigMap(trusted), ...networkPolicies()];
     let password: string | undefined;
     if (choice.managed) {
       password = (await this.#secret(NAMES.directorySecret, () => directorySecret(generatePassword())))[SECRET_KEYS.password];
@@ -99,7 +102,7 @@ export class Infrastructure {
         directoryStatefulSet(choice),
       );
     }
-    objects.push(agentsDaemonSet({ image: this.#image, ...(choice.external ? { directory: choice.external } : {}) }));
+    objects.push(agentsDaemonSet({ image: this.#image, trustDigest: sha256Hex(trusted).slice(0, 16), ...(choice.external ? { directory: choice.external } : {}) }));
     const problems: string[] = [];
     for (const o of objects) {
       try {
@@ -113,7 +116,7 @@ export class Infrastructure {
         );
       }
     }
-    return { trust: trustStoreFromPems([publicPem]), publicPem, signer: signing[SECRET_KEYS.signingKey] !== undefined ? signerFromPem(signing[SECRET_KEYS.signingKey]!) : undefined, directoryUrl: await this.#operatorDirectoryUrl(choice, password), problems };
+    return { trust: trustStoreFromPems([trusted]), publicPem, signer: signing[SECRET_KEYS.signingKey] !== undefined ? signerFromPem(signing[SECRET_KEYS.signingKey]!) : undefined, directoryUrl: await this.#operatorDirectoryUrl(choice, password), problems };
   }
 
   async apply(o: Built, signal?: AbortSignal): Promise<KubeObject> {

@@ -10,7 +10,7 @@ import type { Signer, TrustStore } from "../archive/signing.ts";
 import type { Directory } from "../directory/directory.ts";
 import { openDirectory } from "../directory/open.ts";
 import type { KubeClient } from "../kube/client.ts";
-import { Jobs, Namespaces } from "../kube/resource.ts";
+import { Jobs, Namespaces, Secrets } from "../kube/resource.ts";
 import { EventRecorder } from "../kube/events.ts";
 import type { KubeObject } from "../kube/types.ts";
 import { HealthServer } from "../runtime/health.ts";
@@ -68,7 +68,7 @@ export interface Operator {
 
 export function createOperator(o: OperatorOptions): Operator {
   const { client, log } = o;
-  const informer = <T extends KubeObject>(resource: Parameters<typeof client.list>[0], extra: { labelSelector?: string } = {}) =>
+  const informer = <T extends KubeObject>(resource: Parameters<typeof client.list>[0], extra: { labelSelector?: string; namespace?: string; fieldSelector?: string } = {}) =>
     new Informer<T>({ client, resource, logger: log, resyncPeriodMs: 10 * 60_000, ...extra });
   const classCaches = informer<ClassCache>(ClassCaches);
   const workloads = {
@@ -78,6 +78,8 @@ export function createOperator(o: OperatorOptions): Operator {
   };
   const jobs = informer<KubeObject>(Jobs, { labelSelector: "app.kubernetes.io/part-of=classcache" });
   const namespaces = informer<KubeObject>(Namespaces);
+  // The signing key: a rotation (keys.ts) is picked up at once, and every ClassCache looked at again.
+  const signingKey = informer<KubeObject>(Secrets, { namespace: SYSTEM_NAMESPACE, fieldSelector: `metadata.name=${NAMES.signingKey}` });
   const identity = o.identity ?? `${hostname()}-${process.pid}`;
   const events = new EventRecorder({ client, reportingController: "classcache.dev/operator", reportingInstance: identity, logger: log });
 
@@ -87,7 +89,7 @@ export function createOperator(o: OperatorOptions): Operator {
   // The cluster's parts are re-applied when the ClassCaches' choice of directory changes, else every 10 min.
   const directory = async (): Promise<{ directory: Directory | undefined; trust: TrustStore | undefined; signer: Signer | undefined; problems: string[] }> => {
     const choice = chooseDirectory(classCaches.list());
-    const fingerprint = JSON.stringify(choice);
+    const fingerprint = JSON.stringify({ choice, key: signingKey.list()[0]?.metadata.resourceVersion });
     if (cluster && cluster.fingerprint === fingerprint && Date.now() - cluster.at < 10 * 60_000) return cluster;
     const creds = await infra.reconcile(choice);
     let dir: Directory | undefined;
@@ -114,6 +116,7 @@ export function createOperator(o: OperatorOptions): Operator {
       ...Object.entries(workloads).map(([kind, inf]) => watchSecondary(inf, (w) => reconciler.ownersOf(kind, w))),
       watchSecondary(jobs, toControllerOwner("ClassCache", "classcache.dev")),
       watchSecondary(namespaces, (ns) => reconciler.inNamespace(ns)),
+      watchSecondary(signingKey, () => classCaches.list().map((cc) => `${cc.metadata.namespace}/${cc.metadata.name}`)),
     ],
     reconcile: (key, signal) => reconciler.reconcile(key, signal),
     logger: log,
@@ -166,7 +169,7 @@ export function createOperator(o: OperatorOptions): Operator {
       if (pending.length) throw new Error(`not synced: ${pending.join(", ")}`);
     });
   manager.add(health, { needLeaderElection: false });
-  for (const inf of [classCaches, ...Object.values(workloads), jobs, namespaces]) manager.add(inf, { needLeaderElection: false });
+  for (const inf of [classCaches, ...Object.values(workloads), jobs, namespaces, signingKey]) manager.add(inf, { needLeaderElection: false });
   manager.add(certs, { needLeaderElection: false });
   manager.add(webhook, { needLeaderElection: false });
   manager.add(registrar, { needLeaderElection: false });

@@ -12,7 +12,7 @@
  */
 import { admitManifest } from "../archive/admit.ts";
 import type { Manifest } from "../archive/manifest.ts";
-import { openBinding, openBuild, openGrant, SignatureError, signBinding, signManifest, type Signer, type TrustStore } from "../archive/signing.ts";
+import { openBinding, openBuild, openEnvelope, openGrant, SignatureError, signBinding, signedBy, signManifest, type Signer, type TrustStore } from "../archive/signing.ts";
 import { offerName } from "../directory/common.ts";
 import type { Directory } from "../directory/directory.ts";
 
@@ -93,4 +93,28 @@ export async function publishOffer(directory: Directory, signer: Signer, e: Expe
   await directory.unbind(name);
   await directory.emit({ type: "published", key: m.key, node: "operator" });
   return { published: true, key: m.key };
+}
+
+/**
+ * Signs a ref's binding and its key's manifest again with `signer` where an older (still
+ * trusted) key signed them: a rotation of the signing key (keys.ts) without rebuilding anything.
+ * The binding keeps its time, so no node takes it for a replay; the manifest is replaced by a
+ * compare-and-set, so there is no moment without one. Returns whether anything was signed again.
+ */
+export async function signAgain(directory: Directory, signer: Signer, trust: TrustStore, ref: string, arch: string): Promise<boolean> {
+  const name = `${ref}.${arch}`;
+  const text = await directory.binding(name);
+  if (text === undefined) return false;
+  const binding = openBinding(text, trust, ref, arch);
+  let changed = false;
+  if (signedBy(text) !== signer.keyId) {
+    await directory.unbind(name);
+    await directory.bind(name, signBinding(binding, signer));
+    changed = true;
+  }
+  const envelope = await directory.manifest(binding.key);
+  if (envelope !== undefined && signedBy(envelope) !== signer.keyId) {
+    changed = (await directory.replaceManifest(binding.key, envelope, signManifest(openEnvelope(envelope, trust, binding.key), signer))) || changed;
+  }
+  return changed;
 }

@@ -44,9 +44,14 @@ export interface AgentsOptions {
    */
   observeJvms?: boolean;
   imagePullPolicy?: "Always" | "IfNotPresent" | "Never";
+  /** A digest of the trusted public keys: a change rolls the agents, which read them at start. */
+  trustDigest?: string;
   /** Run agents on control-plane nodes too (default false: no app JVMs belong there, and an agent holds keys). */
   controlPlane?: boolean;
 }
+
+/** On the agents' pod template: which trusted keys they were started with. */
+export const TRUST_ANNOTATION = "classcache.dev/trust";
 
 /** The label kubeadm and most distributions put on control-plane nodes. */
 export const CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane";
@@ -95,7 +100,7 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
       // maxSurge 0: two agents on one node would both write the store.
       updateStrategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: "10%", maxSurge: 0 } },
       template: {
-        metadata: { labels, annotations: { "prometheus.io/scrape": "true", "prometheus.io/port": String(PORTS.metrics) } },
+        metadata: { labels, annotations: { "prometheus.io/scrape": "true", "prometheus.io/port": String(PORTS.metrics), ...(opts.trustDigest ? { [TRUST_ANNOTATION]: opts.trustDigest } : {}) } },
         spec: {
           serviceAccountName: AGENT_SERVICE_ACCOUNT,
           // The agent never calls the API server: its zone comes from the downward API, its
