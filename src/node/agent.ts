@@ -134,7 +134,7 @@ export class NodeAgent {
       // The directory's binding named the key: record it locally, without signing and binding it again.
       const binding = await this.resolveRef(req.ref);
       const r = await this.ensure({ key: binding.key }, signal);
-      await this.opts.store.setRef(`${req.ref}.${r.manifest.jvm.arch}`, r.key, binding.issuedAt);
+      await this.opts.store.setRef(binding.scope, `${req.ref}.${r.manifest.jvm.arch}`, r.key, binding.issuedAt);
       return r;
     }
     const prepared = req.build ? await prepareBuild({ ...req.build, store: this.opts.store.dir, root: this.opts.root }, { log: this.opts.log }) : undefined;
@@ -213,7 +213,7 @@ export class NodeAgent {
       this.opts.log.warn("binding rejected", { ref: ref.slice(0, 12), reason: err.message });
       throw new ClasscacheError("verification", `the directory's binding of ref ${ref.slice(0, 12)} was rejected: ${err.message}`);
     }
-    const known = await this.opts.store.getRef(name);
+    const known = await this.opts.store.getRef(binding.scope, name);
     if (known && binding.issuedAt < known.issuedAt) {
       this.opts.metrics.verificationFailures.inc({ reason: "replay" });
       this.opts.log.warn("binding rejected", { ref: ref.slice(0, 12), scope: binding.scope, reason: "older than the one this node holds", issuedAt: binding.issuedAt, held: known.issuedAt });
@@ -238,10 +238,12 @@ export class NodeAgent {
       if (inForce && (!current || current.owner !== grant.owner)) await this.opts.directory.unbind(name);
       const bound = openBinding(await this.opts.directory.bind(name, mine), this.opts.trust, ref, arch);
       if (bound.key !== r.key) this.opts.log.warn("ref already bound to another key", { ref: ref.slice(0, 12), scope: grant.scope, key: r.key.slice(0, 12), bound: bound.key.slice(0, 12) });
-      await this.opts.store.setRef(name, bound.key, bound.issuedAt);
-      return bound.key === r.key ? r : this.ensure({ key: bound.key });
+      // The key in force first: its view links its files, so they must be here.
+      const held = bound.key === r.key ? r : await this.ensure({ key: bound.key });
+      await this.opts.store.setRef(bound.scope, name, bound.key, bound.issuedAt);
+      return held;
     }
-    await this.opts.store.setRef(name, r.key, issuedAt);
+    await this.opts.store.setRef(grant.scope, name, r.key, issuedAt);
     return r;
   }
 
