@@ -42,9 +42,9 @@ export const REF_ANNOTATION = "classcache.dev/ref";
 export const ORIGINAL_LAUNCH_ANNOTATION = "classcache.dev/original-launch";
 export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
 /**
- * The Pod Security level a namespace enforces. Patched pods mount the node's store (a hostPath,
- * read-only) and build pods the agent's socket directory: the baseline and restricted levels
- * forbid every hostPath, so in such namespaces the API server would refuse the pods. There the
+ * The Pod Security level a namespace enforces. Patched pods mount their scope's view of the
+ * node's store (a hostPath, read-only) and build pods the agent's socket directory: the baseline
+ * and restricted levels forbid every hostPath, so in such namespaces the API server would refuse the pods. There the
  * operator patches nothing and the webhook is not called; pods start as before, without an archive.
  */
 export const POD_SECURITY_ENFORCE_LABEL = "pod-security.kubernetes.io/enforce";
