@@ -70,8 +70,9 @@ describe("a build Job's upload to its node agent", () => {
     const e: Expectation = { scope, ref, arch: "amd64", owner, trust };
     return publishOffer(directory, operator, e, Date.now());
   };
-  const refRecorded = async (ref: string): Promise<string> => {
-    const path = join(agent.spec.store, "refs", `${ref}.amd64`);
+  /** The key the node records for `ref` in the view of `scope` (what that scope's pods see), once it does. */
+  const refRecorded = async (ref: string, scope: string): Promise<string> => {
+    const path = join(agent.spec.store, "scopes", scope, "refs", `${ref}.amd64`);
     for (let i = 0; i < 300 && !existsSync(path); i++) await new Promise((r) => setTimeout(r, 100));
     return (await readFile(path, "utf8")).split("\n")[0]!;
   };
@@ -174,10 +175,12 @@ describe("a build Job's upload to its node agent", () => {
     const binding = openBinding((await directory.binding(`${victimRef}.amd64`))!, trust, victimRef, "amd64");
     assert.deepEqual([binding.key, binding.scope, binding.owner], [victim.key, "victim", "uid-v"]);
     // The node that received the upload adopts it once it is published (its want for the ref), and serves it.
-    assert.equal(await refRecorded(victimRef), victim.key);
+    assert.equal(await refRecorded(victimRef, "victim"), victim.key);
     assert.deepEqual((await directory.holders(victim.key)).map((h) => h.node), ["node-a"]);
     // What the victim's pods get on this node: only the victim's archive and layout, no option of the attacker's.
-    const plan = await planPod({ ref: victimRef, arch: "amd64", store: agent.spec.store, root: ROOT, out: dir, fallback: ["-jar", "/app.jar"], fallbackJvm: [], shareMemory: false });
+    const plan = await planPod({ ref: victimRef, arch: "amd64", store: join(agent.spec.store, "scopes", "victim"), root: ROOT, out: dir, fallback: ["-jar", "/app.jar"], fallbackJvm: [], shareMemory: false });
+    const attackers = await planPod({ ref: victimRef, arch: "amd64", store: join(agent.spec.store, "scopes", "tenant-a"), root: ROOT, out: dir, fallback: ["-jar", "/app.jar"], fallbackJvm: [], shareMemory: false });
+    assert.equal(attackers.archive, false, "the attacker's pods, which see their own namespace's view, find nothing of the victim's");
     assert.equal(plan.key, victim.key);
     assert.deepEqual(plan.jvm, ["-Xshare:auto", `-XX:SharedArchiveFile=${ROOT}/blobs/sha256/${victim.archive.sha256}`]);
     assert.deepEqual(plan.launch, ["-jar", `${ROOT}/layouts/${victim.layout.id}/app.jar`]);
@@ -225,7 +228,7 @@ describe("a build Job's upload to its node agent", () => {
     const replayed = await agent.ensure({ ref: victimRef });
     assert.equal(replayed.status, 502, JSON.stringify(replayed.body));
     assert.match(String(replayed.body.error), /before the one this node holds.*a replayed binding is refused/);
-    assert.equal((await readFile(join(agent.spec.store, "refs", name), "utf8")).split("\n")[0], current.key, "the node still records the newer binding's key");
+    assert.equal((await readFile(join(agent.spec.store, "scopes", "victim", "refs", name), "utf8")).split("\n")[0], current.key, "the node still records the newer binding's key");
     assert.match(await agent.logs(), /binding rejected.*older than the one this node holds/);
     assert.ok((await agent.metric("classcache_verification_failures_total")) >= 1);
   });

@@ -4,13 +4,16 @@
  * node and pulled peer-to-peer by another, and then the Pod's init and app containers run as
  * the API server stored them — command, args, env and mounts — on that second node. The JVM
  * boots from the archive with the reference agent's instrumentation working; before the node
- * has the archive, the same pod boots without it (agent live), never broken.
+ * has the archive, the same pod boots without it (agent live), never broken. The pod sees only
+ * its namespace's view of the node store: another tenant's archive on the same node is out of
+ * its reach.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { BOOT_STARTED } from "../src/build/train.ts";
 import { referenceAgentJar, demoAppJar, REPO } from "../src/demo/fixtures.ts";
@@ -24,6 +27,8 @@ import type { KubeObject } from "../src/kube/types.ts";
 import { ClassCaches, type ClassCache } from "../src/operator/api/v1.ts";
 import { REF_ANNOTATION, SYSTEM_NAMESPACE } from "../src/operator/constants.ts";
 import type { Container, PodSpec } from "../src/operator/inject.ts";
+import type { Manifest } from "../src/archive/manifest.ts";
+import { LocalStore } from "../src/store/store.ts";
 import { Agent } from "../src/testenv/agents.ts";
 import type { RunningRedis } from "../src/testenv/redis.ts";
 import { cli, jdk } from "./support/cli.ts";
@@ -32,19 +37,36 @@ import { startOperatorCluster, until, type OperatorCluster } from "./support/ope
 const STORE_ROOT = "/var/lib/classcache";
 
 /**
- * A simulated node runs a container the way a kubelet would: its own mount namespace with the
- * pod's volumes at the paths the pod spec says (the node store read-only at /var/lib/classcache,
- * the pod's emptyDir at /classcache), the command and args as written, the env as written. The
- * image's binaries resolve on this machine: `java` is the app's JDK, `classcache` this CLI.
+ * Where a simulated node keeps a hostPath volume of the pod: under its own store directory for
+ * a path under the store (the pod spec names the host's /var/lib/classcache/…), created if
+ * missing, as DirectoryOrCreate has the kubelet do before any container starts.
  */
-function containerProcess(c: Container, node: { store: string }, emptyDir: string, javaHome: string, logFile: string): JvmProcess {
+async function hostPathOn(node: { store: string }, spec: PodSpec, volume: string): Promise<string> {
+  const v = (spec.volumes ?? []).find((x) => x.name === volume);
+  const path = v?.hostPath?.path ?? "";
+  const rel = relative(STORE_ROOT, path);
+  assert.ok(path.startsWith(`${STORE_ROOT}/`) && !rel.startsWith(".."), `volume ${volume} is a hostPath under the store, not ${JSON.stringify(v)}`);
+  const dir = join(node.store, rel);
+  await mkdir(dir, { recursive: true });
+  return dir;
+}
+
+/**
+ * A simulated node runs a container the way a kubelet would: its own mount namespace with the
+ * pod's volumes at the paths the pod spec says (the hostPath the spec names — its scope's view
+ * of the node store — read-only at /var/lib/classcache, the pod's emptyDir at /classcache), the
+ * command and args as written, the env as written. The image's binaries resolve on this
+ * machine: `java` is the app's JDK, `classcache` this CLI. (Unlike a real container, it shares
+ * this machine's root file system: what it must not see is judged under its mounts alone.)
+ */
+function containerProcess(c: Container, storeVolume: string, emptyDir: string, javaHome: string, logFile: string): JvmProcess {
   const mountsFor = (m: { name: string; mountPath: string; readOnly?: boolean; subPath?: string }): [string, string, boolean] => {
-    if (m.name === "classcache-store") return [node.store, m.mountPath, true];
+    if (m.name === "classcache-store") return [storeVolume, m.mountPath, true];
     if (m.name === "classcache-args") return [m.subPath ? join(emptyDir, m.subPath) : emptyDir, m.mountPath, m.readOnly === true];
     throw new Error(`the simulated node does not know volume ${m.name}`);
   };
   const mounts = (c.volumeMounts ?? []).map(mountsFor);
-  const bin: Record<string, string[]> = { classcache: [process.execPath, join(REPO, "src", "cli.ts")], java: [join(javaHome, "bin", "java")], cp: ["cp"] };
+  const bin: Record<string, string[]> = { classcache: [process.execPath, join(REPO, "src", "cli.ts")], java: [join(javaHome, "bin", "java")], cp: ["cp"], sh: ["/bin/sh"] };
   const argv = [...(c.command ?? []), ...(c.args ?? [])];
   const exe = bin[argv[0]!];
   if (!exe) throw new Error(`the simulated node has no binary for ${argv[0]}`);
@@ -59,7 +81,35 @@ function containerProcess(c: Container, node: { store: string }, emptyDir: strin
     env[`T${i}`] = t;
   });
   for (const e of c.env ?? []) if (e.value !== undefined) env[e.name] = e.value;
-  return JvmProcess.start({ command: "unshare", args: ["--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh", ...exe, ...argv.slice(1)], env, logFile });
+  return JvmProcess.start({ command: "unshare", args: ["--mount", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh", ...exe, ...argv.slice(1)], env, logFile, keepLines: 5000 });
+}
+
+/**
+ * Another tenant's archive in a node's store: namespace rival's own app jar (its own bytes) and
+ * archive, published and linked into rival's view through the store, as the agent would for
+ * rival's pods. Modelled on the manifest of `ref`'s key, which the store holds.
+ */
+async function rivalArchive(storeDir: string, shopRef: string): Promise<Manifest & { ref: string }> {
+  const store = await LocalStore.open(storeDir);
+  const shop = (await store.getManifest((await store.getRef("shop", `${shopRef}.amd64`))!.key))!;
+  const work = await store.workDir("rival");
+  await writeFile(join(work, "app.jar"), `rival's app ${randomBytes(16).toString("hex")}`);
+  await writeFile(join(work, "archive"), randomBytes(64 * 1024));
+  const layout = await store.addLayout([{ path: "app.jar", tempPath: join(work, "app.jar") }]);
+  const archive = await store.addBlob(join(work, "archive"));
+  const key = randomBytes(32).toString("hex");
+  const m: Manifest = {
+    ...shop,
+    key,
+    inputs: { ...shop.inputs, scope: "rival" },
+    layout,
+    archive: { ...shop.archive, sha256: archive.sha256, size: archive.size, file: `blobs/sha256/${archive.sha256}` },
+    runtime: { ...shop.runtime, launch: { kind: "jar", jar: `layouts/${layout.id}/app.jar` }, jvmOptions: ["-Xshare:auto", `-XX:SharedArchiveFile={root}/blobs/sha256/${archive.sha256}`] },
+  };
+  await store.publishManifest(m);
+  const ref = randomBytes(32).toString("hex");
+  await store.setRef("rival", `${ref}.amd64`, key, Date.now());
+  return { ...m, ref };
 }
 
 async function runToEnd(p: JvmProcess, what: string): Promise<string> {
@@ -157,16 +207,18 @@ describe("a webhook-patched Pod on a simulated node, from a P2P-pulled archive",
     assert.deepEqual(appContainer.command, ["java", "@/classcache/launch.args"]);
     const inits = pod.spec.initContainers ?? [];
     assert.deepEqual(inits.map((c) => c.name), ["classcache-agent-jar", "classcache-init"]);
+    assert.equal(pod.spec.volumes?.find((v) => v.name === "classcache-store")?.hostPath?.path, `${STORE_ROOT}/scopes/shop`, "the pod mounts its namespace's view of the node store");
 
-    const runPod = async (name: string): Promise<{ p: JvmProcess; init: { archive: boolean; reason: string } }> => {
+    const runPod = async (name: string): Promise<{ p: JvmProcess; init: { archive: boolean; reason: string; key?: string } }> => {
       const emptyDir = join(dir, "node-b", name);
       await mkdir(join(emptyDir, "agent"), { recursive: true }); // the kubelet creates subPath directories
-      let init = { archive: false, reason: "" };
+      const store = await hostPathOn(nodeB.spec, pod.spec, "classcache-store");
+      let init: { archive: boolean; reason: string; key?: string } = { archive: false, reason: "" };
       for (const c of inits) {
-        const out = await runToEnd(containerProcess(c, nodeB.spec, emptyDir, java17, join(dir, `${name}-${c.name}.log`)), c.name);
+        const out = await runToEnd(containerProcess(c, store, emptyDir, java17, join(dir, `${name}-${c.name}.log`)), c.name);
         if (c.name === "classcache-init") init = JSON.parse(out.split("\n").find((l) => l.startsWith("{"))!) as typeof init;
       }
-      const p = containerProcess(appContainer, nodeB.spec, emptyDir, java17, join(dir, `${name}-app.log`));
+      const p = containerProcess(appContainer, store, emptyDir, java17, join(dir, `${name}-app.log`));
       jvms.push(p);
       await p.waitForLine(BOOT_STARTED, 180_000);
       return { p, init };
@@ -203,8 +255,9 @@ describe("a webhook-patched Pod on a simulated node, from a P2P-pulled archive",
       return cc.status?.conditions?.find((c) => c.type === "Ready")?.status === "True";
     }, 60_000);
 
-    // 3. The cold pod's init step told node B it wants the ref: B pulls it from A, peer to peer.
-    await until("node B holds the archive for the ref", () => Promise.resolve(existsSync(join(nodeB.spec.store, "refs", `${ref}.amd64`))), 120_000);
+    // 3. The cold pod's init step told node B it wants the ref (through the agent's socket in the
+    // pod's view): B pulls it from A, peer to peer, and links it into the namespace's view.
+    await until("node B holds the archive for the ref", () => Promise.resolve(existsSync(join(nodeB.spec.store, "scopes", "shop", "refs", `${ref}.amd64`))), 120_000);
     const directory = new ValkeyDirectory({ url: redis.url });
     try {
       const events = (await directory.readEvents("0", 0)).map((e) => e.event);
@@ -212,6 +265,10 @@ describe("a webhook-patched Pod on a simulated node, from a P2P-pulled archive",
     } finally {
       await directory.close();
     }
+
+    // Node B also holds another tenant's archive: namespace rival's app jar and archive, in the
+    // same store, linked into rival's view by the store, as the agent does for rival's pods.
+    const rival = await rivalArchive(nodeB.spec.store, ref!);
 
     // 4. The next pod on node B boots from the archive, with the baked instrumentation working.
     const warm = await runPod("pod-warm");
@@ -226,6 +283,38 @@ describe("a webhook-patched Pod on a simulated node, from a P2P-pulled archive",
       return cc.status?.workloadHitRate;
     }, 60_000);
     assert.ok(seen >= 0.9, `status.workloadHitRate ${seen}`);
+
+    // 5. The attack: from inside shop's pod, list the store and open rival's jar and archive
+    // wherever they are in the node's store. Only shop's own files are there.
+    const own = JSON.parse(await readFile(join(nodeB.spec.store, "scopes", "shop", "manifests", `${warm.init.key}.json`), "utf8")) as Manifest;
+    const paths = [
+      own.archive.file,
+      `layouts/${own.layout.id}/app.jar`,
+      rival.archive.file,
+      `layouts/${rival.layout.id}/app.jar`,
+      `manifests/${rival.key}.json`,
+      `refs/${rival.ref}.amd64`,
+      `scopes/rival/${rival.archive.file}`,
+      `scopes/rival/layouts/${rival.layout.id}/app.jar`,
+      `../classcache/scopes/rival/${rival.archive.file}`,
+    ].map((p) => `${STORE_ROOT}/${p}`);
+    const probe = containerProcess(
+      { name: "probe", image: appContainer.image, command: ["sh", "-c", 'cd "$0" && find . \\( -type f -o -type s \\) | sed "s|^\\./|seen |"; for p in "$@"; do if cat "$p" >/dev/null 2>&1; then echo "read $p"; else echo "denied $p"; fi; done', STORE_ROOT, ...paths], volumeMounts: appContainer.volumeMounts },
+      await hostPathOn(nodeB.spec, pod.spec, "classcache-store"), join(dir, "node-b", "pod-warm"), java17, join(dir, "probe.log"),
+    );
+    await runToEnd(probe, "the probe");
+    assert.deepEqual(probe.grep(/^seen /).map((l) => l.slice(5)).sort(), [
+      own.archive.file,
+      ...own.layout.files.map((f) => `layouts/${own.layout.id}/${f.path}`),
+      `manifests/${own.key}.json`,
+      `refs/${ref}.amd64`,
+      "run/agent.sock",
+    ].sort(), "the pod sees its own archive, layout, manifest and ref, and the agent's socket: nothing of rival's, nothing of the store's own");
+    assert.deepEqual(probe.grep(/^(read|denied) /), [
+      ...paths.slice(0, 2).map((p) => `read ${p}`),
+      ...paths.slice(2).map((p) => `denied ${p}`),
+    ], "it reads its own jar and archive, and none of rival's");
+    assert.ok(existsSync(join(nodeB.spec.store, rival.archive.file)) && existsSync(join(nodeB.spec.store, "scopes", "rival", rival.archive.file)), "rival's archive is on the node all along");
     await warm.p.stop();
   });
 

@@ -50,6 +50,9 @@ function condition(cc: ClassCache | undefined, type: string): { status: string; 
   return cc?.status?.conditions?.find((c) => c.type === type);
 }
 
+/** The host paths a pod spec mounts. */
+const hostPaths = (spec: PodSpec): string[] => (spec.volumes ?? []).flatMap((v) => (v.hostPath ? [v.hostPath.path] : []));
+
 const JAVA_LAUNCH = { command: ["java", "-Xmx256m", "-jar", "/app.jar"], args: ["--server.port=8080"], env: [{ name: "JAVA_TOOL_OPTIONS", value: "-Dteam=shop" }] };
 
 describe("the operator against a real API server, directory and webhook", () => {
@@ -140,6 +143,7 @@ describe("the operator against a real API server, directory and webhook", () => 
     assert.deepEqual(app.args, ["--server.port=8080"]);
     assert.equal(app.env?.find((e) => e.name === "JAVA_TOOL_OPTIONS")?.value, "-Dteam=shop -Xshare:auto");
     assert.deepEqual(d.spec.template.spec.initContainers?.map((c) => c.name), ["classcache-agent-jar", "classcache-init"]);
+    assert.deepEqual(hostPaths(d.spec.template.spec), ["/var/lib/classcache/scopes/shop"], "only its namespace's view of the node store");
     assert.equal(d.spec.template.metadata?.annotations?.[REF_ANNOTATION], ownedRef);
     const job = await client.get<KubeObject>(Jobs, `classcache-build-${ownedRef.slice(0, 10)}`, { namespace: "shop" });
     assert.equal(job.metadata.ownerReferences?.[0]?.kind, "ClassCache");
@@ -248,6 +252,7 @@ describe("the operator against a real API server, directory and webhook", () => 
     assert.equal(pod.metadata.annotations?.[REF_ANNOTATION], cc.status!.ref, "the webhook computes the same ref as the operator");
     assert.deepEqual(pod.spec.containers[0]!.command, ["java", "-Xmx256m", "@/classcache/launch.args"]);
     assert.deepEqual(pod.spec.initContainers?.map((c) => c.name), ["classcache-init"]);
+    assert.deepEqual(hostPaths(pod.spec), ["/var/lib/classcache/scopes/web"], "only its namespace's view of the node store");
     const plain = await client.create<KubeObject & { spec: PodSpec }>(Pods, { metadata: { name: "other", namespace: "web" }, spec: { containers: [{ name: "app", image: "x", ...JAVA_LAUNCH }] } }, { namespace: "web" });
     assert.deepEqual(plain.spec.containers[0]!.command, JAVA_LAUNCH.command, "unlabelled pods are untouched");
   });

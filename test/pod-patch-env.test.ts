@@ -100,7 +100,7 @@ public class Main {
 `;
 
 const REF = "c".repeat(64);
-const INPUT: InjectionInput = { ref: REF, jarPath: "/app.jar", mode: "none", memorySharing: false, image: "classcache:test" };
+const INPUT: InjectionInput = { ref: REF, scope: "shop", jarPath: "/app.jar", mode: "none", memorySharing: false, image: "classcache:test" };
 
 describe("the patched env on a real JVM", () => {
   let dir: string;

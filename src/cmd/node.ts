@@ -1,11 +1,12 @@
 /** `classcache node`: the per-node agent. Wires the store, the directory, the peer server and the local API. */
-import { chmod, mkdir, readFile, rm } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import type { Server } from "node:http";
 import { loadTrustStore, signerFromPem } from "../archive/signing.ts";
 import { openDirectory, redact, withPassword } from "../directory/open.ts";
 import { NodeAgent } from "../node/agent.ts";
-import { createApiServer, createSocketServer, Wants } from "../node/api.ts";
+import { createApiServer, createScopeSocketServer, createSocketServer, Wants } from "../node/api.ts";
+import { listenSocket, ScopeSockets } from "../node/sockets.ts";
 import { NodeMetrics } from "../node/metrics.ts";
 import { createPeerServer, type BlobSource } from "../p2p/server.ts";
 import { ClasscacheError, usageError } from "../runtime/errors.ts";
@@ -38,7 +39,8 @@ builds archives on request, and heartbeats what it holds to the directory.
   --api <host:port>        local API for the node's workloads and tools (default 127.0.0.1:7072)
   --metrics <host:port>    also serve /metrics, /healthz and /readyz here, apart from the peer port
                            (which needs the token for archives), so Prometheus can be let in alone
-  --socket <path>          Unix socket where pods ask for their ref (default <store>/run/agent.sock)
+  --socket <path>          Unix socket for build Jobs' uploads and wants (default <store>/run/agent.sock);
+                           patched pods ask for their ref at <store>/scopes/<scope>/run/agent.sock
   --jdk <JAVA_HOME>        a JDK that builds asked of the local API may use (repeatable); a
                            build request names one of these, never a path of its own
   --upload-cap <n>         concurrent uploads to peers (default 4; more get 503)
@@ -62,17 +64,6 @@ async function listen(server: Server, hp: { host: string; port: number }, what: 
     server.once("error", (err) => reject(new ClasscacheError("input", `cannot listen on ${hp.host}:${hp.port} for the ${what}`, { cause: err })));
     server.listen(hp.port, hp.host, () => resolve());
   });
-}
-
-/** Listens on a Unix socket any local process may connect to (it only takes "wants"). */
-async function listenSocket(server: Server, path: string): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  await rm(path, { force: true }); // a socket left by a previous run
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (err) => reject(new ClasscacheError("input", `cannot listen on ${path}`, { cause: err })));
-    server.listen(path, () => resolve());
-  });
-  await chmod(path, 0o666);
 }
 
 export const nodeCommand: Command = {
@@ -166,6 +157,10 @@ export const nodeCommand: Command = {
     await listen(peer, listenAt, "peer server");
     await listen(api, apiAt, "local API");
     await listenSocket(socketServer, socketPath);
+    // Patched pods see only their scope's view of the store: the agent listens in each view.
+    const scopeSockets = new ScopeSockets(store.dir, (scope) => createScopeSocketServer(wants, scope), log);
+    const stopScopeSockets = new AbortController();
+    const scopeSocketsDone = scopeSockets.start(stopScopeSockets.signal).catch((err: unknown) => log.warn("scope sockets stopped", { error: String(err) }));
     const stopMetrics = new AbortController();
     const metricsServer = metricsAt
       ? new HealthServer({ port: metricsAt.port, host: metricsAt.host, logger: log, metrics: metrics.peer.registry })
@@ -179,7 +174,10 @@ export const nodeCommand: Command = {
     const heartbeat = setInterval(() => {
       agent.heartbeat().catch((err: unknown) => log.warn("heartbeat failed", { error: String(err) }));
     }, seconds("heartbeat"));
-    const retryWants = setInterval(() => wants.tick(), seconds("want-retry"));
+    const retryWants = setInterval(() => {
+      wants.tick();
+      void scopeSockets.scan();
+    }, seconds("want-retry"));
     let collecting = false; // gc waits for the store lock: never let calls pile up behind a long build
     const gc = setInterval(() => {
       if (collecting) return;
@@ -203,7 +201,8 @@ export const nodeCommand: Command = {
     await agent.withdrawAll();
     peer.closeAllConnections();
     stopMetrics.abort();
-    await Promise.all([new Promise((r) => peer.close(r)), new Promise((r) => api.close(r)), new Promise((r) => socketServer.close(r)), metricsDone]);
+    stopScopeSockets.abort();
+    await Promise.all([new Promise((r) => peer.close(r)), new Promise((r) => api.close(r)), new Promise((r) => socketServer.close(r)), metricsDone, scopeSocketsDone]);
     api.closeAllConnections();
     await directory.close();
     return 0;

@@ -17,7 +17,7 @@ launch. Never fails the pod: on any problem it writes the fallback and exits 0.
   --out <dir>              where to write the argument files (an emptyDir shared with the app)
   --fallback <arg>         the container's own launch, one argument per flag (e.g. -jar, /app.jar)
   --fallback-jvm <opt>     JVM options when there is no archive (e.g. a live -javaagent)
-  --store <dir>            the node store, read-only (default ${STORE_ROOT})
+  --store <dir>            the pod's view of the node store, read-only (default ${STORE_ROOT})
   --root <dir>             where the app container sees the store (default ${STORE_ROOT})
   --share-memory           map the archive at a fixed address so JVMs on the node share it
   --socket <path>          the node agent's socket (default <store>/run/agent.sock)

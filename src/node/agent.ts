@@ -128,7 +128,7 @@ export class NodeAgent {
       // The directory's binding named the key: record it locally, without signing and binding it again.
       const binding = await this.resolveRef(req.ref);
       const r = await this.ensure({ key: binding.key }, signal);
-      await this.opts.store.setRef(`${req.ref}.${r.manifest.jvm.arch}`, r.key, binding.issuedAt);
+      await this.opts.store.setRef(binding.scope, `${req.ref}.${r.manifest.jvm.arch}`, r.key, binding.issuedAt);
       return r;
     }
     const prepared = req.build ? await prepareBuild({ ...req.build, store: this.opts.store.dir, root: this.opts.root }, { log: this.opts.log }) : undefined;
@@ -201,7 +201,7 @@ export class NodeAgent {
       this.opts.log.warn("binding rejected", { ref: ref.slice(0, 12), reason: err.message });
       throw new ClasscacheError("verification", `the directory's binding of ref ${ref.slice(0, 12)} was rejected: ${err.message}`);
     }
-    const known = await this.opts.store.getRef(name);
+    const known = await this.opts.store.getRef(binding.scope, name);
     if (known && binding.issuedAt < known.issuedAt) {
       this.opts.metrics.verificationFailures.inc({ reason: "replay" });
       this.opts.log.warn("binding rejected", { ref: ref.slice(0, 12), scope: binding.scope, reason: "older than the one this node holds", issuedAt: binding.issuedAt, held: known.issuedAt });

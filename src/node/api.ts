@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { fillRoot, launchArgs } from "../jvm/launch.ts";
 import { toJavaToolOptions, withMemorySharing } from "../jvm/options.ts";
 import { ClasscacheError } from "../runtime/errors.ts";
-import { openBuild, openGrant, SignatureError } from "../archive/signing.ts";
+import { openBinding, openBuild, openGrant, SignatureError } from "../archive/signing.ts";
 import { HEX64 } from "../util/hash.ts";
 import type { Manifest } from "../archive/manifest.ts";
 import { admitManifest, refusedRuntimeOption } from "../archive/admit.ts";
@@ -23,7 +23,7 @@ import { catalogNames } from "../archive/profile.ts";
 import { createWriteStream } from "node:fs";
 import { realpath, stat } from "node:fs/promises";
 import { pipeline } from "node:stream/promises";
-import type { BuildSpec, NodeAgent } from "./agent.ts";
+import { nodeArch, type BuildSpec, type NodeAgent } from "./agent.ts";
 
 const STATUS: Record<string, number> = { usage: 400, input: 400, "not-found": 404, verification: 502, training: 503, store: 507 };
 
@@ -179,11 +179,17 @@ async function handle(agent: NodeAgent, opts: ApiOptions, req: IncomingMessage, 
  * Refs that pods on this node asked for. A ref is tried at once and again every `retryMs` (a
  * single directory read while nothing is bound) until the node holds it, for `ttlMs` at most:
  * a pod that started before its archive was built gets it for its next start.
+ *
+ * A want that came through a scope's socket (a pod of that scope) carries the scope, and is
+ * pulled only if the directory's signed binding of the ref is of that scope: a pod can make its
+ * node fetch its own scope's archives, not another tenant's. (The ref is a digest over the scope,
+ * and the binding is verified again by `ensure`, which records the ref in the binding's scope's
+ * view only.) Wants of different scopes for one ref are kept apart, so one cannot cancel another.
  */
 export class Wants {
   readonly #agent: NodeAgent;
   readonly #ttlMs: number;
-  readonly #refs = new Map<string, number>();
+  readonly #refs = new Map<string, { ref: string; scope: string | undefined; expires: number }>();
   readonly #inflight = new Set<string>();
 
   constructor(agent: NodeAgent, opts: { ttlMs?: number } = {}) {
@@ -191,18 +197,20 @@ export class Wants {
     this.#ttlMs = opts.ttlMs ?? 60 * 60_000;
   }
 
-  add(ref: string): void {
-    if (!this.#refs.has(ref) && this.#refs.size >= 10_000) return; // bounded: the socket is open to every pod
-    this.#refs.set(ref, Date.now() + this.#ttlMs);
-    this.#try(ref);
+  /** `scope`: the scope whose socket the want came through; none for the store's own socket. */
+  add(ref: string, scope?: string): void {
+    const id = `${scope ?? "*"}/${ref}`;
+    if (!this.#refs.has(id) && this.#refs.size >= 10_000) return; // bounded: the sockets are open to every pod
+    this.#refs.set(id, { ref, scope, expires: Date.now() + this.#ttlMs });
+    this.#try(id);
   }
 
   /** Tries every wanted ref again; call it on a timer. */
   tick(): void {
     const now = Date.now();
-    for (const [ref, expires] of this.#refs) {
-      if (expires < now) this.#refs.delete(ref);
-      else this.#try(ref);
+    for (const [id, w] of this.#refs) {
+      if (w.expires < now) this.#refs.delete(id);
+      else this.#try(id);
     }
   }
 
@@ -210,22 +218,72 @@ export class Wants {
     return this.#refs.size;
   }
 
-  #try(ref: string): void {
-    if (this.#inflight.has(ref)) return;
-    this.#inflight.add(ref);
-    this.#agent
-      .ensure({ ref })
+  #try(id: string): void {
+    const w = this.#refs.get(id);
+    if (!w || this.#inflight.has(id)) return;
+    this.#inflight.add(id);
+    const { log } = this.#agent.opts;
+    this.#fetch(w.ref, w.scope)
       .then(
-        () => this.#refs.delete(ref),
-        (err: unknown) => this.#agent.opts.log.debug("a wanted ref is not available yet", { ref: ref.slice(0, 12), error: err instanceof Error ? err.message : String(err) }),
+        (done) => {
+          if (!done) log.warn("want refused", { ref: w.ref.slice(0, 12), scope: w.scope, reason: "the ref is bound for another scope" });
+          this.#refs.delete(id);
+        },
+        (err: unknown) => log.debug("a wanted ref is not available yet", { ref: w.ref.slice(0, 12), scope: w.scope, error: err instanceof Error ? err.message : String(err) }),
       )
-      .finally(() => this.#inflight.delete(ref));
+      .finally(() => this.#inflight.delete(id));
+  }
+
+  /** Ensures the ref; false, without fetching anything, when its binding is of another scope than the want's. */
+  async #fetch(ref: string, scope: string | undefined): Promise<boolean> {
+    if (scope !== undefined) {
+      const { directory, trust } = this.#agent.opts;
+      const text = await directory.binding(`${ref}.${nodeArch()}`);
+      if (!text) throw new ClasscacheError("not-found", `nothing has been built for ref ${ref.slice(0, 12)} on ${nodeArch()} yet`);
+      let bound: string | undefined;
+      try {
+        bound = openBinding(text, trust, ref, nodeArch()).scope;
+      } catch (err) {
+        if (!(err instanceof SignatureError)) throw err; // else ensure refuses it, and counts the refusal
+      }
+      if (bound !== undefined && bound !== scope) return false;
+    }
+    await this.#agent.ensure({ ref });
+    return true;
   }
 }
 
+/** A want: `POST /v1/want {"ref": "<64 hex>"}` → 202. */
+async function want(wants: Wants, req: IncomingMessage, res: ServerResponse, scope?: string): Promise<void> {
+  const input = (await body(req, 4096)) as { ref?: unknown };
+  if (typeof input.ref !== "string" || !/^[0-9a-f]{64}$/.test(input.ref)) throw new ClasscacheError("usage", "ref must be 64 lowercase hex digits");
+  wants.add(input.ref, scope);
+  send(res, 202, { ref: input.ref });
+}
+
 /**
- * The node's Unix socket for pods (inside the store, which pods mount read-only; connecting to
- * a socket needs no write access to the mount).
+ * The socket in one scope's view (see node/sockets.ts): the pods of that scope say what they
+ * want, and nothing else is served here.
+ *
+ *   POST /v1/want {"ref": "<64 hex>"}  →  202 {"ref"}
+ */
+export function createScopeSocketServer(wants: Wants, scope: string): Server {
+  return createServer((req, res) => {
+    void (async () => {
+      if (req.method === "POST" && req.url === "/v1/want") return want(wants, req, res, scope);
+      send(res, 404, { error: "not found" });
+    })().catch((err: unknown) => {
+      const code = err instanceof ClasscacheError ? err.code : "internal";
+      if (!res.headersSent) send(res, STATUS[code] ?? 500, { error: err instanceof Error ? err.message : String(err), code });
+      else res.destroy();
+    });
+  });
+}
+
+/**
+ * The node's Unix socket in the store (`run/agent.sock`), for build Jobs, which mount its
+ * directory alone, read-only (connecting to a socket needs no write access to the mount).
+ * Workload pods reach the agent through their scope's socket instead (createScopeSocketServer).
  *
  *   POST /v1/want {"ref": "<64 hex>"}              →  202 {"ref"}
  *   PUT  /v1/builds/<ref>/blobs/<sha256>  (bytes)   →  201 {"sha256"}
@@ -241,13 +299,7 @@ export class Wants {
 export function createSocketServer(wants: Wants, opts: { agent?: NodeAgent } = {}): Server {
   return createServer((req, res) => {
     void (async () => {
-      if (req.method === "POST" && req.url === "/v1/want") {
-        const input = (await body(req, 4096)) as { ref?: unknown };
-        if (typeof input.ref !== "string" || !/^[0-9a-f]{64}$/.test(input.ref)) throw new ClasscacheError("usage", "ref must be 64 lowercase hex digits");
-        wants.add(input.ref);
-        send(res, 202, { ref: input.ref });
-        return;
-      }
+      if (req.method === "POST" && req.url === "/v1/want") return want(wants, req, res);
       const m = /^\/v1\/builds\/([0-9a-f]{64})\/(?:blobs\/([0-9a-f]{64})|(manifest))$/.exec(req.url ?? "");
       if (m && opts.agent) {
         const ref = m[1]!;

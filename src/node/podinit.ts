@@ -1,7 +1,8 @@
 /**
  * The init step of a patched pod: decides, on the node the pod landed on, what its JVM gets.
  *
- * It reads the node's store (mounted read-only) and writes two argument files that the patched
+ * It reads its scope's view of the node's store (mounted read-only at the store's own path, so
+ * the paths are the ones the archive was built with) and writes two argument files that the patched
  * container's `java` reads: JVM options (through `JDK_JAVA_OPTIONS=@file`) and the launch
  * (`java … @launch.args <app args>`). When the node holds a verified archive for the pod's
  * ref, they point the JVM at the archive and at the store's extracted, mtime-pinned copy of the
@@ -20,7 +21,7 @@ import { refPath } from "../store/store.ts";
 export interface PodInitOptions {
   ref: string;
   arch: string;
-  /** The node store as this process sees it (read-only is fine). */
+  /** The node store as this process sees it: the pod's scope's view (read-only is fine). */
   store: string;
   /** Where the app container sees the store: the same fixed path as in the build. */
   root: string;

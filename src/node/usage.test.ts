@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { link, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
@@ -30,6 +30,23 @@ describe("archive usage from /proc", () => {
     const [, , , dev, inode, path] = exe.split(/\s+/);
     const [major, minor] = dev!.split(":").map((h) => parseInt(h, 16));
     assert.equal(await fileId(path!), `${major}:${minor}:${inode}`);
+  });
+
+  test("names a scope view's hard link to an archive as the store's file itself: a JVM reading the view is counted", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "usage-"));
+    try {
+      await mkdir(join(dir, "blobs", "sha256"), { recursive: true });
+      await mkdir(join(dir, "scopes", "shop", "blobs", "sha256"), { recursive: true });
+      await writeFile(join(dir, "blobs", "sha256", SHA), "archive");
+      await link(join(dir, "blobs", "sha256", SHA), join(dir, "scopes", "shop", "blobs", "sha256", SHA));
+      const id = await fileId(join(dir, "blobs", "sha256", SHA));
+      assert.equal(await fileId(join(dir, "scopes", "shop", "blobs", "sha256", SHA)), id);
+      const [major, minor, inode] = id.split(":");
+      const maps = `800000000-800400000 r--p 00001000 ${Number(major).toString(16)}:${Number(minor).toString(16)} ${inode} /var/lib/classcache/blobs/sha256/${SHA}`;
+      assert.equal(mappedArchive(maps, ["/var/lib/classcache"], new Map([[SHA, id]])), SHA, "the view mounted at the root: the same path, the same file");
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   test("reads the pid a containerised JVM has in its own namespace", () => {

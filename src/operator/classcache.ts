@@ -95,6 +95,7 @@ export function injectionFor(cc: ClassCache, spec: ResolvedSpec, pod: PodSpec, i
     container: container?.name,
     input: {
       ref,
+      scope: scopeOf(cc, spec, allowClusterSharing),
       container: spec.container,
       jarPath: spec.app.jarPath,
       mode: spec.mode,

@@ -3,21 +3,35 @@
  * None of them comes from a ClassCache: a user can choose what to cache, never where on a
  * node it lives or which image runs with the node's store.
  */
+import { viewDir } from "../store/scopes.ts";
 
 /** The operator's namespace: the directory, the node agents and the webhook live here. */
 export const SYSTEM_NAMESPACE = "classcache-system";
 /** The one field manager for every server-side apply the operator makes. */
 export const FIELD_MANAGER = "classcache-operator";
 
-/** The node store, on every node and inside every patched container (read-only there). */
+/**
+ * The node store, on every node; inside every patched container (read-only there) the path at
+ * which that pod sees its scope's view of it (see storeViewHostPath).
+ */
 export const STORE_ROOT = "/var/lib/classcache";
+
+/**
+ * The host directory a patched pod mounts at STORE_ROOT: its scope's view of the node store
+ * (`scopes/<namespace>`, or `scopes/_cluster` for archives shared across the cluster), which
+ * holds only that scope's archives, jars and the agent's socket for it. Derived from the scope
+ * (the namespace), never from anything a user writes.
+ */
+export function storeViewHostPath(scope: string): string {
+  return `${STORE_ROOT}/${viewDir(scope)}`;
+}
 /** The per-pod emptyDir the init step writes its argument files into. */
 export const ARGS_DIR = "/classcache";
 export const JVM_ARGS_FILE = `${ARGS_DIR}/jvm.args`;
 export const LAUNCH_ARGS_FILE = `${ARGS_DIR}/launch.args`;
 /** Where the init step copies the agent jar from the agent image (used when no archive is present). */
 export const AGENT_DIR = `${ARGS_DIR}/agent`;
-/** The node agent's Unix socket inside the store, for the init step's non-blocking "want" requests. */
+/** The node agent's Unix socket, as a patched pod sees it in its scope's view, for the init step's non-blocking "want" requests. */
 export const AGENT_SOCKET = `${STORE_ROOT}/run/agent.sock`;
 
 /** Pods with this label are mutated by the webhook; its value names the ClassCache. */
@@ -28,9 +42,9 @@ export const REF_ANNOTATION = "classcache.dev/ref";
 export const ORIGINAL_LAUNCH_ANNOTATION = "classcache.dev/original-launch";
 export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
 /**
- * The Pod Security level a namespace enforces. Patched pods mount the node's store (a hostPath,
- * read-only) and build pods the agent's socket directory: the baseline and restricted levels
- * forbid every hostPath, so in such namespaces the API server would refuse the pods. There the
+ * The Pod Security level a namespace enforces. Patched pods mount their scope's view of the
+ * node's store (a hostPath, read-only) and build pods the agent's socket directory: the baseline
+ * and restricted levels forbid every hostPath, so in such namespaces the API server would refuse the pods. There the
  * operator patches nothing and the webhook is not called; pods start as before, without an archive.
  */
 export const POD_SECURITY_ENFORCE_LABEL = "pod-security.kubernetes.io/enforce";

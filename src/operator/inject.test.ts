@@ -3,7 +3,7 @@ import { describe, test } from "node:test";
 import { findLaunch, injectedEnv, injectPod, mergeToolOptions, stripInjection, toolOptions, type EnvVar, type InjectionInput, type PodSpec } from "./inject.ts";
 
 const REF = "a".repeat(64);
-const input: InjectionInput = { ref: REF, jarPath: "/app.jar", mode: "none", memorySharing: true, image: "classcache:1" };
+const input: InjectionInput = { ref: REF, scope: "shop", jarPath: "/app.jar", mode: "none", memorySharing: true, image: "classcache:1" };
 
 function pod(container: Record<string, unknown>): PodSpec {
   return { containers: [{ name: "app", image: "shop:1.2", ...container }, { name: "sidecar", image: "envoy" }] };
@@ -37,7 +37,7 @@ describe("pod injection", () => {
     const init = spec.initContainers!.find((c) => c.name === "classcache-init")!;
     assert.ok(init.args!.includes("--fallback=-jar") && init.args!.includes("--fallback=/app.jar") && init.args!.includes("--share-memory"));
     const store = spec.volumes!.find((v) => v.name === "classcache-store") as unknown as { hostPath: { path: string; type: string } };
-    assert.deepEqual(store.hostPath, { path: "/var/lib/classcache", type: "DirectoryOrCreate" });
+    assert.deepEqual(store.hostPath, { path: "/var/lib/classcache/scopes/shop", type: "DirectoryOrCreate" }, "its namespace's view of the store, not the store");
     assert.ok(app.volumeMounts!.every((m) => m.readOnly), "the app sees the store and the argfiles read-only");
     assert.deepEqual(original?.env.JAVA_TOOL_OPTIONS, { name: "JAVA_TOOL_OPTIONS", value: "-Xshare:on -Dfoo=1" });
   });
@@ -173,6 +173,16 @@ describe("pod injection", () => {
     assert.ok(hybrid.spec.initContainers![1]!.args!.includes("--fallback-jvm=-javaagent:/classcache/agent/agent.jar"));
     const none = injectPod(pod({ command: ["java", "-jar", "/app.jar"] }), { ...input, agent });
     assert.deepEqual(none.spec.initContainers!.map((c) => c.name), ["classcache-init"]);
+  });
+
+  test("mounts only the pod's scope's view of the node store, where the archive expects the store, and for the cluster's scope the cluster's view", () => {
+    const hostPaths = (spec: PodSpec) => (spec.volumes ?? []).flatMap((v) => ((v as { hostPath?: unknown }).hostPath ? [(v as unknown as { hostPath: { path: string } }).hostPath.path] : []));
+    const mounts = (spec: PodSpec) => [...spec.containers[0]!.volumeMounts!, ...spec.initContainers!.flatMap((c) => c.volumeMounts ?? [])].filter((m) => m.name === "classcache-store");
+    const shop = injectPod(pod(JAVA), input).spec;
+    assert.deepEqual(hostPaths(shop), ["/var/lib/classcache/scopes/shop"], "the only host path");
+    assert.deepEqual(mounts(shop).map((m) => [m.mountPath, m.readOnly]), [["/var/lib/classcache", true], ["/var/lib/classcache", true]], "app and init step see it read-only at the store's path");
+    assert.deepEqual(hostPaths(injectPod(pod(JAVA), { ...input, scope: "" }).spec), ["/var/lib/classcache/scopes/_cluster"]);
+    assert.throws(() => injectPod(pod(JAVA), { ...input, scope: "../.." }), /is not a scope/);
   });
 
   test("names the containers when the configured one does not exist", () => {

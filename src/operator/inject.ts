@@ -4,8 +4,11 @@
  * (reason, message) out; no API calls.
  *
  * What a patched pod gets:
- *  - the node store, read-only, at the fixed STORE_ROOT (hostPath DirectoryOrCreate, so a node
- *    without an agent still starts the pod), and an emptyDir for two argument files;
+ *  - its scope's view of the node store (`<store>/scopes/<namespace>`, or `_cluster`: only that
+ *    scope's archives and jars, as hard links to the store's files, and the agent's socket for
+ *    it), read-only, at the fixed STORE_ROOT, where the archive's paths expect the store
+ *    (hostPath DirectoryOrCreate, so a node without an agent still starts the pod), and an
+ *    emptyDir for two argument files;
  *  - an init step (`classcache pod-init`) that writes those files from what the node holds:
  *    the archive and the store's extracted, mtime-pinned app when the node has them, else the
  *    pod's own launch — it always exits 0;
@@ -20,13 +23,15 @@
  *    a pod on a node without the archive still runs the agent live — instrumentation is never
  *    lost to a missing archive.
  */
-import { AGENT_DIR, ARGS_DIR, JVM_ARGS_FILE, LAUNCH_ARGS_FILE, STORE_ROOT } from "./constants.ts";
+import { AGENT_DIR, ARGS_DIR, JVM_ARGS_FILE, LAUNCH_ARGS_FILE, STORE_ROOT, storeViewHostPath } from "./constants.ts";
 import { lockedDown, type Container, type EnvVar, type PodSpec, type VolumeMount } from "./objects/meta.ts";
 
 export type { Container, EnvVar, PodSpec, PodTemplate, VolumeMount } from "./objects/meta.ts";
 
 export interface InjectionInput {
   ref: string;
+  /** Whose archives the pod may see: its namespace, or "" for the cluster's shared ones (see scopeOf). */
+  scope: string;
   /** The app container's name; default: the first container. */
   container?: string | undefined;
   jarPath: string;
@@ -253,7 +258,7 @@ export function injectPod(spec: PodSpec, input: InjectionInput): { spec: PodSpec
   out.initContainers = [...(out.initContainers ?? []), ...inits];
   out.volumes = [
     ...(out.volumes ?? []),
-    { name: VOLUMES.store, hostPath: { path: STORE_ROOT, type: "DirectoryOrCreate" } },
+    { name: VOLUMES.store, hostPath: { path: storeViewHostPath(input.scope), type: "DirectoryOrCreate" } },
     { name: VOLUMES.args, emptyDir: { sizeLimit: "64Mi" } },
   ];
   out.containers = out.containers.map((c) =>

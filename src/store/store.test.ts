@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { link, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import type { Server } from "node:http";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { Layout, Manifest } from "../archive/manifest.ts";
 import { ClasscacheError } from "../runtime/errors.ts";
@@ -12,6 +12,7 @@ import { pullBlob, Quarantine } from "../p2p/puller.ts";
 import { createPeerServer } from "../p2p/server.ts";
 import { listen, mapSource, memoryLogger, randomFile, stop } from "../p2p/testing.ts";
 import { sha256Hex } from "../util/hash.ts";
+import { scopeDirName, scopeOfDirName } from "./scopes.ts";
 import { LocalStore, manifestRefs, pinnedMtime } from "./store.ts";
 
 const MiB = 1024 * 1024;
@@ -48,11 +49,11 @@ describe("local store: usage, LRU garbage collection and imports", () => {
     return LocalStore.open(join(dir, `store-${++n}`));
   }
 
-  /** Adds a key with an archive of `archiveMiB` and a layout of the shared jar plus a jar of its own. */
-  async function addKey(store: LocalStore, name: string, archiveMiB: number, shared: Buffer): Promise<{ key: string; manifest: Manifest }> {
+  /** Adds a key with an archive of `archiveMiB` and a layout of the shared jar plus a jar of its own (or of `jarOf`'s: the same layout). */
+  async function addKey(store: LocalStore, name: string, archiveMiB: number, shared: Buffer, jarOf = name): Promise<{ key: string; manifest: Manifest }> {
     const work = await store.workDir("test");
     await writeFile(join(work, "shared.jar"), shared);
-    await writeFile(join(work, "own.jar"), `own jar of ${name}`);
+    await writeFile(join(work, "own.jar"), `own jar of ${jarOf}`);
     await writeFile(join(work, "app.jar"), "app");
     const layout = await store.addLayout([
       { path: "app.jar", tempPath: join(work, "app.jar") },
@@ -209,6 +210,166 @@ describe("local store: usage, LRU garbage collection and imports", () => {
     assert.equal((await store.importBlob(again, sha)).created, false);
     await assert.rejects(stat(again), { code: "ENOENT" });
     assert.deepEqual(await readdir(join(store.dir, "tmp")), []);
+  });
+});
+
+describe("local store: per-scope views", () => {
+  let dir: string;
+  let n = 0;
+  const REF = (name: string) => `${sha256Hex(`ref ${name}`)}.amd64`;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "classcache-views-"));
+  });
+
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function fresh(): Promise<LocalStore> {
+    return LocalStore.open(join(dir, `store-${++n}`));
+  }
+
+  async function addKey(store: LocalStore, name: string, archiveBytes: number, jar = name): Promise<Manifest> {
+    const work = await store.workDir("test");
+    await writeFile(join(work, "app.jar"), `app jar ${jar}`);
+    await writeFile(join(work, "lib.jar"), "a library every key uses");
+    const layout = await store.addLayout([
+      { path: "app.jar", tempPath: join(work, "app.jar") },
+      { path: "lib/lib.jar", tempPath: join(work, "lib.jar") },
+    ]);
+    await writeFile(join(work, "archive"), Buffer.alloc(archiveBytes, name));
+    const archive = await store.addBlob(join(work, "archive"));
+    const m = manifest(key(name), layout, archive);
+    await store.publishManifest(m);
+    await rm(work, { recursive: true, force: true });
+    return m;
+  }
+
+  /** Every file under `root`, relative, with its inode. */
+  async function files(root: string): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    for (const e of await readdir(root, { recursive: true, withFileTypes: true }).catch(() => [])) {
+      if (e.isFile()) out.set(relative(root, join(e.parentPath, e.name)), (await stat(join(e.parentPath, e.name))).ino);
+    }
+    return out;
+  }
+
+  /** Each ref of each view leads to a manifest, an archive and a layout that are there. */
+  async function viewsComplete(store: LocalStore): Promise<void> {
+    for (const name of await readdir(join(store.dir, "scopes"))) {
+      const view = join(store.dir, "scopes", name);
+      for (const ref of await readdir(join(view, "refs")).catch(() => [] as string[])) {
+        const k = (await readFile(join(view, "refs", ref), "utf8")).split("\n")[0]!;
+        const m = JSON.parse(await readFile(join(view, "manifests", `${k}.json`), "utf8")) as Manifest;
+        await stat(join(view, m.archive.file));
+        for (const f of m.layout.files) await stat(join(view, "layouts", m.layout.id, f.path));
+      }
+    }
+  }
+
+  it("names a scope's view after its namespace, or _cluster, and nothing else", () => {
+    assert.equal(scopeDirName("shop"), "shop");
+    assert.equal(scopeDirName(""), "_cluster");
+    for (const bad of ["..", "a/b", "_cluster", "Shop", "x".repeat(64)]) assert.throws(() => scopeDirName(bad), ClasscacheError, bad);
+    assert.equal(scopeOfDirName("_cluster"), "");
+    assert.equal(scopeOfDirName("shop"), "shop");
+    for (const bad of ["..", "", "Shop", "_x"]) assert.equal(scopeOfDirName(bad), undefined, bad);
+  });
+
+  it("links exactly what a ref's pods need into its scope's view: the store's own inodes and mtimes at the store's paths, the ref last, once", async () => {
+    const store = await fresh();
+    const m = await addKey(store, "shop", 4096);
+    await addKey(store, "rival", 4096);
+    await store.setRef("shop", REF("shop"), m.key, 1234);
+    const view = store.viewPath("shop");
+    assert.equal(view, join(store.dir, "scopes", "shop"));
+    const seen = await files(view);
+    assert.deepEqual([...seen.keys()].sort(), [
+      `blobs/sha256/${m.archive.sha256}`,
+      `layouts/${m.layout.id}/app.jar`,
+      `layouts/${m.layout.id}/lib/lib.jar`,
+      `manifests/${m.key}.json`,
+      `refs/${REF("shop")}`,
+    ], "the key's archive, layout and manifest, and nothing of the other key");
+    const store_ = await files(store.dir);
+    for (const [path, ino] of seen) {
+      if (path.startsWith("refs/")) continue;
+      assert.equal(ino, store_.get(path), `${path} is the store's own file (one inode, shared by every JVM)`);
+    }
+    const jar = m.layout.files.find((f) => f.path === "app.jar")!;
+    assert.equal((await stat(join(view, "layouts", m.layout.id, "app.jar"))).mtimeMs, pinnedMtime(jar.sha256).getTime(), "the content-derived mtime");
+    assert.equal(await readFile(join(view, "refs", REF("shop")), "utf8"), `${m.key}\nissued 1234\n`);
+    assert.deepEqual(await store.getRef("shop", REF("shop")), { key: m.key, issuedAt: 1234 });
+    assert.equal(await store.getRef("rival", REF("shop")), undefined, "another scope's view records nothing");
+    assert.equal(await store.getRef("", REF("shop")), undefined);
+
+    const record = await stat(join(view, "refs", REF("shop")));
+    await store.setRef("shop", REF("shop"), m.key, 1234);
+    assert.equal((await stat(join(view, "refs", REF("shop")))).ino, record.ino, "asked again: nothing written");
+    await store.setRef("", REF("shared"), m.key, 1);
+    assert.ok((await files(join(store.dir, "scopes", "_cluster"))).has(`manifests/${m.key}.json`), "the cluster's view");
+    await assert.rejects(store.setRef("shop", REF("x"), key("absent"), 1), (e: unknown) => e instanceof ClasscacheError && e.code === "not-found");
+    assert.equal(await store.getRef("shop", REF("x")), undefined);
+    await assert.rejects(store.setRef("../..", REF("x"), m.key, 1), ClasscacheError);
+    assert.deepEqual((await readdir(join(store.dir, "tmp"))).filter((f) => f !== "build.lock"), [], "no temp file left");
+  });
+
+  it("gc removes a key's view entries in every scope before its files, keeps a layout another key of a view links, and removes what a crash left", async () => {
+    const store = await fresh();
+    const a = await addKey(store, "a", 8192, "same");
+    const b = await addKey(store, "b", 4096, "same");
+    const c = await addKey(store, "c", 4096);
+    assert.equal(a.layout.id, b.layout.id, "a and b share their layout");
+    await store.setRef("shop", REF("a"), a.key, 1);
+    await store.setRef("shop", REF("b"), b.key, 1);
+    await store.setRef("other", REF("a"), a.key, 1);
+    await store.setRef("other", REF("c"), c.key, 1);
+    const t = Date.now();
+    for (const [m, ago] of [[a, 3], [b, 2], [c, 1]] as const) await store.touch(m.key, new Date(t - ago * 60_000));
+    // A crash in the middle of a setRef: links in a view, no ref; and a ref of a key the store lost.
+    const shop = store.viewPath("shop");
+    await link(store.blobPath(c.archive.sha256), join(shop, "blobs", "sha256", c.archive.sha256));
+    await writeFile(join(shop, "refs", REF("gone")), `${key("gone")}\nissued 1\n`);
+    const archiveInode = (await stat(store.blobPath(a.archive.sha256))).ino;
+
+    const r = await store.gc({ quotaBytes: (await store.usage()).bytes - 8192, protect: new Set() });
+    assert.deepEqual(r.removedKeys, [a.key]);
+    assert.equal(r.freedBytes, 8192);
+    assert.equal(await store.getRef("shop", REF("a")), undefined);
+    assert.equal(await store.getRef("other", REF("a")), undefined);
+    assert.deepEqual([...(await files(shop)).keys()].sort(), [
+      `blobs/sha256/${b.archive.sha256}`,
+      `layouts/${b.layout.id}/app.jar`,
+      `layouts/${b.layout.id}/lib/lib.jar`,
+      `manifests/${b.key}.json`,
+      `refs/${REF("b")}`,
+    ], "b's entries stay, its layout too; a's, the crash's and the lost key's are gone");
+    assert.deepEqual([...(await files(store.viewPath("other"))).keys()].sort(), [
+      `blobs/sha256/${c.archive.sha256}`,
+      `layouts/${c.layout.id}/app.jar`,
+      `layouts/${c.layout.id}/lib/lib.jar`,
+      `manifests/${c.key}.json`,
+      `refs/${REF("c")}`,
+    ]);
+    assert.ok(![...(await files(store.dir)).values()].includes(archiveInode), "no link keeps the removed archive's bytes on disk");
+    await viewsComplete(store);
+  });
+
+  it("re-links a view whose key's manifest was replaced, and gc drops a ref that still names the old one", async () => {
+    const store = await fresh();
+    const m = await addKey(store, "k", 4096);
+    await store.setRef("shop", REF("k"), m.key, 1);
+    const work = await store.workDir("test");
+    await writeFile(join(work, "archive"), "a forced rebuild's archive");
+    const rebuilt = manifest(m.key, m.layout, await store.addBlob(join(work, "archive")));
+    await store.publishManifest(rebuilt, { replace: true });
+    await store.gc({ quotaBytes: 2 ** 40, protect: new Set() });
+    assert.equal(await store.getRef("shop", REF("k")), undefined, "the view named the manifest that was replaced");
+    assert.deepEqual([...(await files(store.viewPath("shop"))).keys()], []);
+    await store.setRef("shop", REF("k"), m.key, 1);
+    assert.ok((await files(store.viewPath("shop"))).has(`blobs/sha256/${rebuilt.archive.sha256}`));
+    await viewsComplete(store);
   });
 });
 

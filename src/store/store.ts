@@ -4,11 +4,14 @@
  *   blobs/sha256/<hex>      every file by content: archives, jars (read-only, mtime pinned)
  *   layouts/<id>/…          a class-path layout: hard links to blobs, as the JVM sees it
  *   manifests/<key>.json    one manifest per archive key; its presence makes the archive visible
+ *   scopes/<dir>/           one view per scope (a namespace, or `_cluster`): what that scope's
+ *                           pods see, as hard links to the files above (see setRef)
  *   tmp/                    work in progress; anything here is garbage after a crash
  *
  * Everything is written to tmp/, hashed, fsynced and renamed into place, so a reader never
- * sees half a file, and a manifest appears only after the files it names. Garbage collection
- * goes the other way: a manifest disappears before the files it names.
+ * sees half a file, and a manifest appears only after the files it names; in a view, the ref
+ * record appears only after everything it leads to. Garbage collection goes the other way: a
+ * view's ref records, then its links, then the store's manifest, then the files it names.
  *
  * A manifest's mtime is when its key was last used (`touch`): garbage collection removes the
  * least recently used keys first.
@@ -16,13 +19,14 @@
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import { access, chmod, link, mkdir, open, readdir, readFile, realpath, rename, rm, stat, utimes } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { layoutId, type Layout, type LayoutFile, type Manifest } from "../archive/manifest.ts";
 import { KEY_PATTERN } from "../archive/key.ts";
 import { ClasscacheError } from "../runtime/errors.ts";
 import { errnoCode, fsyncDir, fsyncPath, publishOnce, tempName, writeFileAtomic } from "../util/fsx.ts";
 import { HEX64, sha256File } from "../util/hash.ts";
 import { withFileLock } from "../util/lock.ts";
+import { scopeOfDirName, viewDir, VIEWS_DIR } from "./scopes.ts";
 
 /**
  * A file's mtime as a function of its content. The JVM validates class-path jars by size and
@@ -80,7 +84,7 @@ export class LocalStore {
     try {
       await mkdir(dir, { recursive: true });
       await access(dir, constants.W_OK); // EROFS on a read-only mount, even for root
-      for (const sub of ["blobs/sha256", "layouts", "manifests", "tmp"]) await mkdir(join(dir, sub), { recursive: true });
+      for (const sub of ["blobs/sha256", "layouts", "manifests", VIEWS_DIR, "tmp"]) await mkdir(join(dir, sub), { recursive: true });
       const real = await realpath(dir);
       const probe = join(real, "tmp", `.probe-${process.pid}-${randomBytes(4).toString("hex")}`);
       const fh = await open(probe, "wx");
@@ -246,31 +250,112 @@ export class LocalStore {
     }
   }
 
+  /** A scope's view: the directory that scope's pods see as the store (see setRef). */
+  viewPath(scope: string): string {
+    return join(this.dir, viewDir(scope));
+  }
+
   /**
-   * Records that `name` (a ClassCache ref and arch) resolves to `key` on this node, once the
-   * key's archive is verified here, with when the binding that said so was issued (a binding
-   * older than that is a replay). Read by the pods' init step, which sees the store read-only:
-   * the key is the file's first line.
+   * Records, in `scope`'s view, that `name` (a ClassCache ref and arch) resolves to `key` on this
+   * node, with when the binding that said so was issued (a binding older than that is a replay).
+   * The key's manifest must be in the store. Read by the pods' init step, which sees only its
+   * scope's view, read-only, as the store: the key is the file's first line.
+   *
+   * The view holds, as hard links to the store's own files (the same inode, so every JVM on the
+   * node maps one file, with its content-derived mtime), what the scope's pods need of the key:
+   * `layouts/<id>/…`, `blobs/sha256/<archive>` (and whatever else its runtime names) and
+   * `manifests/<key>.json`, at the same relative paths as in the store; then `refs/<name>`,
+   * written last (temp, fsync, rename). A crash leaves either no ref record or a complete view;
+   * links without a ref are gc's. Idempotent: asked again (every pod start may ask), it writes
+   * nothing. Runs under the view lock, which gc takes too, never under the build lock.
    */
-  async setRef(name: string, key: string, issuedAt: number): Promise<void> {
+  async setRef(scope: string, name: string, key: string, issuedAt: number): Promise<void> {
     if (!/^[0-9a-f]{64}\.[a-z0-9]+$/.test(name)) throw new ClasscacheError("usage", `malformed ref name ${name}`);
+    if (!KEY_PATTERN.test(key)) throw new ClasscacheError("usage", `"${key}" is not an archive key`);
+    const view = this.viewPath(scope);
     const text = `${key}\nissued ${issuedAt}\n`;
+    const record = refPath(view, name);
+    const viewManifest = join(view, "manifests", `${key}.json`);
     try {
-      const path = refPath(this.dir, name);
-      // Asked again for a ref it already records (every pod start may ask): no write, no fsync.
-      if ((await readFile(path, "utf8").catch(() => "")) === text) return;
-      await mkdir(join(this.dir, "refs"), { recursive: true });
-      await writeFileAtomic(path, text);
+      // The view's ref is written last and removed first, so the same record over this very manifest file means a complete view.
+      if ((await readFile(record, "utf8").catch(() => "")) === text && (await sameFile(this.manifestPath(key), viewManifest))) return;
+      await this.withViewLock(async () => {
+        const manifest = await readFile(this.manifestPath(key), "utf8").catch((err: unknown) => {
+          if (errnoCode(err) === "ENOENT") throw new ClasscacheError("not-found", `no archive with key ${key.slice(0, 12)} in the store at ${this.dir}`);
+          throw err;
+        });
+        const needs = viewRefs(manifest);
+        for (const sub of ["blobs/sha256", "layouts", "manifests", "refs"]) await mkdir(join(view, sub), { recursive: true });
+        for (const id of needs.layouts) await this.linkLayoutInto(view, id);
+        for (const sha of needs.blobs) await this.linkInto(this.blobPath(sha), join(view, "blobs", "sha256", sha));
+        await this.linkInto(this.manifestPath(key), viewManifest);
+        for (const sub of ["blobs/sha256", "layouts", "manifests"]) await fsyncDir(join(view, sub));
+        const tmp = this.tempFile("ref");
+        try {
+          const fh = await open(tmp, "wx", 0o644);
+          try {
+            await fh.writeFile(text);
+            await fh.sync();
+          } finally {
+            await fh.close();
+          }
+          await rename(tmp, record);
+        } finally {
+          await rm(tmp, { force: true });
+        }
+        await fsyncDir(dirname(record));
+      });
     } catch (err) {
       throw storeError(err, this.dir, "record a ref in");
     }
   }
 
-  /** What setRef recorded for `name`, if anything readable. */
-  async getRef(name: string): Promise<{ key: string; issuedAt: number } | undefined> {
-    const text = await readFile(refPath(this.dir, name), "utf8").catch(() => undefined);
-    const m = /^([0-9a-f]{64})\n(?:issued (\d+)\n)?$/.exec(text ?? "");
-    return m ? { key: m[1]!, issuedAt: Number(m[2] ?? 0) } : undefined;
+  /** What setRef recorded for `name` in `scope`'s view, if anything readable. */
+  async getRef(scope: string, name: string): Promise<{ key: string; issuedAt: number } | undefined> {
+    return parseRef(await readFile(refPath(this.viewPath(scope), name), "utf8").catch(() => ""));
+  }
+
+  /** Hard-links a store file into a view at `dest`, unless that very file is there already. */
+  private async linkInto(src: string, dest: string): Promise<void> {
+    if (await sameFile(src, dest)) return;
+    const tmp = this.tempFile("view");
+    try {
+      await link(src, tmp);
+      await rename(tmp, dest); // replaces a stale link atomically
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  }
+
+  /** Builds `layouts/<id>/` in a view: the store's layout tree, hard-linked file by file in tmp/, renamed into place in one step. */
+  private async linkLayoutInto(view: string, id: string): Promise<void> {
+    const dest = join(view, "layouts", id);
+    if (await isDir(dest)) return; // renamed in whole, and layouts never change
+    const src = this.layoutPath(id);
+    const work = await this.workDir("view");
+    try {
+      for (const e of await readdir(src, { recursive: true, withFileTypes: true })) {
+        const rel = relative(src, join(e.parentPath, e.name));
+        if (e.isDirectory()) await mkdir(join(work, rel), { recursive: true });
+        else if (e.isFile()) {
+          await mkdir(dirname(join(work, rel)), { recursive: true });
+          await link(join(src, rel), join(work, rel));
+        }
+      }
+      await fsyncDir(work);
+      try {
+        await rename(work, dest);
+      } catch (err) {
+        if (!["ENOTEMPTY", "EEXIST"].includes(errnoCode(err) ?? "")) throw err;
+      }
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  }
+
+  /** Runs `fn` while holding the store's view lock: one writer of the scopes' views at a time (setRef, gc). */
+  private async withViewLock<T>(fn: () => Promise<T>): Promise<T> {
+    return withFileLock(join(this.dir, "tmp", "views.lock"), fn, 3600_000);
   }
 
   async getManifest(key: string): Promise<Manifest | undefined> {
@@ -359,12 +444,14 @@ export class LocalStore {
    * Frees space, under the build lock (so never while a build or an import runs; do not call
    * it while holding that lock). First removes blobs and layouts no manifest references that
    * are over an hour old (left by crashes); then, while blobs take more than `quotaBytes`,
-   * removes the least recently used key not in `protect`: its manifest first (fsynced), then
-   * its layouts and blobs that no remaining manifest references, then its build logs.
+   * removes the least recently used key not in `protect`: its entries in every scope's view first
+   * (ref records, then links), then its manifest (fsynced), then its layouts and blobs that no
+   * remaining manifest references, then its build logs. Views are brought in line with the store
+   * before anything else (see syncViews), so no view ever names a missing file.
    */
   async gc(opts: GcOptions): Promise<GcResult> {
     try {
-      return await this.withBuildLock(() => this.gcLocked(opts));
+      return await this.withBuildLock(() => this.withViewLock(() => this.gcLocked(opts)));
     } catch (err) {
       throw storeError(err, this.dir, "collect garbage in");
     }
@@ -384,6 +471,7 @@ export class LocalStore {
     let usedBytes = 0;
     for (const b of blobs.values()) usedBytes += b.size;
     let freedBytes = 0;
+    await this.syncViews(manifests, new Set());
     const removeBlob = async (sha256: string): Promise<void> => {
       const b = blobs.get(sha256);
       if (!b) return;
@@ -403,6 +491,8 @@ export class LocalStore {
     const removedKeys: string[] = [];
     for (const [key, m] of lru) {
       if (usedBytes <= opts.quotaBytes) break;
+      // The views first: a blob a view links is not freed by removing it from blobs/.
+      await this.syncViews(manifests, new Set([key]));
       await rm(this.manifestPath(key), { force: true });
       await fsyncDir(join(this.dir, "manifests"));
       removedKeys.push(key);
@@ -413,17 +503,50 @@ export class LocalStore {
     return { removedKeys, freedBytes };
   }
 
-  /** Every manifest with when it was last used and what it references (none when unreadable). */
-  private async scanManifests(): Promise<Map<string, { used: number; blobs: Set<string>; layouts: Set<string> }>> {
-    const out = new Map<string, { used: number; blobs: Set<string>; layouts: Set<string> }>();
+  /** Every manifest with when it was last used, what it references (none when unreadable) and what a view of it links. */
+  private async scanManifests(): Promise<Map<string, ScannedManifest>> {
+    const out = new Map<string, ScannedManifest>();
     for (const key of await this.keys()) {
       const path = this.manifestPath(key);
       const st = await stat(path).catch(() => undefined);
       if (!st) continue;
       const text = await readFile(path, "utf8").catch(() => "");
-      out.set(key, { used: st.mtimeMs, ...manifestRefs(text) });
+      out.set(key, { used: st.mtimeMs, ...manifestRefs(text), view: viewRefs(text) });
     }
     return out;
+  }
+
+  /**
+   * Brings every scope's view in line with the store (under the view lock). In each view, first
+   * the ref records go whose key is in `dead`, has no manifest in the store, or whose view
+   * holds another file than the store's manifest (a replaced one); then every manifest, blob
+   * link and layout that no remaining ref of that view needs — a layout another key of the view
+   * uses stays. A crash in between leaves links without a ref, which the next pass removes.
+   */
+  private async syncViews(manifests: ReadonlyMap<string, ScannedManifest>, dead: ReadonlySet<string>): Promise<void> {
+    const views = join(this.dir, VIEWS_DIR);
+    for (const name of await readdir(views).catch(() => [] as string[])) {
+      if (scopeOfDirName(name) === undefined) continue;
+      const view = join(views, name);
+      const keep = { keys: new Set<string>(), blobs: new Set<string>(), layouts: new Set<string>() };
+      let dropped = false;
+      for (const ref of await readdir(join(view, "refs")).catch(() => [] as string[])) {
+        const key = parseRef(await readFile(join(view, "refs", ref), "utf8").catch(() => ""))?.key;
+        const m = key === undefined || dead.has(key) ? undefined : manifests.get(key);
+        if (key && m && (await sameFile(this.manifestPath(key), join(view, "manifests", `${key}.json`)))) {
+          keep.keys.add(key);
+          for (const b of m.view.blobs) keep.blobs.add(b);
+          for (const l of m.view.layouts) keep.layouts.add(l);
+        } else {
+          await rm(join(view, "refs", ref), { recursive: true, force: true });
+          dropped = true;
+        }
+      }
+      if (dropped) await fsyncDir(join(view, "refs"));
+      await removeAllBut(join(view, "manifests"), (n) => n.endsWith(".json") && keep.keys.has(n.slice(0, -5)));
+      await removeAllBut(join(view, "blobs", "sha256"), (n) => keep.blobs.has(n));
+      await removeAllBut(join(view, "layouts"), (n) => keep.layouts.has(n));
+    }
   }
 
   /** Blobs by sha256: size, and when the file last changed (ctime: its mtime is pinned). */
@@ -493,31 +616,80 @@ export class LocalStore {
 }
 
 /**
- * The blobs and layouts a manifest's text names: its layout and files, its archive, and — in
- * case a future manifest names more — every `blobs/sha256/<hex>` and `layouts/<hex>` in its
- * runtime options. An unreadable manifest names nothing.
+ * Where a ref record is, under a directory that pods see as the store (a scope's view; see
+ * setRef): `refs/<ref>.<arch>`.
  */
-/** Where a store records the key a ref resolves to (see setRef). */
 export function refPath(storeDir: string, name: string): string {
   return join(storeDir, "refs", name);
 }
 
+/** A ref record's key and issue time, or undefined when it is not one. */
+function parseRef(text: string): { key: string; issuedAt: number } | undefined {
+  const m = /^([0-9a-f]{64})\n(?:issued (\d+)\n)?$/.exec(text);
+  return m ? { key: m[1]!, issuedAt: Number(m[2] ?? 0) } : undefined;
+}
+
+interface ScannedManifest {
+  used: number;
+  blobs: Set<string>;
+  layouts: Set<string>;
+  view: { blobs: Set<string>; layouts: Set<string> };
+}
+
+/**
+ * The blobs and layouts a manifest's text names: its layout and files, its archive, and — in
+ * case a future manifest names more — every `blobs/sha256/<hex>` and `layouts/<hex>` in its
+ * runtime options. An unreadable manifest names nothing.
+ */
 export function manifestRefs(text: string): { blobs: Set<string>; layouts: Set<string> } {
+  const m = parseManifest(text);
+  const { blobs, layouts } = viewRefs(text);
+  for (const f of m?.layout?.files ?? []) if (HEX64.test(f.sha256)) blobs.add(f.sha256);
+  return { blobs, layouts };
+}
+
+/**
+ * What a scope's view links of a manifest: its layout directory, its archive, and every
+ * `blobs/sha256/<hex>` and `layouts/<hex>` its runtime names — the paths a pod's JVM opens.
+ * (A layout's jars are in its directory; they need no `blobs/` entry of their own.)
+ */
+export function viewRefs(text: string): { blobs: Set<string>; layouts: Set<string> } {
   const blobs = new Set<string>();
   const layouts = new Set<string>();
-  let m: Manifest;
-  try {
-    m = JSON.parse(text) as Manifest;
-  } catch {
-    return { blobs, layouts };
-  }
+  const m = parseManifest(text);
+  if (!m) return { blobs, layouts };
   if (HEX64.test(m.layout?.id ?? "")) layouts.add(m.layout.id);
-  for (const f of m.layout?.files ?? []) if (HEX64.test(f.sha256)) blobs.add(f.sha256);
   if (HEX64.test(m.archive?.sha256 ?? "")) blobs.add(m.archive.sha256);
   const runtime = JSON.stringify(m.runtime ?? {});
   for (const x of runtime.matchAll(/blobs\/sha256\/([0-9a-f]{64})/g)) blobs.add(x[1]!);
   for (const x of runtime.matchAll(/layouts\/([0-9a-f]{64})/g)) layouts.add(x[1]!);
   return { blobs, layouts };
+}
+
+function parseManifest(text: string): Manifest | undefined {
+  try {
+    const m = JSON.parse(text) as unknown;
+    return m && typeof m === "object" ? (m as Manifest) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Are `a` and `b` the same file (device and inode)? False when either is missing. */
+async function sameFile(a: string, b: string): Promise<boolean> {
+  const [x, y] = await Promise.all([stat(a).catch(() => undefined), stat(b).catch(() => undefined)]);
+  return x !== undefined && y !== undefined && x.ino === y.ino && x.dev === y.dev;
+}
+
+/** Removes every entry of `dir` whose name `keep` refuses (recursively); a missing `dir` is fine. */
+async function removeAllBut(dir: string, keep: (name: string) => boolean): Promise<void> {
+  let removed = false;
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (keep(name)) continue;
+    await rm(join(dir, name), { recursive: true, force: true });
+    removed = true;
+  }
+  if (removed) await fsyncDir(dir);
 }
 
 /** Drops one reference; true when none is left. */

@@ -90,7 +90,7 @@ export function mutatingWebhookConfiguration(opts: WebhookConfigurationOptions):
         namespaceSelector: {
           matchExpressions: [
             { key: "kubernetes.io/metadata.name", operator: "NotIn", values: ["kube-system", opts.operatorNamespace] },
-            // A patched pod mounts the node's store (hostPath), which these levels refuse: leave their pods alone.
+            // A patched pod mounts its view of the node's store (hostPath), which these levels refuse: leave their pods alone.
             { key: POD_SECURITY_ENFORCE_LABEL, operator: "NotIn", values: [...HOSTPATH_FORBIDDEN_LEVELS] },
           ],
         },

@@ -1,6 +1,6 @@
 /**
  * The node agents: one DaemonSet for the cluster, one agent per node, serving every app. The
- * agent is the only writer of the node store; everything else sees it read-only.
+ * agent is the only writer of the node store; patched pods see their scope's view of it, read-only.
  */
 import {
   AGENT_SERVICE_ACCOUNT,
