@@ -93,6 +93,21 @@ void describe("buildJob", () => {
     assert.equal(spec["topologySpreadConstraints"], undefined);
   });
 
+  void it("brings nothing of the host from the workload: no host namespace, privileged container or capability beyond the baseline", () => {
+    const tpl = workloadTemplate();
+    Object.assign(tpl.spec, { hostNetwork: true, hostPID: true, hostIPC: true });
+    tpl.spec.containers[0]!["securityContext"] = { privileged: true, runAsUser: 1000, capabilities: { add: ["NET_BIND_SERVICE", "SYS_ADMIN", "SYS_PTRACE"], drop: ["MKNOD"] } };
+    tpl.spec.initContainers![0]!["securityContext"] = { privileged: true };
+    const spec = podSpec(buildInput({ podTemplate: tpl }));
+    for (const field of ["hostNetwork", "hostPID", "hostIPC"]) assert.equal(spec[field], undefined, field);
+    assert.deepEqual(appContainer(spec)["securityContext"], { runAsUser: 1000, capabilities: { drop: ["MKNOD"], add: ["NET_BIND_SERVICE"] } });
+    assert.equal(spec.initContainers?.find((c) => c.name === "migrate")?.["securityContext"], undefined);
+    // An unprivileged workload's security context is kept as it is.
+    const plain = workloadTemplate();
+    plain.spec.containers[0]!["securityContext"] = { runAsUser: 1000, privileged: false, capabilities: { add: ["CHOWN"] } };
+    assert.deepEqual(appContainer(podSpec(buildInput({ podTemplate: plain })))["securityContext"], { runAsUser: 1000, privileged: false, capabilities: { add: ["CHOWN"] } });
+  });
+
   void it("does not carry the workload's labels, so Services and the webhook leave the training pod alone", () => {
     const job = buildJob(buildInput()) as unknown as { spec: { template: { metadata: { labels: Record<string, string> } } } };
     const labels = job.spec.template.metadata.labels;
