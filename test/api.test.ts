@@ -17,8 +17,14 @@ import { ConfigMaps, Deployments, Jobs, Namespaces, Pods, resourceType, Secrets,
 import { MutatingWebhookConfigurations } from "../src/webhook/configuration.ts";
 import type { KubeObject } from "../src/kube/types.ts";
 import { ClassCaches, resolveSpec, validateClassCache, type ClassCache } from "../src/operator/api/v1.ts";
+import { PATCHING_LABEL } from "../src/operator/constants.ts";
+import { injectPod, stripInjection, type PodSpec } from "../src/operator/inject.ts";
+import { buildJob, buildTokenSecret } from "../src/operator/objects/buildjob.ts";
+import { classCacheOwner } from "../src/operator/objects/meta.ts";
+import { buildInput, REF } from "../src/operator/objects/testing.ts";
 import { defaultManifestFiles } from "../src/testenv/manifests.ts";
 import { REPO_ROOT, startTestEnv, type TestEnv } from "../src/testenv/testenv.ts";
+import { until } from "./support/operator.ts";
 
 const FIXTURES = join(REPO_ROOT, "test/fixtures/classcache");
 const SYSTEM_NS = "classcache-system";
@@ -253,20 +259,163 @@ void describe("the ClassCache API on a real API server", { timeout: 180_000 }, (
   });
 
   void describe("the operator's service account", () => {
-    void it("patches workloads in any namespace and runs build jobs there", async () => {
-      const ns = await namespace("shop");
+    /** A namespace with a ClassCache and a Deployment, and what the operator would write there. */
+    const tenant = async (prefix: string, ns?: string): Promise<{ ns: string; job: KubeObject; secret: KubeObject }> => {
+      ns ??= await namespace(prefix);
+      const stored = await admin.create(ClassCaches, fixture("minimal.yaml"), { namespace: ns });
       await admin.create(Deployments, deployment("web", ns));
-      await operator.patch(Deployments, "web", { spec: { template: { metadata: { annotations: { "classcache.dev/key": "3f9a" } } } } }, { namespace: ns, type: "merge" });
-      await operator.list(Deployments);
-      await operator.list(Pods, { namespace: ns });
-      await operator.create(Jobs, {
-        metadata: { name: "classcache-build-web", namespace: ns },
-        spec: { template: { spec: { restartPolicy: "Never", containers: [{ name: "build", image: "example.com/app:1" }] } } },
+      const owner = { name: stored.metadata.name!, namespace: ns, uid: stored.metadata.uid! };
+      // What the reconciler builds, from a workload that asks for host paths, host ports and more.
+      const job = buildJob(buildInput({ classCache: owner }));
+      const secret = buildTokenSecret(ns, REF, "grant", classCacheOwner(owner));
+      return { ns, job, secret };
+    };
+    /** The reconciler's writes of a workload patch: the template with the label, then the label removed. */
+    const patchWorkload = async (client: KubeClient, ns: string, name = "web"): Promise<void> => {
+      const w = await admin.get<KubeObject & { spec: { template: { spec: PodSpec } } }>(Deployments, name, { namespace: ns });
+      const clean = stripInjection(w.spec.template.spec, undefined);
+      const container = { ...clean.containers[0]!, command: ["java", "-jar", "/app.jar"] };
+      const injected = injectPod({ ...clean, containers: [container] }, { ref: REF, jarPath: "/app.jar", mode: "none", memorySharing: true, image: "registry.example/classcache:test" });
+      assert.equal(injected.outcome.patched, true, injected.outcome.message);
+      const ops = [
+        { op: "replace", path: "/spec/template/spec", value: injected.spec },
+        { op: "add", path: "/metadata/labels", value: { [PATCHING_LABEL]: "inventory" } },
+      ];
+      await client.patch(Deployments, name, ops, { type: "json", namespace: ns });
+      await client.patch(Deployments, name, [{ op: "remove", path: `/metadata/labels/${PATCHING_LABEL.replace("/", "~1")}` }], { type: "json", namespace: ns });
+    };
+    /** The operator's writes: the build's token Secret and Job, and a workload patch. */
+    const writes = (t: { ns: string; job: KubeObject; secret: KubeObject }): Record<string, () => Promise<unknown>> => ({
+      "create the build's Secret": () => operator.create(Secrets, { ...t.secret, metadata: { ...t.secret.metadata, namespace: t.ns } }, { namespace: t.ns }),
+      "apply the build Job": () => operator.apply(Jobs, { ...t.job, metadata: { ...t.job.metadata, namespace: t.ns } }, { fieldManager: "classcache-operator", force: true, namespace: t.ns }),
+      "patch the Deployment": () => patchWorkload(operator, t.ns),
+    });
+
+    void it("creates a build Job and its Secret and patches a Deployment in a namespace with a ClassCache, also with two there", async () => {
+      const t = await tenant("shop");
+      // The API server's view of the namespace's ClassCaches (the policy's parameters) follows a watch.
+      await until("the ClassCache reaches the admission policy", () => operator.create(Secrets, t.secret, { namespace: t.ns }).then(() => true));
+      await writes(t)["apply the build Job"]!();
+      await writes(t)["patch the Deployment"]!();
+      const patched = await admin.get<KubeObject & { spec: { template: { spec: PodSpec } } }>(Deployments, "web", { namespace: t.ns });
+      assert.ok(patched.spec.template.spec.initContainers?.some((c) => c.name === "classcache-init"));
+      assert.equal(patched.metadata.labels?.[PATCHING_LABEL], undefined, "the label goes with the last write");
+      // Every ClassCache of the namespace is a parameter; a second one allows just the same.
+      await admin.create(ClassCaches, { ...fixture("minimal.yaml"), metadata: { name: "second" } }, { namespace: t.ns });
+      await until("both ClassCaches reach the admission policy", async () => {
+        await admin.delete(Secrets, t.secret.metadata.name!, { namespace: t.ns }).catch(() => undefined);
+        return operator.create(Secrets, t.secret, { namespace: t.ns }).then(() => true);
       });
-      await operator.delete(Jobs, "classcache-build-web", { namespace: ns });
-      await operator.patch(ClassCaches, "none", { metadata: { finalizers: [] } }, { namespace: ns, type: "merge" }).catch((err: unknown) => {
+      await writes(t)["apply the build Job"]!();
+      await writes(t)["patch the Deployment"]!();
+      await operator.list(Deployments);
+      await operator.list(Pods, { namespace: t.ns });
+      await operator.patch(ClassCaches, "none", { metadata: { finalizers: [] } }, { namespace: t.ns, type: "merge" }).catch((err: unknown) => {
         assert.equal((err as ApiError).status, 404, "allowed, but there is no such ClassCache");
       });
+      assert.ok(isForbidden(await rejection(operator.delete(Jobs, t.job.metadata.name!, { namespace: t.ns }))), "deletes a Job (the garbage collector and the Job's TTL do)");
+    });
+
+    void it("is refused the same writes in a namespace without a ClassCache, and in kube-system even with one", async () => {
+      const t = await tenant("shop");
+      const bare = await namespace("bare");
+      await admin.create(Deployments, deployment("web", bare));
+      for (const [what, call] of Object.entries(writes({ ...t, ns: bare }))) {
+        const err = await rejection(call());
+        assert.match(err.message, /ValidatingAdmissionPolicy 'classcache-operator-needs-a-classcache' with binding 'classcache-operator-(builds|patches)-need-a-classcache' denied request: .*no params found/, `${what}: ${err.message}`);
+      }
+      const system = await tenant("", "kube-system");
+      for (const ns of ["kube-system", "kube-public", "kube-node-lease"]) {
+        if (ns !== "kube-system") await admin.create(Deployments, deployment("web", ns));
+        for (const [what, call] of Object.entries(writes({ ...system, ns }))) {
+          const err = await rejection(call());
+          assert.ok(isForbidden(err), `${ns}: ${what}: ${err.message}`);
+          assert.match(err.message, /ValidatingAdmissionPolicy 'classcache-operator-writes' .* denied request: classcache-operator never writes in kube-system, kube-public or kube-node-lease/, `${ns}: ${what}`);
+        }
+      }
+      // Everybody else's writes there are none of the policies' business.
+      await admin.create(Secrets, { metadata: { name: "db", namespace: bare }, stringData: { password: "x" } });
+      await admin.create(Jobs, { metadata: { name: "migrate", namespace: bare }, spec: { template: { spec: { restartPolicy: "Never", hostPID: true, containers: [{ name: "m", image: "example.com/m:1" }] } } } });
+      await admin.patch(Deployments, "web", { metadata: { labels: { team: "shop" } } }, { namespace: bare, type: "merge" });
+    });
+
+    void it("is refused build Jobs with host namespaces, privilege or another host path, and Secrets of another shape, even where a ClassCache exists", async () => {
+      const t = await tenant("shop");
+      await until("the ClassCache reaches the admission policy", () => operator.create(Secrets, t.secret, { namespace: t.ns }).then(() => true));
+      type PodTemplateSpec = { spec: { template: { spec: PodSpec & Record<string, unknown> } } };
+      const job = (change: (spec: PodSpec & Record<string, unknown>, j: KubeObject) => void): KubeObject => {
+        const j = structuredClone(t.job) as KubeObject & PodTemplateSpec;
+        change(j.spec.template.spec, j);
+        return j;
+      };
+      const app = (s: PodSpec) => s.containers[0]!;
+      const badJobs: Record<string, [KubeObject, RegExp]> = {
+        hostPID: [job((s) => (s["hostPID"] = true)), /shares no host namespace/],
+        hostNetwork: [job((s) => (s["hostNetwork"] = true)), /shares no host namespace/],
+        "a privileged container": [job((s) => (app(s)["securityContext"] = { privileged: true })), /not privileged/],
+        "a privileged init container": [job((s) => (s.initContainers![0]!["securityContext"] = { privileged: true })), /not privileged/],
+        "SYS_ADMIN": [job((s) => (app(s)["securityContext"] = { capabilities: { add: ["SYS_ADMIN"] } })), /no capability beyond/],
+        "the host's root": [job((s) => s.volumes!.push({ name: "root", hostPath: { path: "/" } })), /only host path is the node agent's socket directory/],
+        "the node store": [job((s) => s.volumes!.push({ name: "store", hostPath: { path: "/var/lib/classcache", type: "Directory" } })), /only host path/],
+        "the socket directory writable": [job((s) => app(s).volumeMounts!.filter((m) => m.name === "classcache-agent-run").forEach((m) => (m.readOnly = false))), /mounted read-only/],
+        "another name": [job((_, j) => (j.metadata.name = "backup")), /named classcache-build-<10 hex digits/],
+        "no owner": [job((_, j) => delete j.metadata.ownerReferences), /owned by exactly one ClassCache/],
+        "no managed-by label": [job((_, j) => delete j.metadata.labels!["app.kubernetes.io/managed-by"]), /carry app.kubernetes.io\/managed-by/],
+      };
+      for (const [what, [obj, says]] of Object.entries(badJobs)) {
+        const err = await rejection(operator.apply(Jobs, obj, { fieldManager: "classcache-operator", force: true, namespace: t.ns, dryRun: true }));
+        assert.ok(isForbidden(err), `${what}: ${err.message}`);
+        assert.match(err.message, /ValidatingAdmissionPolicy 'classcache-operator-writes'/, what);
+        assert.match(err.message, says, what);
+      }
+      const secret = (change: (s: KubeObject & { stringData?: Record<string, string>; type?: string }) => void): KubeObject => {
+        const s = structuredClone(t.secret) as KubeObject & { stringData?: Record<string, string>; type?: string };
+        s.metadata.name = "classcache-build-abcdefabcd";
+        change(s);
+        return s;
+      };
+      const badSecrets: Record<string, [KubeObject, RegExp]> = {
+        "another name": [secret((s) => (s.metadata.name = "db-password")), /named classcache-build-/],
+        "another key": [secret((s) => (s.stringData = { token: "t", ".dockerconfigjson": "{}" })), /hold one key: token/],
+        "another type": [secret((s) => (s.type = "example.com/credentials")), /are Opaque/],
+      };
+      for (const [what, [obj, says]] of Object.entries(badSecrets)) {
+        const err = await rejection(operator.create(Secrets, obj, { namespace: t.ns, dryRun: true }));
+        assert.ok(isForbidden(err), `${what}: ${err.message}`);
+        assert.match(err.message, says, what);
+      }
+      // The reconciler's own Job for that workload passes, as the first test shows.
+      await operator.apply(Jobs, t.job, { fieldManager: "classcache-operator", force: true, namespace: t.ns, dryRun: true });
+    });
+
+    void it("is refused workload patches that change who the pod runs as, its images or its host access, and unmarked ones", async () => {
+      const t = await tenant("shop");
+      await until("the ClassCache reaches the admission policy", () => operator.create(Secrets, t.secret, { namespace: t.ns }).then(() => true));
+      const marked = { metadata: { labels: { [PATCHING_LABEL]: "inventory" } } };
+      const template = (spec: Record<string, unknown>) => ({ ...marked, spec: { template: { spec } } });
+      const bad: Record<string, [unknown, RegExp]> = {
+        "no patching label": [{ spec: { template: { metadata: { annotations: { a: "b" } } } } }, /set the label classcache.dev\/patching/],
+        hostPID: [template({ hostPID: true }), /keeps the pod's host namespaces, service account/],
+        "another service account": [template({ serviceAccountName: "admin" }), /keeps the pod's host namespaces, service account/],
+        "runs as root": [template({ securityContext: { runAsUser: 0 } }), /pod security context/],
+        "another image": [template({ containers: [{ name: "app", image: "evil.example/app:1" }] }), /keeps each container's image/],
+        "a privileged app": [template({ containers: [{ name: "app", securityContext: { privileged: true } }] }), /keeps each container's image and security context/],
+        "a sidecar": [template({ containers: [{ name: "miner", image: "evil.example/miner:1" }] }), /adds no container/],
+        "a privileged classcache init container": [template({ initContainers: [{ name: "classcache-init", image: "x", securityContext: { privileged: true } }] }), /only adds unprivileged classcache-\* init containers/],
+        "another init container": [template({ initContainers: [{ name: "setup", image: "x" }] }), /only adds unprivileged classcache-\* init containers/],
+        "the host's root": [template({ volumes: [{ name: "root", hostPath: { path: "/" } }] }), /adds no host path but the node store/],
+        "the node store writable": [
+          template({ volumes: [{ name: "classcache-store", hostPath: { path: "/var/lib/classcache", type: "DirectoryOrCreate" } }], containers: [{ name: "app", volumeMounts: [{ name: "classcache-store", mountPath: "/var/lib/classcache" }] }] }),
+          /mounted read-only/,
+        ],
+      };
+      for (const [what, [patch, says]] of Object.entries(bad)) {
+        const err = await rejection(operator.patch(Deployments, "web", patch, { namespace: t.ns, type: "strategic", dryRun: true }));
+        assert.ok(isForbidden(err), `${what}: ${err.message}`);
+        assert.match(err.message, says, what);
+      }
+      const other = deployment("other", t.ns);
+      assert.ok(isForbidden(await rejection(operator.create(Deployments, { ...other, metadata: { ...other.metadata, ...marked.metadata } }))), "creates a Deployment in a tenant namespace");
     });
 
     void it("manages secrets, services and its directory only in classcache-system", async () => {

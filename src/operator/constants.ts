@@ -22,6 +22,15 @@ export const AGENT_SOCKET = `${STORE_ROOT}/run/agent.sock`;
 
 /** Pods with this label are mutated by the webhook; its value names the ClassCache. */
 export const INJECT_LABEL = "classcache.dev/inject";
+/**
+ * On a workload only while the operator writes it (its value: the ClassCache): every workload
+ * write of the operator sets it and the last write of a change removes it. The admission policy
+ * classcache-operator-needs-a-classcache (deploy/rbac/operator-admission.yaml) finds the
+ * operator's workload writes by it, because the API server looks up the policy's parameters (the
+ * namespace's ClassCaches) before it asks who is writing; a label that stayed would leave
+ * everybody's writes to the workload refused once no ClassCache is left in its namespace.
+ */
+export const PATCHING_LABEL = "classcache.dev/patching";
 /** On patched workloads and build Jobs: the ref (digest of the build inputs) they were patched for. */
 export const REF_ANNOTATION = "classcache.dev/ref";
 /** On patched workloads: the container's own command and args before the launch was rewritten. */

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
+import { parseAllDocuments } from "yaml";
 import { INJECT_LABEL, MOUNTS, REF_ANNOTATION, REF_LABEL, STORE_ROOT, STORE_RUN_DIR } from "../constants.ts";
-import { buildJob, buildJobName, buildTokenSecret, refHex, type BuildJobInput } from "./buildjob.ts";
+import { BASELINE_CAPABILITIES, buildJob, buildJobName, buildTokenSecret, refHex, type BuildJobInput } from "./buildjob.ts";
 import type { Container, PodSpec, Volume } from "./meta.ts";
 import { buildInput, REF, workloadTemplate } from "./testing.ts";
 
@@ -106,6 +108,12 @@ void describe("buildJob", () => {
     const plain = workloadTemplate();
     plain.spec.containers[0]!["securityContext"] = { runAsUser: 1000, privileged: false, capabilities: { add: ["CHOWN"] } };
     assert.deepEqual(appContainer(podSpec(buildInput({ podTemplate: plain })))["securityContext"], { runAsUser: 1000, privileged: false, capabilities: { add: ["CHOWN"] } });
+  });
+
+  void it("allows exactly the capabilities the admission policy allows", () => {
+    const policy = parseAllDocuments(readFileSync(new URL("../../../deploy/rbac/operator-admission.yaml", import.meta.url), "utf8")).map((d) => d.toJS() as { spec?: { variables?: { name: string; expression: string }[] } });
+    const expression = policy.flatMap((p) => p.spec?.variables ?? []).find((v) => v.name === "baselineCapabilities")?.expression;
+    assert.deepEqual(JSON.parse(expression ?? "null"), BASELINE_CAPABILITIES);
   });
 
   void it("does not carry the workload's labels, so Services and the webhook leave the training pod alone", () => {
