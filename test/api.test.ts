@@ -36,6 +36,11 @@ const AGENT = {
   user: `system:serviceaccount:${SYSTEM_NS}:classcache-agent`,
   groups: ["system:serviceaccounts", `system:serviceaccounts:${SYSTEM_NS}`, "system:authenticated"],
 };
+const WEBHOOK = {
+  user: `system:serviceaccount:${SYSTEM_NS}:classcache-webhook`,
+  groups: ["system:serviceaccounts", `system:serviceaccounts:${SYSTEM_NS}`, "system:authenticated"],
+};
+const SelfSubjectAccessReviews = resourceType("authorization.k8s.io/v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false);
 
 const Nodes = resourceType("v1", "Node", "nodes", false);
 
@@ -101,6 +106,7 @@ void describe("the ClassCache API on a real API server", { timeout: 180_000 }, (
   let admin: KubeClient;
   let operator: KubeClient;
   let agent: KubeClient;
+  let webhook: KubeClient;
   let nsCount = 0;
   const namespace = async (prefix: string): Promise<string> => {
     const name = `${prefix}-${++nsCount}`;
@@ -114,6 +120,7 @@ void describe("the ClassCache API on a real API server", { timeout: 180_000 }, (
     admin = KubeClient.load({ kubeconfigPath: env.kubeconfigPath });
     operator = KubeClient.load({ kubeconfigPath: env.kubeconfigPath, impersonate: OPERATOR });
     agent = KubeClient.load({ kubeconfigPath: env.kubeconfigPath, impersonate: AGENT });
+    webhook = KubeClient.load({ kubeconfigPath: env.kubeconfigPath, impersonate: WEBHOOK });
   });
   after(async () => {
     await env?.stop();
@@ -476,17 +483,90 @@ void describe("the ClassCache API on a real API server", { timeout: 180_000 }, (
     });
   });
 
-  void describe("the operator's own Deployment and webhook Service (deploy/operator/)", () => {
-    void it("are accepted by the API server with strict field validation, as the operator's service account", async () => {
-      const docs = parseAllDocuments(readFileSync(join(REPO_ROOT, "deploy/operator/operator.yaml"), "utf8")).map((d) => d.toJS() as KubeObject & { kind: string });
-      assert.deepEqual(docs.map((d) => d.kind), ["Deployment", "Service"]);
-      for (const d of docs) {
-        const rt = d.kind === "Deployment" ? Deployments : Services;
-        await admin.apply(rt, d, { fieldManager: "classcache-install", dryRun: true, fieldValidation: "Strict" });
+  void describe("the webhook's service account", () => {
+    /** Whether the webhook's service account may do `verb` (the API server's own answer, for verbs a plain call cannot show, like watch). */
+    const may = async (verb: string, resource: string, group = "", namespace = ""): Promise<boolean> => {
+      const review = await webhook.create<KubeObject & { status?: { allowed?: boolean } }>(SelfSubjectAccessReviews, {
+        apiVersion: "authorization.k8s.io/v1",
+        kind: "SelfSubjectAccessReview",
+        metadata: {},
+        spec: { resourceAttributes: { verb, resource, group, ...(namespace ? { namespace } : {}) } },
+      });
+      return review.status?.allowed === true;
+    };
+
+    void it("reads ClassCaches and namespaces, which decide a pod's patch", async () => {
+      const ns = await namespace("hooked");
+      await admin.create(ClassCaches, fixture("minimal.yaml"), { namespace: ns });
+      assert.ok((await webhook.list(ClassCaches)).items.length >= 1);
+      await webhook.get(ClassCaches, "inventory", { namespace: ns });
+      await webhook.get(Namespaces, ns);
+      assert.ok((await webhook.list(Namespaces)).items.some((n) => n.metadata.name === ns));
+      for (const resource of ["classcaches", "namespaces"]) assert.ok(await may("watch", resource, resource === "classcaches" ? "classcache.dev" : ""), `watch ${resource}`);
+    });
+
+    void it("can do nothing else: no Secret, not even its own certificate's, no pod, workload, Job or ClassCache write", async () => {
+      const ns = await namespace("hooked");
+      await admin.create(Secrets, { metadata: { name: "db", namespace: ns }, stringData: { password: "x" } });
+      await admin.create(Secrets, { metadata: { name: "classcache-webhook-tls", namespace: SYSTEM_NS }, type: "kubernetes.io/tls", stringData: { "tls.crt": "", "tls.key": "" } }).catch(() => undefined);
+      await admin.create(Deployments, deployment("web", ns));
+      await admin.create(ClassCaches, fixture("minimal.yaml"), { namespace: ns });
+      const denied: Record<string, () => Promise<unknown>> = {
+        "list secrets": () => webhook.list(Secrets),
+        "list secrets in classcache-system": () => webhook.list(Secrets, { namespace: SYSTEM_NS }),
+        "get a tenant's secret": () => webhook.get(Secrets, "db", { namespace: ns }),
+        // The kubelet mounts it into the webhook's pod; the service account itself never reads it.
+        "get its serving-certificate Secret": () => webhook.get(Secrets, "classcache-webhook-tls", { namespace: SYSTEM_NS }),
+        "create a pod": () => webhook.create(Pods, { metadata: { name: "p", namespace: ns }, spec: { containers: [{ name: "c", image: "example.com/c:1" }] } }),
+        "list pods": () => webhook.list(Pods, { namespace: ns }),
+        "patch a deployment": () => webhook.patch(Deployments, "web", { metadata: { labels: { x: "y" } } }, { namespace: ns, type: "merge" }),
+        "list deployments": () => webhook.list(Deployments),
+        "create a job": () => webhook.create(Jobs, { metadata: { name: "j", namespace: ns }, spec: { template: { spec: { restartPolicy: "Never", containers: [{ name: "c", image: "example.com/c:1" }] } } } }),
+        "update a ClassCache": () => webhook.patch(ClassCaches, "inventory", { metadata: { labels: { x: "y" } } }, { namespace: ns, type: "merge" }),
+        "write a ClassCache's status": () => webhook.patch(ClassCaches, "inventory", { status: { phase: "Ready" } }, { namespace: ns, type: "merge", subresource: "status" }),
+        "patch a namespace": () => webhook.patch(Namespaces, ns, { metadata: { labels: { x: "y" } } }, { type: "merge" }),
+        "change the webhook configuration": () => webhook.apply(MutatingWebhookConfigurations, { apiVersion: "admissionregistration.k8s.io/v1", kind: "MutatingWebhookConfiguration", metadata: { name: "classcache-webhook" }, webhooks: [] }, { fieldManager: "classcache-webhook" }),
+        "create a config map in classcache-system": () => webhook.create(ConfigMaps, { metadata: { name: "x", namespace: SYSTEM_NS } }),
+      };
+      for (const [what, call] of Object.entries(denied)) {
+        const err = await rejection(call());
+        assert.ok(isForbidden(err), `${what}: ${err.message}`);
       }
-      const pod = (docs[0] as unknown as { spec: { template: { spec: { serviceAccountName: string; containers: { args: string[] }[] } } } }).spec.template.spec;
-      assert.equal(pod.serviceAccountName, "classcache-operator");
-      assert.equal(pod.containers[0]!.args[0], "operator");
+      for (const [verb, resource, group] of [["watch", "secrets", ""], ["create", "events", ""], ["create", "leases", "coordination.k8s.io"]] as const) {
+        assert.equal(await may(verb, resource, group, SYSTEM_NS), false, `${verb} ${resource}`);
+      }
+    });
+  });
+
+  void describe("the operator's Deployments and webhook Service (deploy/operator/)", () => {
+    type Doc = KubeObject & { kind: string; spec: { selector?: Record<string, string>; template?: { metadata: { labels: Record<string, string> }; spec: PodSpec & { serviceAccountName: string; volumes?: { name: string; secret?: { secretName: string; items: { key: string }[] } }[] } } } };
+    const docs = (): Doc[] => parseAllDocuments(readFileSync(join(REPO_ROOT, "deploy/operator/operator.yaml"), "utf8")).map((d) => d.toJS() as Doc);
+
+    void it("are accepted by the API server with strict field validation", async () => {
+      const all = docs();
+      assert.deepEqual(all.map((d) => `${d.kind}/${d.metadata.name}`), ["Deployment/classcache-operator", "Deployment/classcache-webhook", "Service/classcache-webhook"]);
+      for (const d of all) await admin.apply(d.kind === "Deployment" ? Deployments : Services, d, { fieldManager: "classcache-install", dryRun: true, fieldValidation: "Strict" });
+    });
+
+    void it("run the controller and the webhook apart, each as its own service account, the Service in front of the webhook only", () => {
+      const [controller, hook, service] = docs();
+      const pod = (d: Doc | undefined) => d!.spec.template!;
+      assert.equal(pod(controller).spec.serviceAccountName, "classcache-operator");
+      assert.deepEqual(pod(controller).spec.containers[0]!.args!.slice(0, 3), ["operator", "--role", "controller"]);
+      assert.equal(pod(controller).metadata.labels["app.kubernetes.io/component"], "operator", "the directory's NetworkPolicy admits the controller by this label");
+      assert.ok(!(pod(controller).spec.containers[0]!["ports"] as { name: string }[]).some((p) => p.name === "webhook"), "the controller serves no webhook");
+      assert.equal(pod(hook).spec.serviceAccountName, "classcache-webhook");
+      assert.deepEqual(pod(hook).spec.containers[0]!.args!.slice(0, 5), ["operator", "--role", "webhook", "--webhook-cert-dir", "/var/run/classcache/webhook-tls"]);
+      const tls = pod(hook).spec.volumes?.find((v) => v.secret?.secretName === "classcache-webhook-tls");
+      assert.deepEqual(tls?.secret?.items?.map((i) => i.key), ["tls.crt", "tls.key", "ca.crt"], "the CA's key never reaches the webhook");
+      const selector = service!.spec.selector!;
+      assert.ok(Object.entries(selector).every(([k, v]) => pod(hook).metadata.labels[k] === v), "the Service selects the webhook's pods");
+      assert.ok(!Object.entries(selector).every(([k, v]) => pod(controller).metadata.labels[k] === v), "and not the controller's");
+      const image = (d: Doc | undefined): string | undefined => {
+        const args = pod(d).spec.containers[0]!.args!;
+        return args[args.indexOf("--image") + 1];
+      };
+      assert.equal(image(hook), image(controller), "both parts patch pods with the same image");
     });
   });
 });

@@ -1,6 +1,7 @@
 /**
  * End to end without a kubelet: a ClassCache in Webhook mode, a Pod created through the real
- * API server and patched by the operator's webhook over TLS, an archive built on one simulated
+ * API server and patched by the operator's webhook over TLS (controller and webhook running apart,
+ * each as its own service account, the webhook serving the controller's certificate from files), an archive built on one simulated
  * node and pulled peer-to-peer by another, and then the Pod's init and app containers run as
  * the API server stored them — command, args, env and mounts — on that second node. The JVM
  * boots from the archive with the reference agent's instrumentation working; before the node
@@ -83,7 +84,8 @@ describe("a webhook-patched Pod on a simulated node, from a P2P-pulled archive",
 
   before(async () => {
     [app, agentJar, java17] = await Promise.all([demoAppJar(), referenceAgentJar(), jdk(17)]);
-    cluster = await startOperatorCluster("e2e", ["shop"]);
+    // The controller and the webhook apart, as deploy/operator/ runs them, each as its own service account.
+    cluster = await startOperatorCluster("e2e", ["shop"], { split: true });
     ({ client, redis, dir } = cluster);
   });
 

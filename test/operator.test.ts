@@ -145,8 +145,8 @@ describe("the operator against a real API server, directory and webhook", () => 
     assert.equal(job.metadata.ownerReferences?.[0]?.kind, "ClassCache");
     // Server-side apply owns exactly our fields; re-running the reconcile changes nothing.
     const before = [(await getDeploy("shop", "shop")).metadata.resourceVersion, (await getCc("shop", "shop")).metadata.resourceVersion];
-    await op.reconciler.reconcile("shop/shop", new AbortController().signal);
-    await op.reconciler.reconcile("shop/shop", new AbortController().signal);
+    await op.reconciler!.reconcile("shop/shop", new AbortController().signal);
+    await op.reconciler!.reconcile("shop/shop", new AbortController().signal);
     const afterRv = [(await getDeploy("shop", "shop")).metadata.resourceVersion, (await getCc("shop", "shop")).metadata.resourceVersion];
     assert.deepEqual(afterRv, before, "a second reconcile writes nothing");
     const managers = (await getDeploy("shop", "shop")).metadata.managedFields?.map((m) => `${m.manager}/${m.operation}`) ?? [];

@@ -68,11 +68,12 @@ export const NAMES = {
 export const PORTS = { directory: 6379, peer: 7071, api: 7072, metrics: 8080, webhook: 9443 } as const;
 
 /**
- * app.kubernetes.io/component of the pods the operator runs. With PART_OF they are the pod
- * selectors of the system namespace's NetworkPolicies, so the operator's own Deployment must
- * carry `component: operator` for the directory to accept it.
+ * app.kubernetes.io/component of classcache's pods. With PART_OF they are the pod selectors of
+ * the system namespace's NetworkPolicies, so the operator's own Deployment (the controller) must
+ * carry `component: operator` for the directory to accept it, and the webhook's Deployment
+ * `component: webhook` for the API server to reach it.
  */
-export const COMPONENTS = { directory: "directory", agent: "agent", operator: "operator", build: "build" } as const;
+export const COMPONENTS = { directory: "directory", agent: "agent", operator: "operator", webhook: "webhook", build: "build" } as const;
 /** On build Jobs and their pods: the hex of the ref (label values stop at 63 characters; REF_ANNOTATION has it whole). */
 export const REF_LABEL = "classcache.dev/ref";
 /** The ServiceAccount of the node agents (created with the operator's RBAC). */

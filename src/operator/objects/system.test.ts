@@ -152,15 +152,16 @@ void describe("networkPolicies", () => {
     assert.deepEqual(agents.ingress[0]?.ports, [{ protocol: "TCP", port: PORTS.peer }]);
   });
 
-  void it("keeps the webhook port open to any source, the API server included", () => {
+  void it("keeps the webhook port of the webhook's pods open to any source, the API server included", () => {
     const wh = byName("classcache-webhook");
+    assert.deepEqual(wh.podSelector.matchLabels, { "app.kubernetes.io/part-of": "classcache", "app.kubernetes.io/component": "webhook" });
     assert.equal(wh.ingress[0]?.from, undefined);
     assert.deepEqual(wh.ingress[0]?.ports, [{ protocol: "TCP", port: PORTS.webhook }]);
   });
 
-  void it("lets any source scrape the metrics port of agents and the operator, and no other port", () => {
+  void it("lets any source scrape the metrics port of agents, the operator and the webhook, and no other port", () => {
     const m = byName("classcache-metrics") as unknown as { podSelector: { matchExpressions: { values: string[] }[] }; ingress: Rule[] };
-    assert.deepEqual(m.podSelector.matchExpressions[0]?.values, ["agent", "operator"]);
+    assert.deepEqual(m.podSelector.matchExpressions[0]?.values, ["agent", "operator", "webhook"]);
     assert.deepEqual(m.ingress, [{ ports: [{ protocol: "TCP", port: PORTS.metrics }] }]);
     assert.notEqual(PORTS.metrics, PORTS.peer, "the peer port, which serves archives, stays closed to all but agents");
   });
