@@ -329,7 +329,7 @@ void describe("the ClassCache API on a real API server", { timeout: 180_000 }, (
       await admin.create(Deployments, deployment("web", bare));
       for (const [what, call] of Object.entries(writes({ ...t, ns: bare }))) {
         const err = await rejection(call());
-        assert.match(err.message, /ValidatingAdmissionPolicy 'classcache-operator-needs-a-classcache' with binding 'classcache-operator-(builds|patches)-need-a-classcache' denied request: .*no params found/, `${what}: ${err.message}`);
+        assert.match(err.message, /ValidatingAdmissionPolicy 'classcache-operator-(builds|patches)-need-a-classcache' with binding 'classcache-operator-(builds|patches)-need-a-classcache' denied request: .*no params found/, `${what}: ${err.message}`);
       }
       const system = await tenant("", "kube-system");
       for (const ns of ["kube-system", "kube-public", "kube-node-lease"]) {

@@ -25,7 +25,7 @@ export const INJECT_LABEL = "classcache.dev/inject";
 /**
  * On a workload only while the operator writes it (its value: the ClassCache): every workload
  * write of the operator sets it and the last write of a change removes it. The admission policy
- * classcache-operator-needs-a-classcache (deploy/rbac/operator-admission.yaml) finds the
+ * classcache-operator-patches-need-a-classcache (deploy/rbac/operator-admission.yaml) finds the
  * operator's workload writes by it, because the API server looks up the policy's parameters (the
  * namespace's ClassCaches) before it asks who is writing; a label that stayed would leave
  * everybody's writes to the workload refused once no ClassCache is left in its namespace.
