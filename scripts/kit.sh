@@ -7,7 +7,8 @@
 #                    `lib/ld.so --library-path lib bin/node app/src/cli.ts build …` in the workload's
 #                    own image, which may have no glibc (Alpine) and no shell (distroless)
 #   app/             the sources and the production dependencies
-#   cache/tools/     the capture agent, compiled ahead (baked mode on JDK 25+ without a javac)
+#   cache/tools/     the capture agent and the pods' jar check, compiled ahead (no javac needed
+#                    in build Jobs' images, nor in the classcache image)
 # Usage: sh scripts/kit.sh <dir>   (replaces <dir> atomically; needs a JDK with javac)
 set -eu
 out=${1:?usage: scripts/kit.sh <dir>}
@@ -33,7 +34,8 @@ cp -R src package.json package-lock.json "$tmp/app/"
 find "$tmp/app/src" -name '*.test.ts' -delete
 (cd "$tmp/app" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error)
 CLASSCACHE_CACHE="$tmp/cache" "$repo/node_modules/.bin/node" --input-type=module -e \
-  "const m = await import('$repo/src/build/capture.ts'); await m.captureAgentJar('');"
+  "const m = await import('$repo/src/build/capture.ts'); await m.captureAgentJar('');
+   const p = await import('$repo/src/node/podinit.ts'); await p.jarCheckJar();"
 
 cat > "$tmp/bin/classcache" <<'SH'
 #!/bin/sh

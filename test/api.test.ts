@@ -17,8 +17,14 @@ import { ConfigMaps, Deployments, Jobs, Namespaces, Pods, resourceType, Secrets,
 import { MutatingWebhookConfigurations } from "../src/webhook/configuration.ts";
 import type { KubeObject } from "../src/kube/types.ts";
 import { ClassCaches, resolveSpec, validateClassCache, type ClassCache } from "../src/operator/api/v1.ts";
+import { PATCHING_LABEL } from "../src/operator/constants.ts";
+import { injectPod, stripInjection, type PodSpec } from "../src/operator/inject.ts";
+import { buildJob, buildTokenSecret } from "../src/operator/objects/buildjob.ts";
+import { classCacheOwner } from "../src/operator/objects/meta.ts";
+import { buildInput, REF } from "../src/operator/objects/testing.ts";
 import { defaultManifestFiles } from "../src/testenv/manifests.ts";
 import { REPO_ROOT, startTestEnv, type TestEnv } from "../src/testenv/testenv.ts";
+import { until } from "./support/operator.ts";
 
 const FIXTURES = join(REPO_ROOT, "test/fixtures/classcache");
 const SYSTEM_NS = "classcache-system";
@@ -30,6 +36,11 @@ const AGENT = {
   user: `system:serviceaccount:${SYSTEM_NS}:classcache-agent`,
   groups: ["system:serviceaccounts", `system:serviceaccounts:${SYSTEM_NS}`, "system:authenticated"],
 };
+const WEBHOOK = {
+  user: `system:serviceaccount:${SYSTEM_NS}:classcache-webhook`,
+  groups: ["system:serviceaccounts", `system:serviceaccounts:${SYSTEM_NS}`, "system:authenticated"],
+};
+const SelfSubjectAccessReviews = resourceType("authorization.k8s.io/v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false);
 
 const Nodes = resourceType("v1", "Node", "nodes", false);
 
@@ -95,6 +106,7 @@ void describe("the ClassCache API on a real API server", { timeout: 180_000 }, (
   let admin: KubeClient;
   let operator: KubeClient;
   let agent: KubeClient;
+  let webhook: KubeClient;
   let nsCount = 0;
   const namespace = async (prefix: string): Promise<string> => {
     const name = `${prefix}-${++nsCount}`;
@@ -108,6 +120,7 @@ void describe("the ClassCache API on a real API server", { timeout: 180_000 }, (
     admin = KubeClient.load({ kubeconfigPath: env.kubeconfigPath });
     operator = KubeClient.load({ kubeconfigPath: env.kubeconfigPath, impersonate: OPERATOR });
     agent = KubeClient.load({ kubeconfigPath: env.kubeconfigPath, impersonate: AGENT });
+    webhook = KubeClient.load({ kubeconfigPath: env.kubeconfigPath, impersonate: WEBHOOK });
   });
   after(async () => {
     await env?.stop();
@@ -253,20 +266,165 @@ void describe("the ClassCache API on a real API server", { timeout: 180_000 }, (
   });
 
   void describe("the operator's service account", () => {
-    void it("patches workloads in any namespace and runs build jobs there", async () => {
-      const ns = await namespace("shop");
+    /** A namespace with a ClassCache and a Deployment, and what the operator would write there. */
+    const tenant = async (prefix: string, ns?: string): Promise<{ ns: string; job: KubeObject; secret: KubeObject }> => {
+      ns ??= await namespace(prefix);
+      const stored = await admin.create(ClassCaches, fixture("minimal.yaml"), { namespace: ns });
       await admin.create(Deployments, deployment("web", ns));
-      await operator.patch(Deployments, "web", { spec: { template: { metadata: { annotations: { "classcache.dev/key": "3f9a" } } } } }, { namespace: ns, type: "merge" });
-      await operator.list(Deployments);
-      await operator.list(Pods, { namespace: ns });
-      await operator.create(Jobs, {
-        metadata: { name: "classcache-build-web", namespace: ns },
-        spec: { template: { spec: { restartPolicy: "Never", containers: [{ name: "build", image: "example.com/app:1" }] } } },
+      const owner = { name: stored.metadata.name!, namespace: ns, uid: stored.metadata.uid! };
+      // What the reconciler builds, from a workload that asks for host paths, host ports and more.
+      const job = buildJob(buildInput({ classCache: owner }));
+      const secret = buildTokenSecret(ns, REF, { token: "grant", key: "-----BEGIN PRIVATE KEY-----" }, classCacheOwner(owner));
+      return { ns, job, secret };
+    };
+    /** The reconciler's writes of a workload patch: the template with the label, then the label removed. */
+    const patchWorkload = async (client: KubeClient, ns: string, name = "web"): Promise<void> => {
+      const w = await admin.get<KubeObject & { spec: { template: { spec: PodSpec } } }>(Deployments, name, { namespace: ns });
+      const clean = stripInjection(w.spec.template.spec, undefined);
+      const container = { ...clean.containers[0]!, command: ["java", "-jar", "/app.jar"] };
+      const injected = injectPod({ ...clean, containers: [container] }, { ref: REF, scope: ns, jarPath: "/app.jar", mode: "none", memorySharing: true, image: "registry.example/classcache:test" });
+      assert.equal(injected.outcome.patched, true, injected.outcome.message);
+      const ops = [
+        { op: "replace", path: "/spec/template/spec", value: injected.spec },
+        { op: "add", path: "/metadata/labels", value: { [PATCHING_LABEL]: "inventory" } },
+      ];
+      await client.patch(Deployments, name, ops, { type: "json", namespace: ns });
+      await client.patch(Deployments, name, [{ op: "remove", path: `/metadata/labels/${PATCHING_LABEL.replace("/", "~1")}` }], { type: "json", namespace: ns });
+    };
+    /** The operator's writes: the build's token Secret and Job, and a workload patch. */
+    const writes = (t: { ns: string; job: KubeObject; secret: KubeObject }): Record<string, () => Promise<unknown>> => ({
+      "create the build's Secret": () => operator.create(Secrets, { ...t.secret, metadata: { ...t.secret.metadata, namespace: t.ns } }, { namespace: t.ns }),
+      "apply the build Job": () => operator.apply(Jobs, { ...t.job, metadata: { ...t.job.metadata, namespace: t.ns } }, { fieldManager: "classcache-operator", force: true, namespace: t.ns }),
+      "patch the Deployment": () => patchWorkload(operator, t.ns),
+    });
+
+    void it("creates a build Job and its Secret and patches a Deployment in a namespace with a ClassCache, also with two there", async () => {
+      const t = await tenant("shop");
+      // The API server's view of the namespace's ClassCaches (the policy's parameters) follows a watch.
+      await until("the ClassCache reaches the admission policy", () => operator.create(Secrets, t.secret, { namespace: t.ns }).then(() => true));
+      await writes(t)["apply the build Job"]!();
+      await writes(t)["patch the Deployment"]!();
+      const patched = await admin.get<KubeObject & { spec: { template: { spec: PodSpec } } }>(Deployments, "web", { namespace: t.ns });
+      assert.ok(patched.spec.template.spec.initContainers?.some((c) => c.name === "classcache-init"));
+      assert.equal(patched.metadata.labels?.[PATCHING_LABEL], undefined, "the label goes with the last write");
+      // Every ClassCache of the namespace is a parameter; a second one allows just the same.
+      await admin.create(ClassCaches, { ...fixture("minimal.yaml"), metadata: { name: "second" } }, { namespace: t.ns });
+      await until("both ClassCaches reach the admission policy", async () => {
+        await admin.delete(Secrets, t.secret.metadata.name!, { namespace: t.ns }).catch(() => undefined);
+        return operator.create(Secrets, t.secret, { namespace: t.ns }).then(() => true);
       });
-      await operator.delete(Jobs, "classcache-build-web", { namespace: ns });
-      await operator.patch(ClassCaches, "none", { metadata: { finalizers: [] } }, { namespace: ns, type: "merge" }).catch((err: unknown) => {
+      await writes(t)["apply the build Job"]!();
+      await writes(t)["patch the Deployment"]!();
+      await operator.list(Deployments);
+      await operator.list(Pods, { namespace: t.ns });
+      await operator.patch(ClassCaches, "none", { metadata: { finalizers: [] } }, { namespace: t.ns, type: "merge" }).catch((err: unknown) => {
         assert.equal((err as ApiError).status, 404, "allowed, but there is no such ClassCache");
       });
+      assert.ok(isForbidden(await rejection(operator.delete(Jobs, t.job.metadata.name!, { namespace: t.ns }))), "deletes a Job (the garbage collector and the Job's TTL do)");
+    });
+
+    void it("is refused the same writes in a namespace without a ClassCache, and in kube-system even with one", async () => {
+      const t = await tenant("shop");
+      const bare = await namespace("bare");
+      await admin.create(Deployments, deployment("web", bare));
+      for (const [what, call] of Object.entries(writes({ ...t, ns: bare }))) {
+        const err = await rejection(call());
+        assert.match(err.message, /ValidatingAdmissionPolicy 'classcache-operator-(builds|patches)-need-a-classcache' with binding 'classcache-operator-(builds|patches)-need-a-classcache' denied request: .*no params found/, `${what}: ${err.message}`);
+      }
+      const system = await tenant("", "kube-system");
+      for (const ns of ["kube-system", "kube-public", "kube-node-lease"]) {
+        if (ns !== "kube-system") await admin.create(Deployments, deployment("web", ns));
+        for (const [what, call] of Object.entries(writes({ ...system, ns }))) {
+          const err = await rejection(call());
+          assert.ok(isForbidden(err), `${ns}: ${what}: ${err.message}`);
+          assert.match(err.message, /ValidatingAdmissionPolicy 'classcache-operator-writes' .* denied request: classcache-operator never writes in kube-system, kube-public or kube-node-lease/, `${ns}: ${what}`);
+        }
+      }
+      // Everybody else's writes there are none of the policies' business.
+      await admin.create(Secrets, { metadata: { name: "db", namespace: bare }, stringData: { password: "x" } });
+      await admin.create(Jobs, { metadata: { name: "migrate", namespace: bare }, spec: { template: { spec: { restartPolicy: "Never", hostPID: true, containers: [{ name: "m", image: "example.com/m:1" }] } } } });
+      await admin.patch(Deployments, "web", { metadata: { labels: { team: "shop" } } }, { namespace: bare, type: "merge" });
+    });
+
+    void it("is refused build Jobs with host namespaces, privilege or another host path, and Secrets of another shape, even where a ClassCache exists", async () => {
+      const t = await tenant("shop");
+      await until("the ClassCache reaches the admission policy", () => operator.create(Secrets, t.secret, { namespace: t.ns }).then(() => true));
+      type PodTemplateSpec = { spec: { template: { spec: PodSpec & Record<string, unknown> } } };
+      const job = (change: (spec: PodSpec & Record<string, unknown>, j: KubeObject) => void): KubeObject => {
+        const j = structuredClone(t.job) as KubeObject & PodTemplateSpec;
+        change(j.spec.template.spec, j);
+        return j;
+      };
+      const app = (s: PodSpec) => s.containers[0]!;
+      const badJobs: Record<string, [KubeObject, RegExp]> = {
+        hostPID: [job((s) => (s["hostPID"] = true)), /shares no host namespace/],
+        hostNetwork: [job((s) => (s["hostNetwork"] = true)), /shares no host namespace/],
+        "a privileged container": [job((s) => (app(s)["securityContext"] = { privileged: true })), /not privileged/],
+        "a privileged init container": [job((s) => (s.initContainers![0]!["securityContext"] = { privileged: true })), /not privileged/],
+        "SYS_ADMIN": [job((s) => (app(s)["securityContext"] = { capabilities: { add: ["SYS_ADMIN"] } })), /no capability beyond/],
+        "the host's root": [job((s) => s.volumes!.push({ name: "root", hostPath: { path: "/" } })), /only host path is the node agent's socket directory/],
+        "the node store": [job((s) => s.volumes!.push({ name: "store", hostPath: { path: "/var/lib/classcache", type: "Directory" } })), /only host path/],
+        "the socket directory writable": [job((s) => app(s).volumeMounts!.filter((m) => m.name === "classcache-agent-run").forEach((m) => (m.readOnly = false))), /mounted read-only/],
+        "another name": [job((_, j) => (j.metadata.name = "backup")), /named classcache-build-<10 hex digits/],
+        "no owner": [job((_, j) => delete j.metadata.ownerReferences), /owned by exactly one ClassCache/],
+        "no managed-by label": [job((_, j) => delete j.metadata.labels!["app.kubernetes.io/managed-by"]), /carry app.kubernetes.io\/managed-by/],
+      };
+      for (const [what, [obj, says]] of Object.entries(badJobs)) {
+        const err = await rejection(operator.apply(Jobs, obj, { fieldManager: "classcache-operator", force: true, namespace: t.ns, dryRun: true }));
+        assert.ok(isForbidden(err), `${what}: ${err.message}`);
+        assert.match(err.message, /ValidatingAdmissionPolicy 'classcache-operator-writes'/, what);
+        assert.match(err.message, says, what);
+      }
+      const secret = (change: (s: KubeObject & { stringData?: Record<string, string>; type?: string }) => void): KubeObject => {
+        const s = structuredClone(t.secret) as KubeObject & { stringData?: Record<string, string>; type?: string };
+        s.metadata.name = "classcache-build-abcdefabcd";
+        change(s);
+        return s;
+      };
+      const badSecrets: Record<string, [KubeObject, RegExp]> = {
+        "another name": [secret((s) => (s.metadata.name = "db-password")), /named classcache-build-/],
+        "another key": [secret((s) => (s.stringData = { token: "t", ".dockerconfigjson": "{}" })), /hold a build.s grant \(token\) and its one-time build key \(build.pem\), nothing else/],
+        "another type": [secret((s) => (s.type = "example.com/credentials")), /are Opaque/],
+      };
+      for (const [what, [obj, says]] of Object.entries(badSecrets)) {
+        const err = await rejection(operator.create(Secrets, obj, { namespace: t.ns, dryRun: true }));
+        assert.ok(isForbidden(err), `${what}: ${err.message}`);
+        assert.match(err.message, says, what);
+      }
+      // The reconciler's own Job for that workload passes, as the first test shows.
+      await operator.apply(Jobs, t.job, { fieldManager: "classcache-operator", force: true, namespace: t.ns, dryRun: true });
+    });
+
+    void it("is refused workload patches that change who the pod runs as, its images or its host access, and unmarked ones", async () => {
+      const t = await tenant("shop");
+      await until("the ClassCache reaches the admission policy", () => operator.create(Secrets, t.secret, { namespace: t.ns }).then(() => true));
+      const marked = { metadata: { labels: { [PATCHING_LABEL]: "inventory" } } };
+      const template = (spec: Record<string, unknown>) => ({ ...marked, spec: { template: { spec } } });
+      const bad: Record<string, [unknown, RegExp]> = {
+        "no patching label": [{ spec: { template: { metadata: { annotations: { a: "b" } } } } }, /set the label classcache.dev\/patching/],
+        hostPID: [template({ hostPID: true }), /keeps the pod's host namespaces, service account/],
+        "another service account": [template({ serviceAccountName: "admin" }), /keeps the pod's host namespaces, service account/],
+        "runs as root": [template({ securityContext: { runAsUser: 0 } }), /pod security context/],
+        "another image": [template({ containers: [{ name: "app", image: "evil.example/app:1" }] }), /keeps each container's image/],
+        "a privileged app": [template({ containers: [{ name: "app", securityContext: { privileged: true } }] }), /keeps each container's image and security context/],
+        "a sidecar": [template({ containers: [{ name: "miner", image: "evil.example/miner:1" }] }), /adds no container/],
+        "a privileged classcache init container": [template({ initContainers: [{ name: "classcache-init", image: "x", securityContext: { privileged: true } }] }), /only adds unprivileged classcache-\* init containers/],
+        "another init container": [template({ initContainers: [{ name: "setup", image: "x" }] }), /only adds unprivileged classcache-\* init containers/],
+        "the host's root": [template({ volumes: [{ name: "root", hostPath: { path: "/" } }] }), /adds no host path but its scope's view/],
+        "the whole node store": [template({ volumes: [{ name: "classcache-store", hostPath: { path: "/var/lib/classcache", type: "DirectoryOrCreate" } }] }), /adds no host path but its scope's view/],
+        "another namespace's view": [template({ volumes: [{ name: "classcache-store", hostPath: { path: "/var/lib/classcache/scopes/victim", type: "DirectoryOrCreate" } }] }), /adds no host path but its scope's view/],
+        "its view writable": [
+          template({ volumes: [{ name: "classcache-store", hostPath: { path: `/var/lib/classcache/scopes/${t.ns}`, type: "DirectoryOrCreate" } }], containers: [{ name: "app", volumeMounts: [{ name: "classcache-store", mountPath: "/var/lib/classcache" }] }] }),
+          /mounted read-only/,
+        ],
+      };
+      for (const [what, [patch, says]] of Object.entries(bad)) {
+        const err = await rejection(operator.patch(Deployments, "web", patch, { namespace: t.ns, type: "strategic", dryRun: true }));
+        assert.ok(isForbidden(err), `${what}: ${err.message}`);
+        assert.match(err.message, says, what);
+      }
+      const other = deployment("other", t.ns);
+      assert.ok(isForbidden(await rejection(operator.create(Deployments, { ...other, metadata: { ...other.metadata, ...marked.metadata } }))), "creates a Deployment in a tenant namespace");
     });
 
     void it("manages secrets, services and its directory only in classcache-system", async () => {
@@ -327,17 +485,90 @@ void describe("the ClassCache API on a real API server", { timeout: 180_000 }, (
     });
   });
 
-  void describe("the operator's own Deployment and webhook Service (deploy/operator/)", () => {
-    void it("are accepted by the API server with strict field validation, as the operator's service account", async () => {
-      const docs = parseAllDocuments(readFileSync(join(REPO_ROOT, "deploy/operator/operator.yaml"), "utf8")).map((d) => d.toJS() as KubeObject & { kind: string });
-      assert.deepEqual(docs.map((d) => d.kind), ["Deployment", "Service"]);
-      for (const d of docs) {
-        const rt = d.kind === "Deployment" ? Deployments : Services;
-        await admin.apply(rt, d, { fieldManager: "classcache-install", dryRun: true, fieldValidation: "Strict" });
+  void describe("the webhook's service account", () => {
+    /** Whether the webhook's service account may do `verb` (the API server's own answer, for verbs a plain call cannot show, like watch). */
+    const may = async (verb: string, resource: string, group = "", namespace = ""): Promise<boolean> => {
+      const review = await webhook.create<KubeObject & { status?: { allowed?: boolean } }>(SelfSubjectAccessReviews, {
+        apiVersion: "authorization.k8s.io/v1",
+        kind: "SelfSubjectAccessReview",
+        metadata: {},
+        spec: { resourceAttributes: { verb, resource, group, ...(namespace ? { namespace } : {}) } },
+      });
+      return review.status?.allowed === true;
+    };
+
+    void it("reads ClassCaches and namespaces, which decide a pod's patch", async () => {
+      const ns = await namespace("hooked");
+      await admin.create(ClassCaches, fixture("minimal.yaml"), { namespace: ns });
+      assert.ok((await webhook.list(ClassCaches)).items.length >= 1);
+      await webhook.get(ClassCaches, "inventory", { namespace: ns });
+      await webhook.get(Namespaces, ns);
+      assert.ok((await webhook.list(Namespaces)).items.some((n) => n.metadata.name === ns));
+      for (const resource of ["classcaches", "namespaces"]) assert.ok(await may("watch", resource, resource === "classcaches" ? "classcache.dev" : ""), `watch ${resource}`);
+    });
+
+    void it("can do nothing else: no Secret, not even its own certificate's, no pod, workload, Job or ClassCache write", async () => {
+      const ns = await namespace("hooked");
+      await admin.create(Secrets, { metadata: { name: "db", namespace: ns }, stringData: { password: "x" } });
+      await admin.create(Secrets, { metadata: { name: "classcache-webhook-tls", namespace: SYSTEM_NS }, type: "kubernetes.io/tls", stringData: { "tls.crt": "", "tls.key": "" } }).catch(() => undefined);
+      await admin.create(Deployments, deployment("web", ns));
+      await admin.create(ClassCaches, fixture("minimal.yaml"), { namespace: ns });
+      const denied: Record<string, () => Promise<unknown>> = {
+        "list secrets": () => webhook.list(Secrets),
+        "list secrets in classcache-system": () => webhook.list(Secrets, { namespace: SYSTEM_NS }),
+        "get a tenant's secret": () => webhook.get(Secrets, "db", { namespace: ns }),
+        // The kubelet mounts it into the webhook's pod; the service account itself never reads it.
+        "get its serving-certificate Secret": () => webhook.get(Secrets, "classcache-webhook-tls", { namespace: SYSTEM_NS }),
+        "create a pod": () => webhook.create(Pods, { metadata: { name: "p", namespace: ns }, spec: { containers: [{ name: "c", image: "example.com/c:1" }] } }),
+        "list pods": () => webhook.list(Pods, { namespace: ns }),
+        "patch a deployment": () => webhook.patch(Deployments, "web", { metadata: { labels: { x: "y" } } }, { namespace: ns, type: "merge" }),
+        "list deployments": () => webhook.list(Deployments),
+        "create a job": () => webhook.create(Jobs, { metadata: { name: "j", namespace: ns }, spec: { template: { spec: { restartPolicy: "Never", containers: [{ name: "c", image: "example.com/c:1" }] } } } }),
+        "update a ClassCache": () => webhook.patch(ClassCaches, "inventory", { metadata: { labels: { x: "y" } } }, { namespace: ns, type: "merge" }),
+        "write a ClassCache's status": () => webhook.patch(ClassCaches, "inventory", { status: { phase: "Ready" } }, { namespace: ns, type: "merge", subresource: "status" }),
+        "patch a namespace": () => webhook.patch(Namespaces, ns, { metadata: { labels: { x: "y" } } }, { type: "merge" }),
+        "change the webhook configuration": () => webhook.apply(MutatingWebhookConfigurations, { apiVersion: "admissionregistration.k8s.io/v1", kind: "MutatingWebhookConfiguration", metadata: { name: "classcache-webhook" }, webhooks: [] }, { fieldManager: "classcache-webhook" }),
+        "create a config map in classcache-system": () => webhook.create(ConfigMaps, { metadata: { name: "x", namespace: SYSTEM_NS } }),
+      };
+      for (const [what, call] of Object.entries(denied)) {
+        const err = await rejection(call());
+        assert.ok(isForbidden(err), `${what}: ${err.message}`);
       }
-      const pod = (docs[0] as unknown as { spec: { template: { spec: { serviceAccountName: string; containers: { args: string[] }[] } } } }).spec.template.spec;
-      assert.equal(pod.serviceAccountName, "classcache-operator");
-      assert.equal(pod.containers[0]!.args[0], "operator");
+      for (const [verb, resource, group] of [["watch", "secrets", ""], ["create", "events", ""], ["create", "leases", "coordination.k8s.io"]] as const) {
+        assert.equal(await may(verb, resource, group, SYSTEM_NS), false, `${verb} ${resource}`);
+      }
+    });
+  });
+
+  void describe("the operator's Deployments and webhook Service (deploy/operator/)", () => {
+    type Doc = KubeObject & { kind: string; spec: { selector?: Record<string, string>; template?: { metadata: { labels: Record<string, string> }; spec: PodSpec & { serviceAccountName: string; volumes?: { name: string; secret?: { secretName: string; items: { key: string }[] } }[] } } } };
+    const docs = (): Doc[] => parseAllDocuments(readFileSync(join(REPO_ROOT, "deploy/operator/operator.yaml"), "utf8")).map((d) => d.toJS() as Doc);
+
+    void it("are accepted by the API server with strict field validation", async () => {
+      const all = docs();
+      assert.deepEqual(all.map((d) => `${d.kind}/${d.metadata.name}`), ["Deployment/classcache-operator", "Deployment/classcache-webhook", "Service/classcache-webhook"]);
+      for (const d of all) await admin.apply(d.kind === "Deployment" ? Deployments : Services, d, { fieldManager: "classcache-install", dryRun: true, fieldValidation: "Strict" });
+    });
+
+    void it("run the controller and the webhook apart, each as its own service account, the Service in front of the webhook only", () => {
+      const [controller, hook, service] = docs();
+      const pod = (d: Doc | undefined) => d!.spec.template!;
+      assert.equal(pod(controller).spec.serviceAccountName, "classcache-operator");
+      assert.deepEqual(pod(controller).spec.containers[0]!.args!.slice(0, 3), ["operator", "--role", "controller"]);
+      assert.equal(pod(controller).metadata.labels["app.kubernetes.io/component"], "operator", "the directory's NetworkPolicy admits the controller by this label");
+      assert.ok(!(pod(controller).spec.containers[0]!["ports"] as { name: string }[]).some((p) => p.name === "webhook"), "the controller serves no webhook");
+      assert.equal(pod(hook).spec.serviceAccountName, "classcache-webhook");
+      assert.deepEqual(pod(hook).spec.containers[0]!.args!.slice(0, 5), ["operator", "--role", "webhook", "--webhook-cert-dir", "/var/run/classcache/webhook-tls"]);
+      const tls = pod(hook).spec.volumes?.find((v) => v.secret?.secretName === "classcache-webhook-tls");
+      assert.deepEqual(tls?.secret?.items?.map((i) => i.key), ["tls.crt", "tls.key", "ca.crt"], "the CA's key never reaches the webhook");
+      const selector = service!.spec.selector!;
+      assert.ok(Object.entries(selector).every(([k, v]) => pod(hook).metadata.labels[k] === v), "the Service selects the webhook's pods");
+      assert.ok(!Object.entries(selector).every(([k, v]) => pod(controller).metadata.labels[k] === v), "and not the controller's");
+      const image = (d: Doc | undefined): string | undefined => {
+        const args = pod(d).spec.containers[0]!.args!;
+        return args[args.indexOf("--image") + 1];
+      };
+      assert.equal(image(hook), image(controller), "both parts patch pods with the same image");
     });
   });
 });

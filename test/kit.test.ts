@@ -60,10 +60,11 @@ describe("the runtime kit", () => {
     assert.equal(await readFile(join(root, "out", "launch.args"), "utf8"), "-jar\n/app.jar\n");
   });
 
-  it("carries the capture agent compiled from its own source, so baked builds need no javac in the app's image", async () => {
-    const source = await readFile(join(kit, "app", "src", "build", "capture", "CaptureAgent.java"));
-    const digest = createHash("sha256").update(source).digest("hex").slice(0, 16);
-    assert.ok(existsSync(join(kit, "cache", "tools", `capture-agent-${digest}.jar`)));
+  it("carries the capture agent and the jar check compiled from their own sources, so neither a build Job's image nor the classcache image needs javac", async () => {
+    for (const [name, file] of [["capture-agent", "build/capture/CaptureAgent.java"], ["jar-check", "node/check/JarCheck.java"]] as const) {
+      const digest = createHash("sha256").update(await readFile(join(kit, "app", "src", file))).digest("hex").slice(0, 16);
+      assert.ok(existsSync(join(kit, "cache", "tools", `${name}-${digest}.jar`)), name);
+    }
     assert.equal(existsSync(join(kit, "app", "node_modules", "typescript")), false, "no dev dependencies");
   });
 });

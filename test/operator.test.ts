@@ -19,7 +19,7 @@ import { ApiError } from "../src/kube/errors.ts";
 import { ConfigMaps, DaemonSets, Deployments, Jobs, Namespaces, NetworkPolicies, Pods, Secrets, StatefulSets } from "../src/kube/resource.ts";
 import type { KubeObject } from "../src/kube/types.ts";
 import { ClassCaches, type ClassCache } from "../src/operator/api/v1.ts";
-import { ORIGINAL_LAUNCH_ANNOTATION, POD_SECURITY_ENFORCE_LABEL, REF_ANNOTATION, SYSTEM_NAMESPACE } from "../src/operator/constants.ts";
+import { ORIGINAL_LAUNCH_ANNOTATION, PATCHING_LABEL, POD_SECURITY_ENFORCE_LABEL, REF_ANNOTATION, SYSTEM_NAMESPACE } from "../src/operator/constants.ts";
 import type { PodSpec } from "../src/operator/inject.ts";
 import type { Operator } from "../src/operator/operator.ts";
 import type { Stats } from "../src/stats/stats.ts";
@@ -142,15 +142,16 @@ describe("the operator against a real API server, directory and webhook", () => 
     assert.deepEqual(app.command, ["java", "-Xmx256m", "@/classcache/launch.args"]);
     assert.deepEqual(app.args, ["--server.port=8080"]);
     assert.equal(app.env?.find((e) => e.name === "JAVA_TOOL_OPTIONS")?.value, "-Dteam=shop -Xshare:auto");
-    assert.deepEqual(d.spec.template.spec.initContainers?.map((c) => c.name), ["classcache-agent-jar", "classcache-init"]);
+    assert.deepEqual(d.spec.template.spec.initContainers?.map((c) => c.name), ["classcache-agent-jar", "classcache-init", "classcache-check"]);
     assert.deepEqual(hostPaths(d.spec.template.spec), ["/var/lib/classcache/scopes/shop"], "only its namespace's view of the node store");
     assert.equal(d.spec.template.metadata?.annotations?.[REF_ANNOTATION], ownedRef);
+    assert.equal(d.metadata.labels?.[PATCHING_LABEL], undefined, "the admission policy's label goes with the patch's last write");
     const job = await client.get<KubeObject>(Jobs, `classcache-build-${ownedRef.slice(0, 10)}`, { namespace: "shop" });
     assert.equal(job.metadata.ownerReferences?.[0]?.kind, "ClassCache");
     // Server-side apply owns exactly our fields; re-running the reconcile changes nothing.
     const before = [(await getDeploy("shop", "shop")).metadata.resourceVersion, (await getCc("shop", "shop")).metadata.resourceVersion];
-    await op.reconciler.reconcile("shop/shop", new AbortController().signal);
-    await op.reconciler.reconcile("shop/shop", new AbortController().signal);
+    await op.reconciler!.reconcile("shop/shop", new AbortController().signal);
+    await op.reconciler!.reconcile("shop/shop", new AbortController().signal);
     const afterRv = [(await getDeploy("shop", "shop")).metadata.resourceVersion, (await getCc("shop", "shop")).metadata.resourceVersion];
     assert.deepEqual(afterRv, before, "a second reconcile writes nothing");
     const managers = (await getDeploy("shop", "shop")).metadata.managedFields?.map((m) => `${m.manager}/${m.operation}`) ?? [];
@@ -251,7 +252,7 @@ describe("the operator against a real API server, directory and webhook", () => 
     );
     assert.equal(pod.metadata.annotations?.[REF_ANNOTATION], cc.status!.ref, "the webhook computes the same ref as the operator");
     assert.deepEqual(pod.spec.containers[0]!.command, ["java", "-Xmx256m", "@/classcache/launch.args"]);
-    assert.deepEqual(pod.spec.initContainers?.map((c) => c.name), ["classcache-init"]);
+    assert.deepEqual(pod.spec.initContainers?.map((c) => c.name), ["classcache-init", "classcache-check"]);
     assert.deepEqual(hostPaths(pod.spec), ["/var/lib/classcache/scopes/web"], "only its namespace's view of the node store");
     const plain = await client.create<KubeObject & { spec: PodSpec }>(Pods, { metadata: { name: "other", namespace: "web" }, spec: { containers: [{ name: "app", image: "x", ...JAVA_LAUNCH }] } }, { namespace: "web" });
     assert.deepEqual(plain.spec.containers[0]!.command, JAVA_LAUNCH.command, "unlabelled pods are untouched");
@@ -398,6 +399,9 @@ describe("the operator against a real API server, directory and webhook", () => 
     assert.equal(d.spec.template.spec.volumes, undefined);
     assert.equal(d.metadata.annotations?.[ORIGINAL_LAUNCH_ANNOTATION], undefined);
     assert.equal(d.spec.template.metadata?.annotations?.[REF_ANNOTATION], undefined);
+    assert.equal(d.metadata.labels?.[PATCHING_LABEL], undefined);
+    // No ClassCache is left in the namespace: the admission policy still leaves the workload's own writes alone.
+    await client.patch(Deployments, "shop", { spec: { template: { spec: { containers: [{ name: "app", image: "registry.example/shop:1.2" }] } } } }, { type: "strategic", namespace: "shop" });
     const directory = new ValkeyDirectory({ url: redis.url });
     try {
       assert.equal(await directory.binding(`${ref}.amd64`), undefined);

@@ -287,8 +287,8 @@ describe("Owned mode's env on a real API server", () => {
     assert.ok(managers.includes("classcache-operator/Apply"), managers.join(", "));
 
     const rv = (await getDeploy("shop")).metadata.resourceVersion;
-    await op.reconciler.reconcile("shop/shop", new AbortController().signal);
-    await op.reconciler.reconcile("shop/shop", new AbortController().signal);
+    await op.reconciler!.reconcile("shop/shop", new AbortController().signal);
+    await op.reconciler!.reconcile("shop/shop", new AbortController().signal);
     assert.equal((await getDeploy("shop")).metadata.resourceVersion, rv, "a second pass writes nothing");
 
     await client.delete(ClassCaches, "shop", { namespace: "shop" });

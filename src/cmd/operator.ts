@@ -1,7 +1,7 @@
-/** `classcache operator`: the ClassCache controller and the admission webhook. */
+/** `classcache operator`: the ClassCache controller and the admission webhook, together or apart (--role). */
 import { CLASSCACHE_VERSION } from "../build/pipeline.ts";
 import { KubeClient } from "../kube/client.ts";
-import { createOperator } from "../operator/operator.ts";
+import { createOperator, OPERATOR_ROLES, type OperatorRole } from "../operator/operator.ts";
 import { usageError } from "../runtime/errors.ts";
 import { createLogger } from "../runtime/log.ts";
 import { FileCerts } from "../webhook/certs.ts";
@@ -14,6 +14,13 @@ Reconciles ClassCache resources (the directory, the node agents, build Jobs, wor
 status) and serves the admission webhook. In a cluster it uses the pod's service account;
 outside one, give --kubeconfig and --webhook-url (the API server must reach this process).
 
+  --role all|controller|webhook
+                             which part runs here (default all). controller: the reconciler, the
+                             webhook's certificates and configurations; webhook: the admission
+                             server alone, which reads ClassCaches and namespaces and serves the
+                             certificates in --webhook-cert-dir (in a cluster: the controller's
+                             Secret classcache-webhook-tls, mounted). Both parts need the same
+                             --image and --allow-cluster-sharing: they are in the pod patch.
   --kubeconfig <file>        a kubeconfig (default: in-cluster service account)
   --context <name>           a kubeconfig context other than the current one
   --image <ref>              the classcache image for node agents, init steps and build kits
@@ -23,9 +30,14 @@ outside one, give --kubeconfig and --webhook-url (the API server must reach this
   --webhook-url <url>        how the API server reaches the webhook, e.g. https://127.0.0.1:9443
                              (default: the Service classcache-webhook in classcache-system)
   --metrics-port <n>         plain-HTTP port of /metrics, /healthz and /readyz (default 8080)
-  --webhook-cert-dir <dir>   tls.crt/tls.key/ca.crt from cert-manager instead of self-managed certificates
+  --webhook-cert-dir <dir>   tls.crt/tls.key/ca.crt from files (cert-manager's, or the controller's
+                             Secret mounted into the webhook) instead of self-managed certificates
   --directory-addr <h:p>     reach the managed directory here (outside the cluster its Service does not resolve)
   --allow-cluster-sharing    let ClassCaches with sharing: Cluster share archives across namespaces
+  --observe-jvms             give the node agents the host's PID namespace and CAP_SYS_PTRACE, so
+                             they read every JVM's class counters and memory on their node: the
+                             live hit rate in status and the memory sharing in metrics (without
+                             it, status shows the build's verified hit rate)
                              (archives are executable code: off by default)
   --no-leader-election       run the controller without a Lease (one replica only)
   --log-format text|json
@@ -33,10 +45,11 @@ outside one, give --kubeconfig and --webhook-url (the API server must reach this
 
 export const operatorCommand: Command = {
   name: "operator",
-  summary: "run the ClassCache operator and admission webhook",
+  summary: "run the ClassCache operator and admission webhook (together or apart)",
   usage,
   async run(argv, io) {
     const { values } = parse("operator", argv, {
+      role: { type: "string", default: "all" },
       kubeconfig: { type: "string" },
       context: { type: "string" },
       image: { type: "string", default: `ghcr.io/classcache/classcache:${CLASSCACHE_VERSION}` },
@@ -48,8 +61,14 @@ export const operatorCommand: Command = {
       "directory-addr": { type: "string" },
       "no-leader-election": { type: "boolean", default: false },
       "allow-cluster-sharing": { type: "boolean", default: false },
+      "observe-jvms": { type: "boolean", default: false },
       "log-format": { type: "string", default: "text" },
     });
+    const role = values.role as OperatorRole;
+    if (!OPERATOR_ROLES.includes(role)) throw usageError(`--role ${values.role} is not a role`, `use one of ${OPERATOR_ROLES.join(", ")}`);
+    if (role === "webhook" && !values["webhook-cert-dir"]) {
+      throw usageError("--role webhook needs --webhook-cert-dir", "the webhook serves the certificates the controller keeps in the Secret classcache-webhook-tls: mount its tls.crt, tls.key and ca.crt and name the directory");
+    }
     const port = Number(values["webhook-port"]);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw usageError(`--webhook-port ${values["webhook-port"]} is not a port number`);
     const metricsPort = Number(values["metrics-port"]);
@@ -63,12 +82,13 @@ export const operatorCommand: Command = {
       }
       if (webhookUrl.protocol !== "https:") throw usageError("--webhook-url must be https: the API server only calls webhooks over TLS");
     }
-    const log = createLogger({ format: values["log-format"] === "json" ? "json" : "text" }, { component: "operator" });
+    const log = createLogger({ format: values["log-format"] === "json" ? "json" : "text" }, { component: role === "webhook" ? "webhook" : "operator" });
     const client = KubeClient.load({ ...(values.kubeconfig ? { kubeconfigPath: values.kubeconfig } : {}), ...(values.context ? { context: values.context } : {}), userAgent: `classcache-operator/${CLASSCACHE_VERSION}` });
     const ip = webhookUrl && /^\d+\.\d+\.\d+\.\d+$/.test(webhookUrl.hostname) ? [webhookUrl.hostname] : undefined;
     const op = createOperator({
       client,
       log,
+      role,
       image: values.image,
       webhookPort: port,
       metricsPort,
@@ -79,6 +99,7 @@ export const operatorCommand: Command = {
       ...(values["directory-addr"] ? { directoryUrl: values["directory-addr"] } : {}),
       leaderElection: !values["no-leader-election"],
       allowClusterSharing: values["allow-cluster-sharing"],
+      observeJvms: values["observe-jvms"],
     });
     await op.manager.start(io.signal);
     return 0;

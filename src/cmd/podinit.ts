@@ -1,8 +1,9 @@
 /** `classcache pod-init`: the init step of a patched pod (see node/podinit.ts). Always exits 0. */
-import { mkdir } from "node:fs/promises";
+import { copyFile, mkdir } from "node:fs/promises";
+import { join } from "node:path";
 import { STORE_ROOT } from "../operator/constants.ts";
 import { nodeArch } from "../node/agent.ts";
-import { planPod, want, writeArgfiles } from "../node/podinit.ts";
+import { CHECK_JAR, jarCheckJar, planPod, stageForCheck, want, writeArgfiles } from "../node/podinit.ts";
 import { parseArgs } from "node:util";
 import type { Command, Io } from "./command.ts";
 
@@ -21,6 +22,8 @@ launch. Never fails the pod: on any problem it writes the fallback and exits 0.
   --root <dir>             where the app container sees the store (default ${STORE_ROOT})
   --share-memory           map the archive at a fixed address so JVMs on the node share it
   --socket <path>          the node agent's socket (default <store>/run/agent.sock)
+  --check                  stage the archive for the jar check that runs next in the app's image
+                           (it switches to the archive only if the app's jars are the archive's)
 `;
 
 export const podInitCommand: Command = {
@@ -50,6 +53,7 @@ async function podInit(argv: string[], io: Io): Promise<number> {
       root: { type: "string", default: STORE_ROOT },
       "share-memory": { type: "boolean", default: false },
       socket: { type: "string" },
+      check: { type: "boolean", default: false },
     } });
     const str = (v: unknown, d: string): string => (typeof v === "string" ? v : d);
     const strs = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : []);
@@ -59,14 +63,28 @@ async function podInit(argv: string[], io: Io): Promise<number> {
     const ref = str(values.ref, "");
     const store = str(values.store, STORE_ROOT);
     await mkdir(out, { recursive: true });
+    // First of all, what lets the pod start as without classcache: its own launch, and the jar
+    // check the next init step runs (which must find it even when there is no archive).
+    await writeArgfiles(out, { jvm: fallbackJvm, launch: fallback });
+    if (values.check === true) await copyFile(await jarCheckJar(), join(out, CHECK_JAR));
     if (!/^[0-9a-f]{64}$/.test(ref)) {
-      await writeArgfiles(out, { jvm: fallbackJvm, launch: fallback });
       io.stderr.write(`classcache: --ref is missing or malformed; the pod runs without an archive\n`);
       return 0;
     }
     const r = await planPod({ ref, arch: nodeArch(), store, root: str(values.root, STORE_ROOT), out, fallback, fallbackJvm, shareMemory: values["share-memory"] === true });
-    await writeArgfiles(out, r);
-    if (!r.archive) await want(str(values.socket, `${store}/run/agent.sock`), ref);
-    io.stdout.write(JSON.stringify({ ref, archive: r.archive, key: r.key, reason: r.reason }) + "\n");
+    if (!r.archive) {
+      await writeArgfiles(out, r);
+      await want(str(values.socket, `${store}/run/agent.sock`), ref);
+      io.stdout.write(JSON.stringify({ ref, archive: false, reason: r.reason }) + "\n");
+      return 0;
+    }
+    if (values.check !== true) {
+      // A pod patched without the jar check (an older operator): the archive as it is.
+      await writeArgfiles(out, r);
+      io.stdout.write(JSON.stringify({ ref, archive: true, key: r.key, reason: r.reason }) + "\n");
+      return 0;
+    }
+    const notStaged = await stageForCheck({ out, fallback, fallbackJvm }, r).catch((err: unknown) => `the jar check could not be staged: ${err instanceof Error ? err.message : String(err)}`);
+    io.stdout.write(JSON.stringify({ ref, archive: false, staged: notStaged === undefined, key: r.key, reason: notStaged ?? "archive staged; the jar check in the app's image switches to it if the app's jars are the archive's" }) + "\n");
     return 0;
 }

@@ -17,6 +17,7 @@ import type { Manifest } from "../archive/manifest.ts";
 import { fillRoot, launchArgs } from "../jvm/launch.ts";
 import { withMemorySharing } from "../jvm/options.ts";
 import { refPath } from "../store/store.ts";
+import { toolJar } from "../jvm/tools.ts";
 
 export interface PodInitOptions {
   ref: string;
@@ -42,6 +43,8 @@ export interface PodInitResult {
   reason: string;
   jvm: string[];
   launch: string[];
+  /** With an archive: the sha256 of each application jar it was built from, in class-path order. */
+  appDigests?: string[];
 }
 
 /** What the pod's JVM gets. Never throws: any problem means "run as without classcache". */
@@ -59,10 +62,51 @@ export async function planPod(o: PodInitOptions): Promise<PodInitResult> {
     await access(join(o.store, m.archive.file));
     await access(join(o.store, "layouts", m.layout.id));
     const opts = o.shareMemory ? withMemorySharing(m.runtime.jvmOptions) : m.runtime.jvmOptions;
-    return { archive: true, key, reason: "archive present and verified on this node", jvm: opts.map((x) => fillRoot(x, o.root)), launch: launchArgs(m.runtime.launch, o.root) };
+    return { archive: true, key, reason: "archive present and verified on this node", jvm: opts.map((x) => fillRoot(x, o.root)), launch: launchArgs(m.runtime.launch, o.root), appDigests: m.inputs.app.digests };
   } catch (err) {
     return fallback(`the archive on this node is incomplete (${err instanceof Error ? err.message : String(err)})`);
   }
+}
+
+/** The application jars of a launch as the pod's own image has them: `-jar <jar>`, or each entry of `-cp <a:b> <main>`. */
+export function jarsOf(launch: string[]): string[] {
+  if (launch[0] === "-jar" && launch[1]) return [launch[1]];
+  if (["-cp", "-classpath", "--class-path"].includes(launch[0] ?? "") && launch[1]) return launch[1].split(":").filter(Boolean);
+  return [];
+}
+
+/**
+ * Stages an archive for the jar check that runs next, in the pod's own image (JarCheck.java):
+ * the pod's own launch is what is active; the archive's options and launch wait next to it, with
+ * the digest each of the pod's jars must have. Only the check moves them in, and only when every
+ * digest matches: a pod never launches an extracted app whose jars differ from its own image's
+ * (a tag re-pushed with new content). The pod's own launch is already active (the caller wrote
+ * it first). Returns why nothing was staged, if nothing was.
+ */
+export async function stageForCheck(o: Pick<PodInitOptions, "out" | "fallback" | "fallbackJvm">, r: PodInitResult): Promise<string | undefined> {
+  const jars = jarsOf(o.fallback);
+  const digests = r.appDigests ?? [];
+  if (jars.length === 0 || jars.length !== digests.length) return `the pod's launch names ${jars.length} jar(s), the archive was built from ${digests.length}`;
+  if (jars.some((j) => /[\r\n]/.test(j))) return "a jar path of the pod's launch has a line break";
+  await writeAtomic(join(o.out, "archive.jvm.args"), argfile(r.jvm));
+  await writeAtomic(join(o.out, "archive.launch.args"), argfile(r.launch));
+  await writeAtomic(join(o.out, "check.args"), jars.map((j, i) => `${digests[i]} ${j}`).join("\n") + "\n");
+  return undefined;
+}
+
+/** The jar check's name in the pod's argument directory. */
+export const CHECK_JAR = "jar-check.jar";
+
+/** The jar check (check/JarCheck.java), compiled ahead in a kit, else now. */
+export function jarCheckJar(): Promise<string> {
+  return toolJar({
+    name: "jar-check",
+    source: join(import.meta.dirname, "check", "JarCheck.java"),
+    release: 8,
+    manifest: [["Main-Class", "dev.classcache.check.JarCheck"]],
+    preferredHome: "",
+    why: "the pods' jar check needs javac once, to be compiled",
+  });
 }
 
 /** One argument per line, quoted when needed (the java launcher's @argfile syntax). */

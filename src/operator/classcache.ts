@@ -2,8 +2,11 @@
  * The ClassCache reconciler: gather (the ClassCache, its workload, the directory's view of
  * its ref), decide (the pod patch, the conditions), act (build Job, workload patch, status),
  * through server-side apply with one field manager (and one guarded JSON patch where apply
- * cannot reorder a template's env), so a pass that changes nothing writes nothing. Deleting a ClassCache puts the workload back as it was and removes its ref's
- * bindings from the directory before the finalizer goes.
+ * cannot reorder a template's env), so a pass that changes nothing writes nothing (a dry run
+ * tells). Every workload write carries the label PATCHING_LABEL and the last one removes it: the
+ * admission policy that lets the operator write only where a ClassCache exists selects by it.
+ * Deleting a ClassCache puts the workload back as it was and removes its ref's bindings from the
+ * directory before the finalizer goes.
  */
 import { isDeepStrictEqual } from "node:util";
 import { generateBuildKey, openBinding, openEnvelope, SignatureError, signGrant, type Signer, type TrustStore } from "../archive/signing.ts";
@@ -18,9 +21,10 @@ import type { Logger } from "../runtime/log.ts";
 import type { Informer } from "./runtime/informer.ts";
 import type { Result } from "./runtime/reconcile.ts";
 import { ClassCaches, ConditionTypes, FINALIZER, Reasons, resolveSpec, type ArchiveStatus, type ClassCache, type ClassCacheStatus, type Condition, type ResolvedSpec } from "./api/v1.ts";
-import { FIELD_MANAGER, hostPathForbiddenBy, INJECT_LABEL, ORIGINAL_LAUNCH_ANNOTATION, POD_SECURITY_ENFORCE_LABEL, REF_ANNOTATION } from "./constants.ts";
+import { FIELD_MANAGER, hostPathForbiddenBy, INJECT_LABEL, ORIGINAL_LAUNCH_ANNOTATION, PATCHING_LABEL, POD_SECURITY_ENFORCE_LABEL, REF_ANNOTATION } from "./constants.ts";
 import { injectedEnv, injectPod, INIT_CONTAINERS, stripInjection, VOLUMES, type Container, type InjectionInput, type OriginalLaunch, type PodSpec, type PodTemplate } from "./inject.ts";
 import { buildDeadlineSeconds, buildJob, buildJobName, buildTokenSecret } from "./objects/buildjob.ts";
+import { classCacheOwner } from "./objects/meta.ts";
 import { publishOffer, signAgain } from "./publish.ts";
 import { computeRef } from "./ref.ts";
 
@@ -119,6 +123,26 @@ function originalOf(w: Workload): OriginalLaunch | undefined {
 
 function isPatched(w: Workload): boolean {
   return (w.spec.template.spec.initContainers ?? []).some((c) => c.name === INIT_CONTAINERS.init) || w.metadata.annotations?.[ORIGINAL_LAUNCH_ANNOTATION] !== undefined;
+}
+
+/** A JSON Patch path segment (RFC 6901). */
+function pointer(key: string): string {
+  return key.replaceAll("~", "~0").replaceAll("/", "~1");
+}
+
+function withoutPatchingLabel(labels: Record<string, string> | undefined): Record<string, string> {
+  const out = { ...(labels ?? {}) };
+  delete out[PATCHING_LABEL];
+  return out;
+}
+
+/** Whether `a` and `b` are the same workload as far as the operator's writes go (the patching label aside). */
+function sameAsWritten(a: KubeObject, b: KubeObject): boolean {
+  return (
+    a.metadata.generation === b.metadata.generation &&
+    isDeepStrictEqual(withoutPatchingLabel(a.metadata.labels), withoutPatchingLabel(b.metadata.labels)) &&
+    isDeepStrictEqual(a.metadata.annotations ?? {}, b.metadata.annotations ?? {})
+  );
 }
 
 export class ClassCacheReconciler {
@@ -305,8 +329,8 @@ export class ClassCacheReconciler {
       },
       kitImage: this.#o.image,
     });
-    const created = await this.#o.client.apply(Jobs, jobObject, { fieldManager: FIELD_MANAGER, force: true, namespace: ns, signal });
-    await this.#grantBuild(cc, scope, ref, { name, uid: created.metadata.uid ?? "" }, buildDeadlineSeconds(spec.training), signer, signal);
+    await this.#grantBuild(cc, scope, ref, buildDeadlineSeconds(spec.training), signer, signal);
+    await this.#o.client.apply(Jobs, jobObject, { fieldManager: FIELD_MANAGER, force: true, namespace: ns, signal });
     await this.#o.events.record(cc, "Normal", "BuildStarted", "Build", `build Job ${name} created for ref ${ref.slice(0, 12)}`);
     conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.Building, `build Job ${name} created`);
   }
@@ -330,23 +354,24 @@ export class ClassCacheReconciler {
       conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.OfferRejected, message);
     } else {
       // The Secret follows the Job: made here again if the operator stopped in between.
-      await this.#grantBuild(cc, scopeOf(cc, spec, this.#o.allowClusterSharing === true), ref, { name, uid: job.metadata.uid ?? "" }, buildDeadlineSeconds(spec.training), signer, signal);
+      await this.#grantBuild(cc, scopeOf(cc, spec, this.#o.allowClusterSharing === true), ref, buildDeadlineSeconds(spec.training), signer, signal);
       conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.Building, `build Job ${name} is running`);
     }
   }
 
   /**
-   * The build Job's grant and one-time build key, in a Secret the Job owns (its pod waits for
-   * it): the grant is good for this scope and ref only and a while longer than the Job may
-   * run; node agents verify it with the public key (see BuildGrant). The build key's public
-   * half is in the grant; with the private half the build signs what it offers.
+   * The build Job's grant and one-time build key, in a Secret of the ClassCache's next to the
+   * Job (its pod waits for it; made here again if the operator stopped in between): the grant is
+   * good for this scope and ref only, and for a day longer than the Job may run; node agents
+   * verify it with the public key (see BuildGrant). The build key's public half is in the grant;
+   * with the private half the build signs what it offers.
    */
-  async #grantBuild(cc: ClassCache, scope: string, ref: string, job: { name: string; uid: string }, deadlineSeconds: number, signer: Signer, signal: AbortSignal): Promise<void> {
+  async #grantBuild(cc: ClassCache, scope: string, ref: string, deadlineSeconds: number, signer: Signer, signal: AbortSignal): Promise<void> {
     const ns = cc.metadata.namespace!;
     const buildKey = generateBuildKey();
     const now = Date.now();
-    const token = signGrant({ scope, ref, classCache: `${ns}/${cc.metadata.name}`, owner: cc.metadata.uid ?? "", buildKey: buildKey.publicKey, issuedAt: now, expiresAt: now + (deadlineSeconds + 3600) * 1000 }, signer);
-    const owner = { apiVersion: "batch/v1", kind: "Job", name: job.name, uid: job.uid };
+    const token = signGrant({ scope, ref, classCache: `${ns}/${cc.metadata.name}`, owner: cc.metadata.uid ?? "", buildKey: buildKey.publicKey, issuedAt: now, expiresAt: now + (deadlineSeconds + 24 * 3600) * 1000 }, signer);
+    const owner = classCacheOwner({ name: cc.metadata.name!, namespace: ns, uid: cc.metadata.uid ?? "" });
     try {
       await this.#o.client.create(Secrets, buildTokenSecret(ns, ref, { token, key: buildKey.privatePem }, owner), { namespace: ns, fieldManager: FIELD_MANAGER, signal });
     } catch (err) {
@@ -388,12 +413,12 @@ export class ClassCacheReconciler {
   async #patchWorkload(cc: ClassCache, spec: ResolvedSpec, w: Workload, ref: string, injected: ReturnType<typeof injectPod>, conditions: Conditions, signal: AbortSignal): Promise<boolean> {
     const kind = spec.workloadRef.kind;
     if (!injected.outcome.patched) {
-      if (isPatched(w)) await this.#unpatch(kind, w, signal);
+      if (isPatched(w)) await this.#unpatch(cc, kind, w, signal);
       conditions.set(ConditionTypes.WorkloadPatched, "False", injected.outcome.reason, injected.outcome.message);
       return false;
     }
     if (spec.patchMode === "Webhook") {
-      if (isPatched(w)) await this.#unpatch(kind, w, signal);
+      if (isPatched(w)) await this.#unpatch(cc, kind, w, signal);
       const label = w.spec.template.metadata?.labels?.[INJECT_LABEL];
       if (label !== cc.metadata.name) {
         conditions.set(ConditionTypes.WorkloadPatched, "False", "InjectLabelMissing", `Webhook mode: add the label ${INJECT_LABEL}: ${cc.metadata.name} to the pod template of ${kind} ${w.metadata.name}, so the webhook patches its pods`);
@@ -409,7 +434,7 @@ export class ClassCacheReconciler {
     const apply = {
       apiVersion: "apps/v1",
       kind,
-      metadata: { name: w.metadata.name, namespace: w.metadata.namespace, annotations },
+      metadata: { name: w.metadata.name, namespace: w.metadata.namespace, labels: { [PATCHING_LABEL]: cc.metadata.name! }, annotations },
       spec: {
         template: {
           metadata: { annotations: templateAnnotations },
@@ -428,24 +453,24 @@ export class ClassCacheReconciler {
         },
       },
     };
-    try {
-      // The env must come out in exactly the patched order (a `$(VAR)` expands only when VAR is
-      // defined earlier) and a renamed JDK_JAVA_OPTIONS must lose the valueFrom it had, which apply
-      // cannot do: it merges env by name and never drops a field another manager owns (the API
-      // server then refuses value next to valueFrom). So when the env is not as patched yet, the
-      // patched template is written whole first, in one write guarded by the resourceVersion, as
-      // #unpatch writes it; the apply then only takes ownership of our fields.
-      const live = w.spec.template.spec.containers.find((c) => c.name === app.name);
-      if (!isDeepStrictEqual(live?.env ?? [], app.env ?? [])) {
-        const ops: unknown[] = [
+    // The env must come out in exactly the patched order (a `$(VAR)` expands only when VAR is
+    // defined earlier) and a renamed JDK_JAVA_OPTIONS must lose the valueFrom it had, which apply
+    // cannot do: it merges env by name and never drops a field another manager owns (the API
+    // server then refuses value next to valueFrom). So when the env is not as patched yet, the
+    // patched template is written whole first, in one write guarded by the resourceVersion, as
+    // #unpatch writes it; the apply then only takes ownership of our fields.
+    const live = w.spec.template.spec.containers.find((c) => c.name === app.name);
+    const whole = isDeepStrictEqual(live?.env ?? [], app.env ?? [])
+      ? undefined
+      : [
           { op: "test", path: "/metadata/resourceVersion", value: w.metadata.resourceVersion },
           { op: "replace", path: "/spec/template/spec", value: injected.spec },
           { op: "add", path: "/spec/template/metadata/annotations", value: { ...(w.spec.template.metadata?.annotations ?? {}), ...templateAnnotations } },
           { op: "add", path: "/metadata/annotations", value: { ...(w.metadata.annotations ?? {}), ...annotations } },
+          { op: "add", path: "/metadata/labels", value: { ...(w.metadata.labels ?? {}), ...apply.metadata.labels } },
         ];
-        await this.#o.client.patch(WORKLOAD_TYPES[kind], w.metadata.name!, ops, { type: "json", namespace: w.metadata.namespace!, fieldManager: FIELD_MANAGER, signal });
-      }
-      await this.#o.client.apply(WORKLOAD_TYPES[kind], apply, { fieldManager: FIELD_MANAGER, force: true, namespace: w.metadata.namespace!, signal });
+    try {
+      await this.#write(kind, w, apply, whole, signal);
     } catch (err) {
       const message = `patching ${kind} ${w.metadata.name} failed: ${err instanceof Error ? err.message : String(err)}`;
       conditions.set(ConditionTypes.WorkloadPatched, "False", Reasons.PatchFailed, message);
@@ -455,8 +480,40 @@ export class ClassCacheReconciler {
     return true;
   }
 
+  /**
+   * One change of a workload: the whole template first when `whole` (a JSON Patch) is given, then
+   * the apply, then the patching label goes — each write carries PATCHING_LABEL, the last removes
+   * it. Nothing is written when the apply would change nothing.
+   */
+  async #write(kind: keyof typeof WORKLOAD_TYPES, w: Workload, apply: KubeObject, whole: unknown[] | undefined, signal: AbortSignal): Promise<void> {
+    if (!whole && w.metadata.labels?.[PATCHING_LABEL] === undefined && !(await this.#applyChanges(kind, w, apply, signal))) return;
+    const rt = WORKLOAD_TYPES[kind];
+    const opts = { namespace: w.metadata.namespace!, fieldManager: FIELD_MANAGER, signal };
+    if (whole) await this.#o.client.patch(rt, w.metadata.name!, whole, { ...opts, type: "json" });
+    await this.#o.client.apply(rt, apply, { ...opts, force: true });
+    await this.#unmark(kind, w, signal);
+  }
+
+  /**
+   * Whether applying `body` would change the workload: a dry run answers without writing. The
+   * informer's copy may lag behind the server, so a difference is confirmed on a fresh read.
+   */
+  async #applyChanges(kind: keyof typeof WORKLOAD_TYPES, w: Workload, body: KubeObject, signal: AbortSignal): Promise<boolean> {
+    const rt = WORKLOAD_TYPES[kind];
+    const opts = { namespace: w.metadata.namespace!, signal };
+    const result = await this.#o.client.apply(rt, body, { ...opts, fieldManager: FIELD_MANAGER, force: true, dryRun: true });
+    if (sameAsWritten(result, w)) return false;
+    return !sameAsWritten(result, await this.#o.client.get(rt, w.metadata.name!, opts));
+  }
+
+  /** The last write of a change: the patching label goes (see PATCHING_LABEL). */
+  async #unmark(kind: keyof typeof WORKLOAD_TYPES, w: Workload, signal: AbortSignal): Promise<void> {
+    const ops = [{ op: "remove", path: `/metadata/labels/${pointer(PATCHING_LABEL)}` }];
+    await this.#o.client.patch(WORKLOAD_TYPES[kind], w.metadata.name!, ops, { type: "json", namespace: w.metadata.namespace!, fieldManager: FIELD_MANAGER, signal });
+  }
+
   /** Puts the template back as its owner wrote it, then drops every field this manager applied. */
-  async #unpatch(kind: keyof typeof WORKLOAD_TYPES, w: Workload, signal: AbortSignal): Promise<void> {
+  async #unpatch(cc: ClassCache, kind: keyof typeof WORKLOAD_TYPES, w: Workload, signal: AbortSignal): Promise<void> {
     const rt = WORKLOAD_TYPES[kind];
     const restored = stripInjection(w.spec.template.spec, originalOf(w));
     const annotations = { ...(w.spec.template.metadata?.annotations ?? {}) };
@@ -465,11 +522,13 @@ export class ClassCacheReconciler {
       { op: "test", path: "/metadata/resourceVersion", value: w.metadata.resourceVersion },
       { op: "replace", path: "/spec/template/spec", value: restored },
       { op: "replace", path: "/spec/template/metadata/annotations", value: annotations },
+      { op: "add", path: "/metadata/labels", value: { ...(w.metadata.labels ?? {}), [PATCHING_LABEL]: cc.metadata.name! } },
     ];
-    if (w.metadata.annotations?.[ORIGINAL_LAUNCH_ANNOTATION] !== undefined) ops.push({ op: "remove", path: `/metadata/annotations/${ORIGINAL_LAUNCH_ANNOTATION.replaceAll("~", "~0").replaceAll("/", "~1")}` });
+    if (w.metadata.annotations?.[ORIGINAL_LAUNCH_ANNOTATION] !== undefined) ops.push({ op: "remove", path: `/metadata/annotations/${pointer(ORIGINAL_LAUNCH_ANNOTATION)}` });
     await this.#o.client.patch(rt, w.metadata.name!, ops, { type: "json", namespace: w.metadata.namespace!, fieldManager: FIELD_MANAGER, signal });
     // An empty apply releases whatever this manager still owns (nothing of ours is left to remove).
     await this.#o.client.apply(rt, { apiVersion: "apps/v1", kind, metadata: { name: w.metadata.name, namespace: w.metadata.namespace } }, { fieldManager: FIELD_MANAGER, force: true, namespace: w.metadata.namespace!, signal });
+    await this.#unmark(kind, w, signal);
   }
 
   async #finalize(cc: ClassCache, signal: AbortSignal): Promise<Result> {
@@ -479,7 +538,7 @@ export class ClassCacheReconciler {
     if (rt) {
       try {
         const w = await this.#o.client.get<Workload>(rt, cc.spec.workloadRef.name, { namespace: cc.metadata.namespace!, signal });
-        if (isPatched(w)) await this.#unpatch(kind, w, signal);
+        if (isPatched(w)) await this.#unpatch(cc, kind, w, signal);
       } catch (err) {
         if (!isNotFound(err)) throw err;
       }

@@ -36,6 +36,15 @@ export const AGENT_SOCKET = `${STORE_ROOT}/run/agent.sock`;
 
 /** Pods with this label are mutated by the webhook; its value names the ClassCache. */
 export const INJECT_LABEL = "classcache.dev/inject";
+/**
+ * On a workload only while the operator writes it (its value: the ClassCache): every workload
+ * write of the operator sets it and the last write of a change removes it. The admission policy
+ * classcache-operator-patches-need-a-classcache (deploy/rbac/operator-admission.yaml) finds the
+ * operator's workload writes by it, because the API server looks up the policy's parameters (the
+ * namespace's ClassCaches) before it asks who is writing; a label that stayed would leave
+ * everybody's writes to the workload refused once no ClassCache is left in its namespace.
+ */
+export const PATCHING_LABEL = "classcache.dev/patching";
 /** On patched workloads and build Jobs: the ref (digest of the build inputs) they were patched for. */
 export const REF_ANNOTATION = "classcache.dev/ref";
 /** On patched workloads: the container's own command and args before the launch was rewritten. */
@@ -73,11 +82,12 @@ export const NAMES = {
 export const PORTS = { directory: 6379, peer: 7071, api: 7072, metrics: 8080, webhook: 9443 } as const;
 
 /**
- * app.kubernetes.io/component of the pods the operator runs. With PART_OF they are the pod
- * selectors of the system namespace's NetworkPolicies, so the operator's own Deployment must
- * carry `component: operator` for the directory to accept it.
+ * app.kubernetes.io/component of classcache's pods. With PART_OF they are the pod selectors of
+ * the system namespace's NetworkPolicies, so the operator's own Deployment (the controller) must
+ * carry `component: operator` for the directory to accept it, and the webhook's Deployment
+ * `component: webhook` for the API server to reach it.
  */
-export const COMPONENTS = { directory: "directory", agent: "agent", operator: "operator", build: "build" } as const;
+export const COMPONENTS = { directory: "directory", agent: "agent", operator: "operator", webhook: "webhook", build: "build" } as const;
 /** On build Jobs and their pods: the hex of the ref (label values stop at 63 characters; REF_ANNOTATION has it whole). */
 export const REF_LABEL = "classcache.dev/ref";
 /** The ServiceAccount of the node agents (created with the operator's RBAC). */

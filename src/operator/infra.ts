@@ -76,7 +76,11 @@ export class Infrastructure {
   /** Outside the cluster the Service name does not resolve: the operator reaches a managed directory here instead. */
   readonly #directoryOverride: string | undefined;
 
-  constructor(opts: { client: KubeClient; image: string; log: Logger; directoryUrl?: string | undefined }) {
+  /** Give the agents host PID and CAP_SYS_PTRACE to see the node's JVMs (opt-in: see agentsDaemonSet). */
+  readonly #observeJvms: boolean;
+
+  constructor(opts: { client: KubeClient; image: string; log: Logger; directoryUrl?: string | undefined; observeJvms?: boolean }) {
+    this.#observeJvms = opts.observeJvms === true;
     this.#client = opts.client;
     this.#image = opts.image;
     this.#log = opts.log;
@@ -102,7 +106,7 @@ export class Infrastructure {
         directoryStatefulSet(choice),
       );
     }
-    objects.push(agentsDaemonSet({ image: this.#image, trustDigest: sha256Hex(trusted).slice(0, 16), ...(choice.external ? { directory: choice.external } : {}) }));
+    objects.push(agentsDaemonSet({ image: this.#image, observeJvms: this.#observeJvms, trustDigest: sha256Hex(trusted).slice(0, 16), ...(choice.external ? { directory: choice.external } : {}) }));
     const problems: string[] = [];
     for (const o of objects) {
       try {

@@ -169,10 +169,26 @@ describe("pod injection", () => {
     const agent = { image: "otel:2", jarPath: "/javaagent.jar", runtimeOptions: ["-Dotel.metrics.exporter=none"] };
     const hybrid = injectPod(pod({ command: ["java", "-jar", "/app.jar"] }), { ...input, mode: "hybrid", agent });
     const init = hybrid.spec.initContainers!.map((c) => c.name);
-    assert.deepEqual(init, ["classcache-agent-jar", "classcache-init"]);
+    assert.deepEqual(init, ["classcache-agent-jar", "classcache-init", "classcache-check"]);
     assert.ok(hybrid.spec.initContainers![1]!.args!.includes("--fallback-jvm=-javaagent:/classcache/agent/agent.jar"));
     const none = injectPod(pod({ command: ["java", "-jar", "/app.jar"] }), { ...input, agent });
-    assert.deepEqual(none.spec.initContainers!.map((c) => c.name), ["classcache-init"]);
+    assert.deepEqual(none.spec.initContainers!.map((c) => c.name), ["classcache-init", "classcache-check"]);
+  });
+
+  test("ends with the jar check in the app's own image, with its java, mounts and user, and no options from its environment", () => {
+    const app = { command: ["/opt/java/bin/java", "-jar", "/app/app.jar"], volumeMounts: [{ name: "app", mountPath: "/app" }], securityContext: { runAsUser: 1000, runAsNonRoot: true, privileged: true } };
+    const patched = injectPod(pod(app), input);
+    const check = patched.spec.initContainers!.at(-1)!;
+    assert.equal(check.name, "classcache-check");
+    assert.equal(check.image, "shop:1.2");
+    assert.equal(check.command![0], "/opt/java/bin/java");
+    assert.deepEqual(check.command!.slice(-4), ["-cp", "/classcache/jar-check.jar", "dev.classcache.check.JarCheck", "/classcache"]);
+    assert.deepEqual(check.volumeMounts, [{ name: "app", mountPath: "/app", readOnly: true }, { name: "classcache-args", mountPath: "/classcache" }]);
+    assert.deepEqual(check.env, [{ name: "JAVA_TOOL_OPTIONS", value: "" }, { name: "JDK_JAVA_OPTIONS", value: "" }, { name: "_JAVA_OPTIONS", value: "" }]);
+    const sc = check.securityContext as Record<string, unknown>;
+    assert.deepEqual([sc.runAsUser, sc.runAsNonRoot, sc.privileged, sc.allowPrivilegeEscalation], [1000, true, undefined, false], "the app's user, none of its privilege");
+    assert.ok(patched.spec.initContainers!.find((c) => c.name === "classcache-init")!.args!.includes("--check"));
+    assert.deepEqual(stripInjection(patched.spec, patched.original), pod(app), "undone exactly");
   });
 
   test("mounts only the pod's scope's view of the node store, where the archive expects the store, and for the cluster's scope the cluster's view", () => {

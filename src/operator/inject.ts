@@ -71,7 +71,7 @@ export interface OriginalLaunch {
 }
 
 export const VOLUMES = { store: "classcache-store", args: "classcache-args" } as const;
-export const INIT_CONTAINERS = { init: "classcache-init", agent: "classcache-agent-jar" } as const;
+export const INIT_CONTAINERS = { init: "classcache-init", agent: "classcache-agent-jar", check: "classcache-check" } as const;
 const ENV_NAMES = ["JDK_JAVA_OPTIONS", "JAVA_TOOL_OPTIONS"] as const;
 /** The name under which a JDK_JAVA_OPTIONS from a ConfigMap or Secret is kept, referenced from our JDK_JAVA_OPTIONS. */
 export const USER_JDK_OPTIONS = "CLASSCACHE_USER_JDK_JAVA_OPTIONS";
@@ -250,7 +250,7 @@ export function injectPod(spec: PodSpec, input: InjectionInput): { spec: PodSpec
     ...argv.slice(found.end, commandLength),
   ];
 
-  const inits = initContainers(input, found.launch);
+  const inits = [...initContainers(input, found.launch), jarCheck(container, argv[0]!)];
   const argsMount: VolumeMount = { name: VOLUMES.args, mountPath: ARGS_DIR, readOnly: true };
   const storeMount: VolumeMount = { name: VOLUMES.store, mountPath: STORE_ROOT, readOnly: true };
 
@@ -284,6 +284,7 @@ function initContainers(input: InjectionInput, launch: string[]): Container[] {
     ...launch.map((a) => `--fallback=${a}`),
     ...fallbackJvm.map((o) => `--fallback-jvm=${o}`),
     ...(input.memorySharing ? ["--share-memory"] : []),
+    "--check",
   ];
   const out: Container[] = [];
   if (withAgent) {
@@ -308,6 +309,29 @@ function initContainers(input: InjectionInput, launch: string[]): Container[] {
     securityContext: RESTRICTED,
   });
   return out;
+}
+
+/**
+ * The jar check: the last init step, in the app container's own image with its own `java`, its
+ * own mounts (read-only) and its user. It switches the pod to the staged archive only if the
+ * image's application jars have the digests the archive was built from (src/node/check/
+ * JarCheck.java); otherwise the pod starts without it and the reason is the container's
+ * termination message. The JVM runs small and alone: no options from the image's environment.
+ */
+function jarCheck(app: Container, java: string): Container {
+  const sc = (app.securityContext ?? {}) as Record<string, unknown>;
+  const user = Object.fromEntries(["runAsUser", "runAsGroup", "runAsNonRoot"].filter((k) => sc[k] !== undefined).map((k) => [k, sc[k]]));
+  const theirs = (app.volumeMounts ?? []).filter((m) => !(Object.values(VOLUMES) as string[]).includes(m.name)).map((m) => ({ ...m, readOnly: true }));
+  return {
+    name: INIT_CONTAINERS.check,
+    image: app.image,
+    ...(app.imagePullPolicy ? { imagePullPolicy: app.imagePullPolicy } : {}),
+    command: [java, "-Xshare:auto", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-XX:-UsePerfData", "-Xmx32m", "-cp", `${ARGS_DIR}/jar-check.jar`, "dev.classcache.check.JarCheck", ARGS_DIR],
+    env: ["JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS"].map((name) => ({ name, value: "" })),
+    volumeMounts: [...theirs, { name: VOLUMES.args, mountPath: ARGS_DIR }],
+    resources: { requests: { cpu: "10m", memory: "64Mi" }, limits: { memory: "192Mi" } },
+    securityContext: { ...user, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ["ALL"] }, seccompProfile: { type: "RuntimeDefault" } },
+  };
 }
 
 /**

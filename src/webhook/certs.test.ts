@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -181,5 +181,33 @@ describe("FileCerts", () => {
     await write(next);
     assert.equal(await files.reload(), true);
     assert.deepEqual(seen.map((c) => c.certPem), [next.certPem]);
+  });
+
+  it("serves the self-managed Secret as the webhook's pod mounts it: three of its keys, swapped at once on rotation", async () => {
+    // The kubelet's layout of a Secret volume with items: each file a link into ..data, a link
+    // to a timestamped directory that is replaced whole when the Secret changes.
+    const mount = await mkdtemp(join(tmpdir(), "classcache-webhook-mount-"));
+    const items = ["tls.crt", "tls.key", "ca.crt"];
+    const project = async (certs: WebhookCertificates, version: string): Promise<void> => {
+      const data = toSecretData(certs);
+      await mkdir(join(mount, version));
+      for (const key of items) await writeFile(join(mount, version, key), Buffer.from(data[key]!, "base64"));
+      await symlink(version, join(mount, "..data_tmp"));
+      await rename(join(mount, "..data_tmp"), join(mount, "..data"));
+    };
+    try {
+      await project(set, "..v1");
+      for (const key of items) await symlink(join("..data", key), join(mount, key));
+      const files = new FileCerts({ dir: mount, logger: discardLogger });
+      assert.equal(await files.reload(), true);
+      assert.deepEqual(await files.ready(), { certPem: set.certPem, keyPem: set.keyPem, caPem: set.caPem });
+      const rotated = await renew(set, { reason: Reasons.CAExpiring, message: "" }, new Date(), sans);
+      await project(rotated, "..v2");
+      assert.equal(await files.reload(), true);
+      assert.equal(files.current()?.certPem, rotated.certPem);
+      assert.equal(splitPem(files.current()?.caPem ?? "").length, 2, "the old CA stays trusted next to the new one");
+    } finally {
+      await rm(mount, { recursive: true, force: true });
+    }
   });
 });

@@ -39,8 +39,10 @@ export interface AgentsOptions {
   priorityClassName?: string;
   /**
    * Let the agent see the node's JVMs (host pid namespace, CAP_SYS_PTRACE to read other
-   * containers' /proc/<pid>/maps and perf counters), so status shows the hit rate workloads
-   * really get. Default true; without it only the build's hit rate is known.
+   * containers' /proc/<pid>/maps, smaps and perf counters), so status shows the hit rate
+   * workloads really get and metrics the memory sharing saves. Opt-in (default false): it is the
+   * one privilege an agent needs beyond its store, and a build's verified hit rate is known
+   * without it.
    */
   observeJvms?: boolean;
   imagePullPolicy?: "Always" | "IfNotPresent" | "Never";
@@ -108,7 +110,7 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
           automountServiceAccountToken: false,
           enableServiceLinks: false,
           hostNetwork: false,
-          ...(opts.observeJvms === false ? {} : { hostPID: true }),
+          ...(opts.observeJvms === true ? { hostPID: true } : {}),
           ...(opts.priorityClassName ? { priorityClassName: opts.priorityClassName } : {}),
           // Every worker node gets an agent, whatever its taints: a node without one only boots
           // JVMs cold. Control-plane nodes only when asked: no app JVMs belong there, and an
@@ -137,7 +139,7 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
               resources: { requests: { cpu: "50m", memory: "128Mi" }, limits: { memory: "512Mi" } },
               // Root, because the store on the host belongs to root; but no capability at all:
               // root without CAP_DAC_OVERRIDE writes only what root owns, i.e. the store.
-              securityContext: opts.observeJvms === false ? lockedDown({ runAsUser: 0 }) : { ...lockedDown({ runAsUser: 0 }), capabilities: { drop: ["ALL"], add: ["SYS_PTRACE"] } },
+              securityContext: opts.observeJvms === true ? { ...lockedDown({ runAsUser: 0 }), capabilities: { drop: ["ALL"], add: ["SYS_PTRACE"] } } : lockedDown({ runAsUser: 0 }),
               volumeMounts: [
                 { name: "store", mountPath: STORE_ROOT },
                 { name: "token", mountPath: MOUNTS.agentToken, readOnly: true },

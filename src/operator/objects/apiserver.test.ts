@@ -12,7 +12,7 @@ import { FIELD_MANAGER, SYSTEM_NAMESPACE } from "../constants.ts";
 import { agentsDaemonSet, agentTokenSecret, signingKeySecret, trustConfigMap } from "./agents.ts";
 import { buildJob, buildTokenSecret } from "./buildjob.ts";
 import { directorySecret, directoryService, directoryStatefulSet, generatePassword } from "./directory.ts";
-import type { Built, PodTemplate } from "./meta.ts";
+import { classCacheOwner, type Built, type PodTemplate } from "./meta.ts";
 import { networkPolicies } from "./networkpolicy.ts";
 import { buildInput, REF, workloadTemplate } from "./testing.ts";
 
@@ -115,6 +115,6 @@ void describe("operator objects against a real API server", { timeout: 180_000 }
       job.spec.template.spec.containers.map((c) => c.name),
       ["app"],
     );
-    await applyForReal(buildTokenSecret(APP_NS, REF, { token: "build-grant-0123456789abcdef", key: "-----BEGIN PRIVATE KEY-----" }, { apiVersion: "batch/v1", kind: "Job", name: job.metadata.name, uid: job.metadata.uid! }));
+    await applyForReal(buildTokenSecret(APP_NS, REF, { token: "build-grant-0123456789abcdef", key: "-----BEGIN PRIVATE KEY-----" }, classCacheOwner(classCache)));
   });
 });

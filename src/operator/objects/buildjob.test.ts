@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
+import { parseAllDocuments } from "yaml";
 import { INJECT_LABEL, MOUNTS, REF_ANNOTATION, REF_LABEL, STORE_ROOT, STORE_RUN_DIR } from "../constants.ts";
-import { buildJob, buildJobName, buildTokenSecret, refHex, type BuildJobInput } from "./buildjob.ts";
+import { BASELINE_CAPABILITIES, buildJob, buildJobName, buildTokenSecret, refHex, type BuildJobInput } from "./buildjob.ts";
 import type { Container, PodSpec, Volume } from "./meta.ts";
 import { buildInput, REF, workloadTemplate } from "./testing.ts";
 
@@ -93,6 +95,27 @@ void describe("buildJob", () => {
     assert.equal(spec["topologySpreadConstraints"], undefined);
   });
 
+  void it("brings nothing of the host from the workload: no host namespace, privileged container or capability beyond the baseline", () => {
+    const tpl = workloadTemplate();
+    Object.assign(tpl.spec, { hostNetwork: true, hostPID: true, hostIPC: true });
+    tpl.spec.containers[0]!["securityContext"] = { privileged: true, runAsUser: 1000, capabilities: { add: ["NET_BIND_SERVICE", "SYS_ADMIN", "SYS_PTRACE"], drop: ["MKNOD"] } };
+    tpl.spec.initContainers![0]!["securityContext"] = { privileged: true };
+    const spec = podSpec(buildInput({ podTemplate: tpl }));
+    for (const field of ["hostNetwork", "hostPID", "hostIPC"]) assert.equal(spec[field], undefined, field);
+    assert.deepEqual(appContainer(spec)["securityContext"], { runAsUser: 1000, capabilities: { drop: ["MKNOD"], add: ["NET_BIND_SERVICE"] } });
+    assert.equal(spec.initContainers?.find((c) => c.name === "migrate")?.["securityContext"], undefined);
+    // An unprivileged workload's security context is kept as it is.
+    const plain = workloadTemplate();
+    plain.spec.containers[0]!["securityContext"] = { runAsUser: 1000, privileged: false, capabilities: { add: ["CHOWN"] } };
+    assert.deepEqual(appContainer(podSpec(buildInput({ podTemplate: plain })))["securityContext"], { runAsUser: 1000, privileged: false, capabilities: { add: ["CHOWN"] } });
+  });
+
+  void it("allows exactly the capabilities the admission policy allows", () => {
+    const policy = parseAllDocuments(readFileSync(new URL("../../../deploy/rbac/operator-admission.yaml", import.meta.url), "utf8")).map((d) => d.toJS() as { spec?: { variables?: { name: string; expression: string }[] } });
+    const expression = policy.flatMap((p) => p.spec?.variables ?? []).find((v) => v.name === "baselineCapabilities")?.expression;
+    assert.deepEqual(JSON.parse(expression ?? "null"), BASELINE_CAPABILITIES);
+  });
+
   void it("does not carry the workload's labels, so Services and the webhook leave the training pod alone", () => {
     const job = buildJob(buildInput()) as unknown as { spec: { template: { metadata: { labels: Record<string, string> } } } };
     const labels = job.spec.template.metadata.labels;
@@ -163,8 +186,8 @@ void describe("buildJob", () => {
 });
 
 void describe("buildTokenSecret", () => {
-  void it("shares the Job's name, belongs to the Job, and holds the grant and build key under the names the pod reads", () => {
-    const owner = { apiVersion: "batch/v1", kind: "Job", name: buildJobName(REF), uid: "u" };
+  void it("shares the Job's name and holds the grant and build key under the names the pod reads", () => {
+    const owner = { apiVersion: "classcache.dev/v1", kind: "ClassCache", name: "shop", uid: "u", controller: true };
     const s = buildTokenSecret("shop-ns", REF, { token: "gr4nt", key: "k3y" }, owner);
     assert.equal(s.metadata.name, buildJobName(REF));
     assert.equal(s.metadata.namespace, "shop-ns");

@@ -3,6 +3,9 @@
  * namespace. Same image, env, volumes, service account and scheduling as the workload, so the
  * archive is built by the JVM that will map it, over the config the app really starts with; the
  * container's command is swapped for `classcache build`, which publishes through the node agent.
+ * What the workload has of the host — host paths, host namespaces, privileged containers,
+ * capabilities beyond Pod Security's baseline — stays behind: the operator creates this pod, and
+ * the admission policy in deploy/rbac/operator-admission.yaml refuses it otherwise.
  */
 import { basename, extname } from "node:path";
 import type { OwnerReference } from "../../kube/types.ts";
@@ -94,7 +97,7 @@ export function buildDeadlineSeconds(training: { timeoutSeconds: number }): numb
 /**
  * What the build pod presents to its node agent when it offers its build: the operator's grant
  * for this one scope and ref (`token`), and the build's one-time private key it signs the
- * manifest with (`build.pem`). Owned by the Job, so it goes with it.
+ * manifest with (`build.pem`). Owned by the ClassCache, like the Job.
  */
 export function buildTokenSecret(namespace: string, ref: string, grant: { token: string; key: string }, owner: OwnerReference): Built {
   return {
@@ -160,13 +163,17 @@ export function buildPodSpec(input: BuildJobInput): PodSpec {
     "topologySpreadConstraints",
     "activeDeadlineSeconds",
     "nodeName",
+    // No host access from the workload (see unprivileged): the operator would be granting it.
+    "hostNetwork",
+    "hostPID",
+    "hostIPC",
   ]);
   return {
     ...rest,
     restartPolicy: "Never",
     ...(Object.keys(nodeSelector).length ? { nodeSelector } : {}),
     ...(affinity && withoutAntiAffinity(affinity)),
-    initContainers: [...ourInitContainers(input), ...(src.initContainers ?? []).filter((c) => !c.name.startsWith("classcache-")).map((c) => withMounts(c, kept))],
+    initContainers: [...ourInitContainers(input), ...(src.initContainers ?? []).filter((c) => !c.name.startsWith("classcache-")).map((c) => unprivileged(withMounts(c, kept)))],
     containers: [buildContainer(input, app, kept)],
     volumes: [...volumes, ...ourVolumes(input)],
   };
@@ -191,6 +198,28 @@ function withMounts(c: Container, kept: Set<string>): Container {
   return { ...c, volumeMounts: c.volumeMounts.filter((m) => kept.has(m.name) && !reservedPath(m.mountPath)) };
 }
 
+/** What the Pod Security "baseline" level lets a container add; deploy/rbac/operator-admission.yaml lists the same. */
+export const BASELINE_CAPABILITIES: readonly string[] = ["AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"];
+
+/**
+ * A workload container as a build pod runs it: never privileged and with no capability beyond the
+ * baseline's. The operator creates this pod, so whatever host access it had would be the operator
+ * handing it out; the admission policy classcache-operator-writes refuses such a build Job, and
+ * a training run, which only starts the app and talks to it on localhost, needs none of it.
+ */
+function unprivileged(c: Container): Container {
+  const sc = c["securityContext"] as { privileged?: boolean; capabilities?: { add?: string[]; drop?: string[] }; [field: string]: unknown } | undefined;
+  if (!sc || (sc.privileged !== true && (sc.capabilities?.add ?? []).every((a) => BASELINE_CAPABILITIES.includes(a)))) return c;
+  const { privileged, capabilities, ...rest } = sc;
+  const add = (capabilities?.add ?? []).filter((a) => BASELINE_CAPABILITIES.includes(a));
+  const caps = { ...capabilities, ...(add.length ? { add } : {}) };
+  if (!add.length) delete caps.add;
+  const securityContext = { ...rest, ...(privileged === false ? { privileged } : {}), ...(Object.keys(caps).length ? { capabilities: caps } : {}) };
+  const out: Container = { ...c, securityContext };
+  if (!Object.keys(securityContext).length) delete out["securityContext"];
+  return out;
+}
+
 function withoutAntiAffinity(affinity: Record<string, unknown>): { affinity?: Record<string, unknown> } {
   const rest = omit(affinity, ["podAntiAffinity"]);
   return Object.keys(rest).length ? { affinity: rest } : {};
@@ -209,7 +238,7 @@ export const KIT_COMMAND = [`${MOUNTS.kit}/lib/ld.so`, "--library-path", `${MOUN
 function buildContainer(input: BuildJobInput, app: Container, kept: Set<string>): Container {
   // Probes would kill or gate a pod that is not serving; ports only matter to Services and could
   // clash as hostPorts with a running replica; lifecycle hooks belong to the app's own start/stop.
-  const base = omit(withMounts(app, kept), ["command", "args", "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "ports", "stdin", "stdinOnce", "tty"]);
+  const base = omit(unprivileged(withMounts(app, kept)), ["command", "args", "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "ports", "stdin", "stdinOnce", "tty"]);
   const env: EnvVar[] = [
     ...(app.env ?? []).filter((e) => !e.name.startsWith("CLASSCACHE_")),
     { name: "CLASSCACHE_REF", value: input.ref },

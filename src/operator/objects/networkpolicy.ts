@@ -45,19 +45,22 @@ export function agentsIngress(): Built {
 /**
  * The admission webhook must hear the API server, whose source address is a node's, a load
  * balancer's or a managed control plane's — not selectable by pod or namespace. So the webhook port
- * is open to every source; the webhook authenticates nothing but answers only AdmissionReviews over TLS.
+ * is open to every source; the webhook authenticates nothing but answers only AdmissionReviews over
+ * TLS. It is open on the webhook's own pods only, which run apart from the controller, as a
+ * service account that can read ClassCaches and namespaces and nothing else, and cannot reach the
+ * directory (see directoryIngress).
  */
 export function webhookIngress(): Built {
-  return policy("classcache-webhook", COMPONENTS.operator, [{ ports: tcp(PORTS.webhook) }]);
+  return policy("classcache-webhook", COMPONENTS.webhook, [{ ports: tcp(PORTS.webhook) }]);
 }
 
 /**
- * Prometheus runs wherever the cluster's monitoring does, so the metrics port of the agents and the
- * operator is open to every source. It serves /metrics and the probes only: no archive, no secret.
+ * Prometheus runs wherever the cluster's monitoring does, so the metrics port of the agents, the
+ * operator and the webhook is open to every source. It serves /metrics and the probes only: no archive, no secret.
  */
 export function metricsIngress(): Built {
   const p = policy("classcache-metrics", undefined, [{ ports: tcp(PORTS.metrics) }]);
-  const podSelector = { matchLabels: PART_OF, matchExpressions: [{ key: COMPONENT_LABEL, operator: "In", values: [COMPONENTS.agent, COMPONENTS.operator] }] };
+  const podSelector = { matchLabels: PART_OF, matchExpressions: [{ key: COMPONENT_LABEL, operator: "In", values: [COMPONENTS.agent, COMPONENTS.operator, COMPONENTS.webhook] }] };
   return { ...p, spec: { ...(p.spec as object), podSelector } };
 }
 

@@ -106,20 +106,20 @@ void describe("agents", () => {
     }
   });
 
-  void it("runs on every worker node but not on control-plane nodes unless asked, without API credentials or privilege escalation, with only the capability to read JVMs' counters", () => {
+  void it("runs on every worker node but not on control-plane nodes unless asked, without API credentials or privilege escalation, and without host PID or any capability unless asked to observe the node's JVMs", () => {
     assert.deepEqual(spec["tolerations"], [{ operator: "Exists" }]);
     const terms = (spec["affinity"] as { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: unknown[] } } }).nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms;
     assert.deepEqual(terms, [{ matchExpressions: [{ key: "node-role.kubernetes.io/control-plane", operator: "DoesNotExist" }] }]);
     assert.equal((agentsDaemonSet({ image: "i", controlPlane: true }) as unknown as { spec: { template: { spec: Record<string, unknown> } } }).spec.template.spec["affinity"], undefined);
     assert.equal(spec["automountServiceAccountToken"], false);
     assert.equal(spec["hostNetwork"], false);
-    assert.equal(spec["hostPID"], true, "it sees the node's JVMs");
+    assert.equal(spec["hostPID"], undefined, "by default it does not see the node's other processes");
     assert.equal(spec["priorityClassName"], undefined);
     const sc = c["securityContext"] as Record<string, unknown>;
-    assert.deepEqual(sc["capabilities"], { drop: ["ALL"], add: ["SYS_PTRACE"] });
-    const blind = podOf(agentsDaemonSet({ image: "x", observeJvms: false }));
-    assert.equal(blind["hostPID"], undefined);
-    assert.deepEqual(((blind["containers"] as Record<string, unknown>[])[0]!["securityContext"] as Record<string, unknown>)["capabilities"], { drop: ["ALL"] });
+    assert.deepEqual(sc["capabilities"], { drop: ["ALL"] });
+    const observing = podOf(agentsDaemonSet({ image: "x", observeJvms: true }));
+    assert.equal(observing["hostPID"], true, "opted in, it sees the node's JVMs");
+    assert.deepEqual(((observing["containers"] as Record<string, unknown>[])[0]!["securityContext"] as Record<string, unknown>)["capabilities"], { drop: ["ALL"], add: ["SYS_PTRACE"] });
     assert.equal(sc["allowPrivilegeEscalation"], false);
     assert.equal(sc["readOnlyRootFilesystem"], true);
     const critical = podOf(agentsDaemonSet({ image: "x", priorityClassName: "system-node-critical" }));
@@ -152,15 +152,16 @@ void describe("networkPolicies", () => {
     assert.deepEqual(agents.ingress[0]?.ports, [{ protocol: "TCP", port: PORTS.peer }]);
   });
 
-  void it("keeps the webhook port open to any source, the API server included", () => {
+  void it("keeps the webhook port of the webhook's pods open to any source, the API server included", () => {
     const wh = byName("classcache-webhook");
+    assert.deepEqual(wh.podSelector.matchLabels, { "app.kubernetes.io/part-of": "classcache", "app.kubernetes.io/component": "webhook" });
     assert.equal(wh.ingress[0]?.from, undefined);
     assert.deepEqual(wh.ingress[0]?.ports, [{ protocol: "TCP", port: PORTS.webhook }]);
   });
 
-  void it("lets any source scrape the metrics port of agents and the operator, and no other port", () => {
+  void it("lets any source scrape the metrics port of agents, the operator and the webhook, and no other port", () => {
     const m = byName("classcache-metrics") as unknown as { podSelector: { matchExpressions: { values: string[] }[] }; ingress: Rule[] };
-    assert.deepEqual(m.podSelector.matchExpressions[0]?.values, ["agent", "operator"]);
+    assert.deepEqual(m.podSelector.matchExpressions[0]?.values, ["agent", "operator", "webhook"]);
     assert.deepEqual(m.ingress, [{ ports: [{ protocol: "TCP", port: PORTS.metrics }] }]);
     assert.notEqual(PORTS.metrics, PORTS.peer, "the peer port, which serves archives, stays closed to all but agents");
   });
