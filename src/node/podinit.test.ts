@@ -32,6 +32,7 @@ describe("pod-init's plan", () => {
     const key = "d".repeat(64);
     const m = {
       key,
+      inputs: { app: { digests: ["1".repeat(64)] } },
       layout,
       archive: { kind: "cds", ...archive, file },
       runtime: { launch: { kind: "jar", jar: `layouts/${layout.id}/app.jar` }, jvmOptions: ["-Xshare:auto", `-XX:SharedArchiveFile={root}/${file}`], appArgs: [] },
