@@ -18,6 +18,7 @@ import type { Logger } from "../runtime/log.ts";
 import type { Informer } from "./runtime/informer.ts";
 import type { Result } from "./runtime/reconcile.ts";
 import { ClassCaches, ConditionTypes, FINALIZER, Reasons, resolveSpec, type ArchiveStatus, type ClassCache, type ClassCacheStatus, type Condition, type ResolvedSpec } from "./api/v1.ts";
+import { apply } from "./apply.ts";
 import { FIELD_MANAGER, hostPathForbiddenBy, INJECT_LABEL, ORIGINAL_LAUNCH_ANNOTATION, POD_SECURITY_ENFORCE_LABEL, REF_ANNOTATION } from "./constants.ts";
 import { injectedEnv, injectPod, INIT_CONTAINERS, stripInjection, VOLUMES, type Container, type InjectionInput, type OriginalLaunch, type PodSpec, type PodTemplate } from "./inject.ts";
 import { buildDeadlineSeconds, buildJob, buildJobName, buildTokenSecret } from "./objects/buildjob.ts";
@@ -305,7 +306,7 @@ export class ClassCacheReconciler {
       },
       kitImage: this.#o.image,
     });
-    const created = await this.#o.client.apply(Jobs, jobObject, { fieldManager: FIELD_MANAGER, force: true, namespace: ns, signal });
+    const created = await apply(this.#o.client, Jobs, jobObject, { namespace: ns, signal });
     await this.#grantBuild(cc, scope, ref, { name, uid: created.metadata.uid ?? "" }, buildDeadlineSeconds(spec.training), signer, signal);
     await this.#o.events.record(cc, "Normal", "BuildStarted", "Build", `build Job ${name} created for ref ${ref.slice(0, 12)}`);
     conditions.set(ConditionTypes.ArchiveAvailable, "False", Reasons.Building, `build Job ${name} created`);
@@ -406,7 +407,7 @@ export class ClassCacheReconciler {
     const ours = new Set<string>(Object.values(VOLUMES));
     const annotations = { [ORIGINAL_LAUNCH_ANNOTATION]: JSON.stringify(injected.original) };
     const templateAnnotations = { [REF_ANNOTATION]: ref };
-    const apply = {
+    const config = {
       apiVersion: "apps/v1",
       kind,
       metadata: { name: w.metadata.name, namespace: w.metadata.namespace, annotations },
@@ -445,7 +446,7 @@ export class ClassCacheReconciler {
         ];
         await this.#o.client.patch(WORKLOAD_TYPES[kind], w.metadata.name!, ops, { type: "json", namespace: w.metadata.namespace!, fieldManager: FIELD_MANAGER, signal });
       }
-      await this.#o.client.apply(WORKLOAD_TYPES[kind], apply, { fieldManager: FIELD_MANAGER, force: true, namespace: w.metadata.namespace!, signal });
+      await apply(this.#o.client, WORKLOAD_TYPES[kind], config, { namespace: w.metadata.namespace!, signal });
     } catch (err) {
       const message = `patching ${kind} ${w.metadata.name} failed: ${err instanceof Error ? err.message : String(err)}`;
       conditions.set(ConditionTypes.WorkloadPatched, "False", Reasons.PatchFailed, message);
@@ -469,7 +470,7 @@ export class ClassCacheReconciler {
     if (w.metadata.annotations?.[ORIGINAL_LAUNCH_ANNOTATION] !== undefined) ops.push({ op: "remove", path: `/metadata/annotations/${ORIGINAL_LAUNCH_ANNOTATION.replaceAll("~", "~0").replaceAll("/", "~1")}` });
     await this.#o.client.patch(rt, w.metadata.name!, ops, { type: "json", namespace: w.metadata.namespace!, fieldManager: FIELD_MANAGER, signal });
     // An empty apply releases whatever this manager still owns (nothing of ours is left to remove).
-    await this.#o.client.apply(rt, { apiVersion: "apps/v1", kind, metadata: { name: w.metadata.name, namespace: w.metadata.namespace } }, { fieldManager: FIELD_MANAGER, force: true, namespace: w.metadata.namespace!, signal });
+    await apply(this.#o.client, rt, { apiVersion: "apps/v1", kind, metadata: { name: w.metadata.name, namespace: w.metadata.namespace } }, { namespace: w.metadata.namespace!, signal });
   }
 
   async #finalize(cc: ClassCache, signal: AbortSignal): Promise<Result> {
@@ -506,7 +507,7 @@ export class ClassCacheReconciler {
 
   async #status(cc: ClassCache, status: ClassCacheStatus, conditions: Conditions, signal: AbortSignal): Promise<void> {
     const body = { apiVersion: "classcache.dev/v1", kind: "ClassCache", metadata: { name: cc.metadata.name, namespace: cc.metadata.namespace }, status: { ...status, conditions: conditions.list() } };
-    await this.#o.client.applyStatus(ClassCaches, body, { fieldManager: FIELD_MANAGER, force: true, namespace: cc.metadata.namespace!, signal });
+    await apply(this.#o.client, ClassCaches, body, { namespace: cc.metadata.namespace!, signal, subresource: "status" });
   }
 }
 
