@@ -5,37 +5,30 @@
  * cannot reorder a template's env), so a pass that changes nothing writes nothing. Deleting a ClassCache puts the workload back as it was and removes its ref's
  * bindings from the directory before the finalizer goes.
  */
-import { isDeepStrictEqual } from "node:util";
 import { generateBuildKey, openBinding, openEnvelope, SignatureError, signGrant, type Signer, type TrustStore } from "../archive/signing.ts";
 import { sumClassUsage } from "../directory/common.ts";
 import type { Directory, Holder } from "../directory/directory.ts";
 import type { KubeClient } from "../kube/client.ts";
 import { isNotFound } from "../kube/errors.ts";
 import type { EventRecorder } from "../kube/events.ts";
-import { DaemonSets, Deployments, Jobs, Pods, Secrets, StatefulSets } from "../kube/resource.ts";
+import { Jobs, Pods, Secrets } from "../kube/resource.ts";
 import type { KubeObject } from "../kube/types.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { Informer } from "./runtime/informer.ts";
 import type { Result } from "./runtime/reconcile.ts";
 import { ClassCaches, ConditionTypes, FINALIZER, Reasons, resolveSpec, type ArchiveStatus, type ClassCache, type ClassCacheStatus, type Condition, type ResolvedSpec } from "./api/v1.ts";
 import { apply } from "./apply.ts";
-import { FIELD_MANAGER, hostPathForbiddenBy, INJECT_LABEL, ORIGINAL_LAUNCH_ANNOTATION, POD_SECURITY_ENFORCE_LABEL, REF_ANNOTATION } from "./constants.ts";
-import { injectedEnv, injectPod, INIT_CONTAINERS, stripInjection, VOLUMES, type Container, type InjectionInput, type OriginalLaunch, type PodSpec, type PodTemplate } from "./inject.ts";
+import { FIELD_MANAGER, hostPathForbiddenBy, INJECT_LABEL, POD_SECURITY_ENFORCE_LABEL } from "./constants.ts";
+import { injectPod, type InjectionInput, type PodSpec, type PodTemplate } from "./inject.ts";
 import { buildDeadlineSeconds, buildJob, buildJobName, buildTokenSecret } from "./objects/buildjob.ts";
 import { publishOffer, signAgain } from "./publish.ts";
-import { computeRef } from "./ref.ts";
-
-export const WORKLOAD_TYPES = { Deployment: Deployments, StatefulSet: StatefulSets, DaemonSet: DaemonSets } as const;
+import { cleanTemplate, injectionFor, isPatched, ownedPatch, restoreTemplate, scopeOf, WORKLOAD_TYPES, type Workload } from "./classcache/workload.ts";
 
 /** Below this share of classes from the archive, a workload is reported Degraded. */
 const LOW_HIT_RATE = 0.8;
 
 /** The archs whose bindings the status reports. */
 const ARCHS = ["amd64", "arm64"];
-
-export interface Workload extends KubeObject {
-  spec: { template: PodTemplate; [f: string]: unknown };
-}
 
 interface JobObject extends KubeObject {
   status?: { failed?: number; succeeded?: number; conditions?: { type: string; status: string; message?: string }[] };
@@ -60,66 +53,6 @@ export interface ClassCacheReconcilerOptions {
   readyPollMs?: number;
   /** The cluster admin lets ClassCaches with `sharing: Cluster` share archives across namespaces. */
   allowClusterSharing?: boolean;
-}
-
-/**
- * Whose archives a ClassCache's are: its namespace, or "" (the cluster) where it asks to share
- * and the cluster admin allows it. Archives are executable code: the scope is in the ref, in
- * the archive key and in the build grant, so one scope's builds never serve another's pods.
- */
-export function scopeOf(cc: ClassCache, spec: ResolvedSpec, allowClusterSharing: boolean): string {
-  return spec.sharing === "Cluster" && allowClusterSharing ? "" : (cc.metadata.namespace ?? "");
-}
-
-/** The ref of a ClassCache for the pod spec's app container: every build input the operator can see. */
-function refOf(cc: ClassCache, spec: ResolvedSpec, container: Container | undefined, allowClusterSharing: boolean): string {
-  const t = spec.training;
-  return computeRef({
-    scope: scopeOf(cc, spec, allowClusterSharing),
-    image: spec.app.image ?? String(container?.image ?? ""),
-    jarPath: spec.app.jarPath,
-    launch: [...(container?.command ?? spec.launch?.command ?? []), ...(container?.args ?? [])],
-    agent: spec.agent ? { image: spec.agent.image, jarPath: spec.agent.jarPath, configPath: spec.agent.configPath ?? "" } : null,
-    profile: spec.profile ? JSON.stringify(spec.profile) : "",
-    mode: spec.mode,
-    training: { exitOnRefresh: t.exitOnRefresh ?? true, readyUrl: t.readyUrl ?? "", warmupUrls: t.warmupUrls, timeoutSeconds: t.timeoutSeconds },
-  });
-}
-
-/** What the pod patch needs from a ClassCache and a pod spec: the ref and the injection input. */
-export function injectionFor(cc: ClassCache, spec: ResolvedSpec, pod: PodSpec, image: string, allowClusterSharing = false): { ref: string; input: InjectionInput; container: string | undefined } {
-  const container = spec.container ? pod.containers.find((c) => c.name === spec.container) : pod.containers[0];
-  const ref = refOf(cc, spec, container, allowClusterSharing);
-  const runtimeOptions = spec.profile?.runtime.extraJvmOpts ?? [];
-  return {
-    ref,
-    container: container?.name,
-    input: {
-      ref,
-      scope: scopeOf(cc, spec, allowClusterSharing),
-      container: spec.container,
-      jarPath: spec.app.jarPath,
-      mode: spec.mode,
-      memorySharing: spec.memorySharing,
-      launchCommand: spec.launch?.command,
-      agent: spec.agent && spec.mode !== "none" ? { image: spec.agent.image, jarPath: spec.agent.jarPath, runtimeOptions } : undefined,
-      image,
-    },
-  };
-}
-
-function originalOf(w: Workload): OriginalLaunch | undefined {
-  const text = w.metadata.annotations?.[ORIGINAL_LAUNCH_ANNOTATION];
-  if (!text) return undefined;
-  try {
-    return JSON.parse(text) as OriginalLaunch;
-  } catch {
-    return undefined;
-  }
-}
-
-function isPatched(w: Workload): boolean {
-  return (w.spec.template.spec.initContainers ?? []).some((c) => c.name === INIT_CONTAINERS.init) || w.metadata.annotations?.[ORIGINAL_LAUNCH_ANNOTATION] !== undefined;
 }
 
 export class ClassCacheReconciler {
@@ -181,7 +114,7 @@ export class ClassCacheReconciler {
     }
 
     // The workload as its owner wrote it: our own earlier patch taken out.
-    const clean = stripInjection(workload.spec.template.spec, originalOf(workload));
+    const clean = cleanTemplate(workload);
     const { ref, input, container } = injectionFor(cc, spec, clean, this.#o.image, this.#o.allowClusterSharing);
     if (spec.sharing === "Cluster" && !this.#o.allowClusterSharing) {
       conditions.set(ConditionTypes.Degraded, "True", Reasons.ClusterSharingNotAllowed, "spec.sharing is Cluster, but this cluster shares archives only within a namespace (the operator runs without --allow-cluster-sharing): the archive is built and used for this namespace alone");
@@ -403,50 +336,10 @@ export class ClassCacheReconciler {
       conditions.set(ConditionTypes.WorkloadPatched, "True", Reasons.InjectedByWebhook, `pods labelled ${INJECT_LABEL}=${cc.metadata.name} are patched when they are created; the template stays as written`);
       return true;
     }
-    const app = injected.spec.containers.find((c) => c.name === injected.original!.container)!;
-    const ours = new Set<string>(Object.values(VOLUMES));
-    const annotations = { [ORIGINAL_LAUNCH_ANNOTATION]: JSON.stringify(injected.original) };
-    const templateAnnotations = { [REF_ANNOTATION]: ref };
-    const config = {
-      apiVersion: "apps/v1",
-      kind,
-      metadata: { name: w.metadata.name, namespace: w.metadata.namespace, annotations },
-      spec: {
-        template: {
-          metadata: { annotations: templateAnnotations },
-          spec: {
-            initContainers: (injected.spec.initContainers ?? []).filter((c) => Object.values(INIT_CONTAINERS).includes(c.name as never)),
-            volumes: (injected.spec.volumes ?? []).filter((v) => ours.has(v.name)),
-            containers: [
-              {
-                name: app.name,
-                command: app.command,
-                env: injectedEnv(app.env ?? []),
-                volumeMounts: (app.volumeMounts ?? []).filter((m) => ours.has(m.name)),
-              },
-            ],
-          },
-        },
-      },
-    };
+    const { template, config } = ownedPatch(kind, w, ref, injected);
     try {
-      // The env must come out in exactly the patched order (a `$(VAR)` expands only when VAR is
-      // defined earlier) and a renamed JDK_JAVA_OPTIONS must lose the valueFrom it had, which apply
-      // cannot do: it merges env by name and never drops a field another manager owns (the API
-      // server then refuses value next to valueFrom). So when the env is not as patched yet, the
-      // patched template is written whole first, in one write guarded by the resourceVersion, as
-      // #unpatch writes it; the apply then only takes ownership of our fields.
-      const live = w.spec.template.spec.containers.find((c) => c.name === app.name);
-      if (!isDeepStrictEqual(live?.env ?? [], app.env ?? [])) {
-        const ops: unknown[] = [
-          { op: "test", path: "/metadata/resourceVersion", value: w.metadata.resourceVersion },
-          { op: "replace", path: "/spec/template/spec", value: injected.spec },
-          { op: "add", path: "/spec/template/metadata/annotations", value: { ...(w.spec.template.metadata?.annotations ?? {}), ...templateAnnotations } },
-          { op: "add", path: "/metadata/annotations", value: { ...(w.metadata.annotations ?? {}), ...annotations } },
-        ];
-        await this.#o.client.patch(WORKLOAD_TYPES[kind], w.metadata.name!, ops, { type: "json", namespace: w.metadata.namespace!, fieldManager: FIELD_MANAGER, signal });
-      }
-      await apply(this.#o.client, WORKLOAD_TYPES[kind], config, { namespace: w.metadata.namespace!, signal });
+      if (template) await this.#o.client.patch(WORKLOAD_TYPES[kind], w.metadata.name!, template, { type: "json", namespace: w.metadata.namespace!, fieldManager: FIELD_MANAGER, signal });
+      await apply(this.#o.client, WORKLOAD_TYPES[kind], config as Workload, { namespace: w.metadata.namespace!, signal });
     } catch (err) {
       const message = `patching ${kind} ${w.metadata.name} failed: ${err instanceof Error ? err.message : String(err)}`;
       conditions.set(ConditionTypes.WorkloadPatched, "False", Reasons.PatchFailed, message);
@@ -459,15 +352,7 @@ export class ClassCacheReconciler {
   /** Puts the template back as its owner wrote it, then drops every field this manager applied. */
   async #unpatch(kind: keyof typeof WORKLOAD_TYPES, w: Workload, signal: AbortSignal): Promise<void> {
     const rt = WORKLOAD_TYPES[kind];
-    const restored = stripInjection(w.spec.template.spec, originalOf(w));
-    const annotations = { ...(w.spec.template.metadata?.annotations ?? {}) };
-    delete annotations[REF_ANNOTATION];
-    const ops: unknown[] = [
-      { op: "test", path: "/metadata/resourceVersion", value: w.metadata.resourceVersion },
-      { op: "replace", path: "/spec/template/spec", value: restored },
-      { op: "replace", path: "/spec/template/metadata/annotations", value: annotations },
-    ];
-    if (w.metadata.annotations?.[ORIGINAL_LAUNCH_ANNOTATION] !== undefined) ops.push({ op: "remove", path: `/metadata/annotations/${ORIGINAL_LAUNCH_ANNOTATION.replaceAll("~", "~0").replaceAll("/", "~1")}` });
+    const ops = restoreTemplate(w);
     await this.#o.client.patch(rt, w.metadata.name!, ops, { type: "json", namespace: w.metadata.namespace!, fieldManager: FIELD_MANAGER, signal });
     // An empty apply releases whatever this manager still owns (nothing of ours is left to remove).
     await apply(this.#o.client, rt, { apiVersion: "apps/v1", kind, metadata: { name: w.metadata.name, namespace: w.metadata.namespace } }, { namespace: w.metadata.namespace!, signal });
