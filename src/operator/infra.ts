@@ -2,8 +2,8 @@
  * The cluster's shared parts, one set for every ClassCache: the directory (a managed Valkey
  * unless the ClassCaches name an external one), the node-agent DaemonSet, the keys and tokens
  * they use, and the NetworkPolicies around them. Reconciled as one singleton, whenever any
- * ClassCache changes; every write is a server-side apply with the operator's field manager,
- * so a second pass writes nothing.
+ * ClassCache changes; every write is a server-side apply through apply.ts (the operator's field
+ * manager), so a second pass writes nothing.
  */
 import { randomBytes } from "node:crypto";
 import { sha256Hex } from "../util/hash.ts";
@@ -15,6 +15,7 @@ import { ConfigMaps, DaemonSets, NetworkPolicies, Secrets, Services, StatefulSet
 import { keyOf, type KubeObject } from "../kube/types.ts";
 import type { Logger } from "../runtime/log.ts";
 import { resolveValkey, type ClassCache } from "./api/v1.ts";
+import { apply } from "./apply.ts";
 import { DIRECTORY_HOST, FIELD_MANAGER, NAMES, PORTS, SECRET_KEYS, SYSTEM_NAMESPACE } from "./constants.ts";
 import { agentsDaemonSet, agentTokenSecret, signingKeySecret, trustConfigMap, type ExternalDirectory } from "./objects/agents.ts";
 import { directorySecret, directoryService, directoryStatefulSet, generatePassword } from "./objects/directory.ts";
@@ -126,7 +127,7 @@ export class Infrastructure {
   async apply(o: Built, signal?: AbortSignal): Promise<KubeObject> {
     const rt = TYPES[o.kind];
     if (!rt) throw new Error(`no resource type for ${o.kind}`);
-    return this.#client.apply(rt, o, { fieldManager: FIELD_MANAGER, force: true, ...(signal ? { signal } : {}) });
+    return apply(this.#client, rt, o, { signal });
   }
 
   /** A Secret's data, creating it once with generated values: never regenerated, so keys and passwords stay stable. */

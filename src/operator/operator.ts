@@ -26,7 +26,8 @@ import { WebhookRegistrar, type WebhookTarget } from "../webhook/configuration.t
 import { WebhookMetrics } from "../webhook/metrics.ts";
 import { WebhookServer, type MutatePod } from "../webhook/server.ts";
 import { ClassCaches, resolveSpec, validateClassCache, type ClassCache } from "./api/v1.ts";
-import { ClassCacheReconciler, injectionFor, WORKLOAD_TYPES, type Workload } from "./classcache.ts";
+import { ClassCacheReconciler } from "./classcache/reconciler.ts";
+import { injectionFor, WORKLOAD_TYPES, type Workload } from "./classcache/workload.ts";
 import { hostPathForbiddenBy, INJECT_LABEL, NAMES, REF_ANNOTATION, SYSTEM_NAMESPACE } from "./constants.ts";
 import { chooseDirectory, Infrastructure } from "./infra.ts";
 import { injectPod, INIT_CONTAINERS, type PodSpec } from "./inject.ts";

@@ -8,7 +8,7 @@
  * not, holds no key that signs for anyone; whoever can write to the directory cannot forge an
  * offer (no build key) or a statement (no operator key).
  *
- * Gather (read the offer), decide (judgeOffer: pure), act (publishOffer).
+ * Gather (readOffer), decide (judgeOffer: pure), act (takeOffer); publishOffer does all three.
  */
 import { admitManifest } from "../archive/admit.ts";
 import type { Manifest } from "../archive/manifest.ts";
@@ -61,17 +61,19 @@ export function judgeOffer(text: string, e: Expectation): Verdict {
 
 export type Published = { published: true; key: string } | { published: false; reason: string };
 
+/** The offer waiting in the directory for `ref` on `arch`, if there is one (gather). */
+export async function readOffer(directory: Directory, ref: string, arch: string): Promise<string | undefined> {
+  return directory.binding(offerName(ref, arch));
+}
+
 /**
- * Takes the offer for `e` from the directory, if there is one: signs and publishes its manifest
- * (first publish of a key wins: an equal key built elsewhere is the same archive), binds the
- * ref to it for `e.owner` (replacing a binding of another owner), and removes the offer either
- * way. Undefined when there is no offer.
+ * Acts on a judged offer for `e`: a refused one is removed; an accepted one has its manifest
+ * signed and published (first publish of a key wins: an equal key built elsewhere is the same
+ * archive), the ref bound to it for `e.owner` (replacing a binding of another owner), and the
+ * offer removed.
  */
-export async function publishOffer(directory: Directory, signer: Signer, e: Expectation, now: number): Promise<Published | undefined> {
+export async function takeOffer(directory: Directory, signer: Signer, e: Expectation, verdict: Verdict, now: number): Promise<Published> {
   const name = offerName(e.ref, e.arch);
-  const text = await directory.binding(name);
-  if (text === undefined) return undefined;
-  const verdict = judgeOffer(text, e);
   if (!verdict.ok) {
     await directory.unbind(name);
     return { published: false, reason: verdict.reason };
@@ -93,6 +95,13 @@ export async function publishOffer(directory: Directory, signer: Signer, e: Expe
   await directory.unbind(name);
   await directory.emit({ type: "published", key: m.key, node: "operator" });
   return { published: true, key: m.key };
+}
+
+/** Reads, judges and takes the offer for `e` in one go. Undefined when there is no offer. */
+export async function publishOffer(directory: Directory, signer: Signer, e: Expectation, now: number): Promise<Published | undefined> {
+  const text = await readOffer(directory, e.ref, e.arch);
+  if (text === undefined) return undefined;
+  return takeOffer(directory, signer, e, judgeOffer(text, e), now);
 }
 
 /**

@@ -7,6 +7,7 @@ import type { KubeClient } from "../kube/client.ts";
 import { isNotFound } from "../kube/errors.ts";
 import { resourceType } from "../kube/resource.ts";
 import type { KubeObject } from "../kube/types.ts";
+import { apply } from "../operator/apply.ts";
 import { realClock, sleep, type Clock } from "../operator/runtime/clock.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { Runnable } from "../runtime/runnable.ts";
@@ -131,9 +132,8 @@ export function validatingWebhookConfiguration(opts: WebhookConfigurationOptions
 
 /** Applies both configurations (server-side apply, field manager classcache-operator). */
 export async function applyWebhookConfigurations(client: KubeClient, opts: WebhookConfigurationOptions, signal?: AbortSignal): Promise<void> {
-  const o = { fieldManager: FIELD_MANAGER, force: true, ...(signal ? { signal } : {}) };
-  await client.apply(MutatingWebhookConfigurations, mutatingWebhookConfiguration(opts), o);
-  await client.apply(ValidatingWebhookConfigurations, validatingWebhookConfiguration(opts), o);
+  await apply(client, MutatingWebhookConfigurations, mutatingWebhookConfiguration(opts), { signal });
+  await apply(client, ValidatingWebhookConfigurations, validatingWebhookConfiguration(opts), { signal });
 }
 
 /** Deletes both configurations; ones already gone are fine. */

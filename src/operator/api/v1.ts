@@ -134,6 +134,9 @@ export const Reasons = {
   WorkloadNotFound: "WorkloadNotFound",
   ContainerNotFound: "ContainerNotFound",
   LaunchUnknown: "LaunchUnknown",
+  LaunchNotJava: "LaunchNotJava",
+  /** Webhook mode: the pod template lacks the label that sends its pods to the webhook. */
+  InjectLabelMissing: "InjectLabelMissing",
   PatchFailed: "PatchFailed",
   PodSecurityForbidsHostPath: "PodSecurityForbidsHostPath",
   // Degraded
@@ -142,6 +145,8 @@ export const Reasons = {
   LowHitRate: "LowHitRate",
   DirectoryUnavailable: "DirectoryUnavailable",
   ClusterSharingNotAllowed: "ClusterSharingNotAllowed",
+  /** The cluster's shared parts could not all be applied (e.g. the directory's storage). */
+  DirectoryNotUpdated: "DirectoryNotUpdated",
 } as const;
 export type Reason = (typeof Reasons)[keyof typeof Reasons];
 
