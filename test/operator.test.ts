@@ -148,7 +148,10 @@ describe("the operator against a real API server, directory and webhook", () => 
     assert.equal(d.metadata.labels?.[PATCHING_LABEL], undefined, "the admission policy's label goes with the patch's last write");
     const job = await client.get<KubeObject>(Jobs, `classcache-build-${ownedRef.slice(0, 10)}`, { namespace: "shop" });
     assert.equal(job.metadata.ownerReferences?.[0]?.kind, "ClassCache");
-    // Server-side apply owns exactly our fields; re-running the reconcile changes nothing.
+    // Server-side apply owns exactly our fields; re-running the reconcile changes nothing. (One
+    // pass first: the pass after the Job's creation says "running" where the first said "created".)
+    await op.reconciler!.reconcile("shop/shop", new AbortController().signal);
+    await until("the status settled", async () => condition(await getCc("shop", "shop"), "ArchiveAvailable")?.message.endsWith("is running"));
     const before = [(await getDeploy("shop", "shop")).metadata.resourceVersion, (await getCc("shop", "shop")).metadata.resourceVersion];
     await op.reconciler!.reconcile("shop/shop", new AbortController().signal);
     await op.reconciler!.reconcile("shop/shop", new AbortController().signal);
@@ -211,6 +214,24 @@ describe("the operator against a real API server, directory and webhook", () => 
     } finally {
       await directory.close();
     }
+  });
+
+  it("builds again when the pods' jar checks find the app changed under the same image tag, and says so", async () => {
+    const before = await until("the archive bound above", async () => (await getCc("shop", "shop")).status?.ref);
+    // A pod of the workload whose jar check (the pod patch's last init step) found other jars
+    // than the archive's: the tag was pushed again with new content. The kubelet reports it so.
+    const actual = "7".repeat(64);
+    const pod = await client.create<KubeObject>(Pods, { metadata: { name: "shop-repushed", namespace: "shop", labels: { app: "shop" }, annotations: { [REF_ANNOTATION]: before } }, spec: { containers: [{ name: "app", image: "registry.example/shop:1.0" }] } }, { namespace: "shop" });
+    const terminated = { exitCode: 0, reason: "Completed", finishedAt: new Date().toISOString().replace(/\.\d+Z$/, "Z"), message: JSON.stringify({ archive: false, reason: "app-jar-differs", jar: "/app.jar", expected: "6".repeat(64), actual }) };
+    await client.updateStatus(Pods, { ...pod, status: { phase: "Running", initContainerStatuses: [{ name: "classcache-check", image: "registry.example/shop:1.0", imageID: "", ready: true, restartCount: 0, state: { terminated } }] } }, { namespace: "shop" });
+    const cc = await until("a new ref for the new content", async () => {
+      const c = await getCc("shop", "shop");
+      return c.status?.appDigest === actual && c.status.ref !== before && c;
+    });
+    assert.match(condition(cc, "Degraded")?.message ?? "", /1 pod\(s\) run an app jar .*777777777777.* other than the one their archive was built from/);
+    assert.equal(condition(cc, "Degraded")?.reason, "AppChanged");
+    await until("a build Job for it", () => client.get<KubeObject>(Jobs, `classcache-build-${cc.status!.ref!.slice(0, 10)}`, { namespace: "shop" }).catch(() => undefined));
+    await client.delete(Pods, "shop-repushed", { namespace: "shop" });
   });
 
   it("puts back a patch that something else stripped, and builds again for a new image", async () => {

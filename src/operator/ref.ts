@@ -3,7 +3,9 @@
  * its workload — image, jar, launch, agent, profile, mode, training, and the sharing scope. The
  * operator cannot compute the archive key itself (that needs the image's JVM and files); the
  * build resolves ref → key and binds it, signed, in the directory. A new image → a new ref →
- * a new build. Memory sharing is not in it: it only changes run-time flags.
+ * a new build; the same tag with new content → a new ref too, once the pods' jar checks report
+ * the content they run (status.appDigest). Memory sharing is not in it: it only changes
+ * run-time flags.
  */
 import { canonicalJson, sha256Hex } from "../util/hash.ts";
 
@@ -21,8 +23,15 @@ export interface RefInputs {
   profile: string;
   mode: string;
   training: { exitOnRefresh: boolean; readyUrl: string; warmupUrls: string[]; timeoutSeconds: number };
+  /**
+   * The app jar's sha256 the workload's pods were found to run (status.appDigest), once their
+   * jar checks saw it differ from an archive's: the image behind a tag changed, so must the ref.
+   */
+  appDigest?: string;
 }
 
 export function computeRef(inputs: RefInputs): string {
-  return sha256Hex(canonicalJson({ format: REF_FORMAT, ...inputs }));
+  const { appDigest, ...rest } = inputs;
+  // Absent until content was seen to change: refs made before it stay what they were.
+  return sha256Hex(canonicalJson({ format: REF_FORMAT, ...rest, ...(appDigest ? { appDigest } : {}) }));
 }

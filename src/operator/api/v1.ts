@@ -89,6 +89,11 @@ export interface ClassCacheStatus {
   hitRate?: string;
   /** Share of classes the workload's running JVMs loaded from the archive, 0..1. */
   workloadHitRate?: number;
+  /**
+   * The sha256 of the app jar the workload's pods run, where their jar checks found it is not the
+   * one the archive was built from (a tag pushed again): an input of the ref, so it is built for.
+   */
+  appDigest?: string;
   archives?: ArchiveStatus[];
   conditions?: Condition[];
 }
@@ -147,6 +152,8 @@ export const Reasons = {
   ClusterSharingNotAllowed: "ClusterSharingNotAllowed",
   /** The cluster's shared parts could not all be applied (e.g. the directory's storage). */
   DirectoryNotUpdated: "DirectoryNotUpdated",
+  /** The pods' jar checks found another app than the archive's under the same image (a tag pushed again): built for anew. */
+  AppChanged: "AppChanged",
 } as const;
 export type Reason = (typeof Reasons)[keyof typeof Reasons];
 

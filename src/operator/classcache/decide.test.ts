@@ -54,6 +54,7 @@ interface World {
   settings?: Partial<Settings>;
   lastApplied?: { resourceVersion: string | undefined; body: string };
   patchFailure?: string;
+  app?: { differing: number; digest: string | undefined };
 }
 
 /** What gather would observe of `world`, with the pure parts (clean template, ref, injection input) computed as it does. */
@@ -76,7 +77,7 @@ function observed(world: World = {}): Live {
   return {
     ...base,
     spec: resolved,
-    workload: { kind: resolved.spec.workloadRef.kind, object, clean, ref, scope, container, input, podSecurity: world.podSecurity, lastApplied: world.lastApplied, directory: world.directory ?? reachable(), build },
+    workload: { kind: resolved.spec.workloadRef.kind, object, clean, ref, scope, container, input, podSecurity: world.podSecurity, lastApplied: world.lastApplied, directory: world.directory ?? reachable(), build, app: world.app ?? { differing: 0, digest: undefined } },
   };
 }
 
@@ -358,6 +359,20 @@ void describe("decide, one row per condition reason", () => {
 });
 
 void describe("decide, pass after pass", () => {
+  void it("AppChanged: pods whose jar checks found another app make the new content an input of the ref, and say so", () => {
+    const digest = "7".repeat(64);
+    const world = { directory: reachable({ archives: [bound("amd64", [holder("node-1")])] }), app: { differing: 2, digest } };
+    const plan = decide(observed(world), NOW);
+    assert.equal(plan.status?.appDigest, digest);
+    const degraded = condition(plan, ConditionTypes.Degraded)!;
+    assert.deepEqual([degraded.status, degraded.reason], ["True", "AppChanged"]);
+    assert.match(degraded.message, /2 pod\(s\) run an app jar \(sha256 777777777777\) other than the one their archive was built from/);
+    // Next pass: the ClassCache carries the digest, so its ref is another (and a build follows for it).
+    const next = observed({ ...world, cc: { ...classCache(), status: plan.status } });
+    assert.notEqual(next.workload!.ref, observed(world).workload!.ref);
+    assert.equal(decide(next, NOW).status?.appDigest, digest, "kept while nothing newer is reported");
+  });
+
   void it("a second pass over an unchanged world produces no write actions", () => {
     for (const world of [
       { directory: reachable({ archives: [bound("amd64", [holder("node-1", { jvms: 1, sharedClasses: 990, loadedClasses: 1000 })])] }) },

@@ -15,7 +15,7 @@ import type { Built } from "../objects/meta.ts";
 import type { Verdict } from "../publish.ts";
 import { Conditions } from "./conditions.ts";
 import type { Deleting, Live, Observed, WorkloadView } from "./observe.ts";
-import {
+import { appChanged,
   archiveVerified,
   awaitsBuild,
   buildCreated,
@@ -143,12 +143,18 @@ function decideLive(o: Live, now: number): Plan {
   const sharing = clusterSharingRefused(spec, o.settings.allowClusterSharing);
   if (sharing) conditions.set(ConditionTypes.Degraded, sharing);
   status.ref = w.ref;
+  // The content the pods run is an input of the ref: a new one means a new ref, and a new build, next pass.
+  const content = w.app.digest !== undefined && w.app.digest !== cc.status?.appDigest;
+  const appDigest = content ? w.app.digest : cc.status?.appDigest;
+  if (appDigest) status.appDigest = appDigest;
 
   const offers = offerActions(cc, w);
   if (offers.accepted) return { actions: offers.actions, observeAgain: true, result: { requeueAfter: o.settings.pollMs } };
   const archive = archiveOf(w, offers.refused, conditions, status);
   const problems = directoryNotUpdated(o.clusterProblems);
   if (problems) conditions.set(ConditionTypes.Degraded, problems);
+  const changed = appChanged(w.app);
+  if (changed) conditions.set(ConditionTypes.Degraded, changed);
   const build = awaitsBuild(w) ? buildActions(cc, spec, w, o.settings.image, conditions) : [];
 
   const forbidden = podSecurityForbids(w.podSecurity, cc.metadata.namespace);

@@ -13,6 +13,7 @@ import { FINALIZER, resolveSpec, type ArchiveStatus, type ClassCache, type Resol
 import { hostPathForbiddenBy } from "../constants.ts";
 import type { InjectionInput, PodSpec } from "../inject.ts";
 import { buildJobName } from "../objects/buildjob.ts";
+import { appContent, type AppContent, type PodWithChecks } from "../policies/appcontent.ts";
 import { judgeOffer, readOffer, type Verdict } from "../publish.ts";
 import type { Informer } from "../runtime/informer.ts";
 import { ARCHS, awaitsBuild, buildFailureSaid } from "./policies.ts";
@@ -97,6 +98,8 @@ export interface WorkloadView {
   lastApplied: Applied | undefined;
   directory: DirectoryView;
   build: BuildView;
+  /** What the jar checks of the workload's pods of this ref say about the app they run. */
+  app: AppContent;
 }
 
 export interface Applied {
@@ -196,8 +199,22 @@ export async function observe(key: string, deps: ObserveDeps, signal: AbortSigna
   const directory = await observeDirectory(cluster, cc, ref, scope, deps.memory);
   const build = await observeBuild(cc, ref, container, awaitsBuild({ container, podSecurity, directory }), deps, signal);
   const lastApplied = deps.memory.applied.get(appliedKey({ kind, name: object.metadata.name!, namespace: object.metadata.namespace! }));
-  const workload: WorkloadView = { kind, object, clean, ref, scope, container, input, podSecurity, lastApplied, directory, build };
+  // Pods can only differ from an archive once one was bound: for this ref, or for the content recorded before.
+  const app = directory.reachable && (directory.archives.some((a) => a.verified) || cc.status?.appDigest !== undefined) ? await observeApp(deps.client, object, ref, cc.status?.appDigest, signal) : { differing: 0, digest: undefined };
+  const workload: WorkloadView = { kind, object, clean, ref, scope, container, input, podSecurity, lastApplied, directory, build, app };
   return { observed: { ...base, spec: resolved, workload }, handles };
+}
+
+/**
+ * What the workload's pods patched for `ref` report of the app they run: their jar checks'
+ * termination messages (see policies/appcontent.ts). Unreadable pods count as nothing said.
+ */
+async function observeApp(client: KubeClient, w: Workload, ref: string, known: string | undefined, signal: AbortSignal): Promise<AppContent> {
+  const labels = (w.spec["selector"] as { matchLabels?: Record<string, string> } | undefined)?.matchLabels;
+  if (!labels || Object.keys(labels).length === 0) return { differing: 0, digest: undefined };
+  const selector = Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(",");
+  const pods = await client.list<KubeObject & PodWithChecks>(Pods, { namespace: w.metadata.namespace!, labelSelector: selector, signal }).catch(() => undefined);
+  return appContent(pods?.items ?? [], ref, known);
 }
 
 async function observeDeletion(cc: ClassCache, deps: ObserveDeps, signal: AbortSignal): Promise<{ observed: Observed; handles: Handles }> {

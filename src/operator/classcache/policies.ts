@@ -10,6 +10,21 @@ import { INJECT_LABEL, POD_SECURITY_ENFORCE_LABEL } from "../constants.ts";
 import type { InjectionOutcome } from "../inject.ts";
 import type { Check, Conditions } from "./conditions.ts";
 import type { BuildView, DirectoryView } from "./observe.ts";
+import type { AppContent } from "../policies/appcontent.ts";
+
+/**
+ * The pods' jar checks found they run another app than their archive's (the image behind a tag
+ * changed): they start without the archive; status.appDigest, an input of the ref, takes the new
+ * content, so a build for it follows and pods patched for the new ref get its archive.
+ */
+export function appChanged(app: AppContent): Check | undefined {
+  if (app.differing === 0 || !app.digest) return undefined;
+  return {
+    status: "True",
+    reason: Reasons.AppChanged,
+    message: `${app.differing} pod(s) run an app jar (sha256 ${short(app.digest)}) other than the one their archive was built from — the image behind the tag changed: they start without the archive until one built for this content (status.appDigest) is on their node and they are patched for it`,
+  };
+}
 
 /** The archs whose bindings the status reports. */
 export const ARCHS = ["amd64", "arm64"];

@@ -46,6 +46,7 @@ function refOf(cc: ClassCache, spec: ResolvedSpec, container: Container | undefi
     profile: spec.profile ? JSON.stringify(spec.profile) : "",
     mode: spec.mode,
     training: { exitOnRefresh: t.exitOnRefresh ?? true, readyUrl: t.readyUrl ?? "", warmupUrls: t.warmupUrls, timeoutSeconds: t.timeoutSeconds },
+    ...(cc.status?.appDigest ? { appDigest: cc.status.appDigest } : {}),
   });
 }
 
