@@ -15,7 +15,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -87,6 +87,7 @@ describe("a build Job's upload to its node agent", () => {
     await writeFile(join(dir, "signing.pub"), keys.publicPem);
     await writeFile(join(dir, "token"), randomBytes(24).toString("hex"), { mode: 0o600 });
     await writeFile(join(dir, "directory-password"), redis.password, { mode: 0o600 });
+    [app, java17] = await Promise.all([demoAppJar(), jdk(17)]);
     agent = await Agent.start({
       name: "node-a",
       address: "127.0.0.41",
@@ -97,10 +98,11 @@ describe("a build Job's upload to its node agent", () => {
       trust: join(dir, "signing.pub"),
       // No --signing-key: in a cluster a node signs nothing.
       logDir: join(dir, "logs"),
+      // The one JDK the node's local API may build with.
+      jdks: [java17],
       args: ["--root", ROOT, "--directory-password-file", join(dir, "directory-password"), "--want-retry", "1"],
     });
     directory = new ValkeyDirectory({ url: redis.url });
-    [app, java17] = await Promise.all([demoAppJar(), jdk(17)]);
   });
 
   after(async () => {
@@ -214,6 +216,34 @@ describe("a build Job's upload to its node agent", () => {
     assert.deepEqual(await operatorPublishes("victim", victimRef, "uid-v2"), { published: true, key: again.key });
     const binding = openBinding((await directory.binding(`${victimRef}.amd64`))!, trust, victimRef, "amd64");
     assert.deepEqual([binding.key, binding.owner], [again.key, "uid-v2"], "the key was local on the node, and the ref is bound all the same");
+  });
+
+  it("keeps the local API from running a caller's program, binding a ref or probing paths, and a binding from passing as a manifest", async () => {
+    // A "JDK" of the caller's choosing: a script that would leave a mark if it ran (as root, on a node).
+    const marker = join(dir, "pwned");
+    const script = join(dir, "evil-jdk");
+    await mkdir(join(script, "bin"), { recursive: true });
+    await writeFile(join(script, "bin", "java"), `#!/bin/sh\ntouch ${marker}\n`, { mode: 0o755 });
+    const training = { warmupUrls: [], timeoutMs: 10_000 };
+    const refused = async (body: unknown, says: RegExp) => {
+      const r = await agent.ensure(body);
+      assert.equal(r.status, 400, JSON.stringify(r.body));
+      assert.match(String(r.body.error), says);
+    };
+    await refused({ build: { app, appArgs: [], jvmOptions: [], java: script, training } }, /is not a JDK this agent builds with/);
+    await refused({ build: { app, appArgs: [], jvmOptions: ["-XX:OnError=touch /tmp/x"], java: java17, training } }, /runs a command, reads options or names a file/);
+    await refused({ build: { app, appArgs: [], jvmOptions: [], java: java17, profile: "/etc/passwd", training } }, /profile must be one of the catalog's/);
+    assert.equal(existsSync(marker), false, "nothing of the caller's ran");
+    await refused({ key: "a".repeat(64), ref: victimRef }, /a ref is only looked up here, never bound/);
+    await refused({ key: "../../etc/passwd" }, /key must be 64 lowercase hex digits/);
+    // A signed binding put where a manifest belongs: refused as what it is, not a crash.
+    const bindingText = (await directory.binding(`${victimRef}.amd64`))!;
+    const key = "b".repeat(64);
+    await directory.publish(key, bindingText);
+    const confused = await agent.ensure({ key });
+    assert.equal(confused.status, 502, JSON.stringify(confused.body));
+    assert.match(String(confused.body.error), /manifest expected, got a statement of type "classcache.dev\/binding\/v2"/);
+    await directory.remove(key);
   });
 
   it("refuses a binding replayed over a newer one, and says so", async () => {
