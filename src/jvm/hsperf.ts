@@ -3,8 +3,15 @@
  * binary format behind `jcmd <pid> PerfCounter.print`. It costs the JVM nothing and needs no
  * agent, so the class hit rate of any JVM on a node can be read from outside.
  */
-import { access, readdir, readFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { lstat, open, readdir } from "node:fs/promises";
 import { join } from "node:path";
+
+/**
+ * Far more than any JVM's perf data (PerfDataMemorySize is 64 KiB by default): a file larger
+ * than this is not one, whatever its name says.
+ */
+export const MAX_PERF_DATA_BYTES = 1 << 20;
 
 const MAGIC = 0xcafec0c0;
 
@@ -59,8 +66,15 @@ export function hitRate(c: ClassCounts): number {
   return total === 0 ? 0 : c.shared / total;
 }
 
-/** Finds the hsperfdata file of a pid under a /tmp directory (any user). */
-export async function findPerfFile(pid: number, tmpDir = "/tmp"): Promise<string | undefined> {
+/**
+ * The hsperfdata file of a pid under a /tmp directory (any user's), read as what it is: a file
+ * the JVM's own process — or whoever runs in its container — controls. So: a real directory per
+ * user (a symlink is not followed), the file itself opened without following a symlink and
+ * without blocking (a FIFO answers at once, and is refused), a regular file only, of the
+ * process's owner when `uid` is given, and at most MAX_PERF_DATA_BYTES. Anything else is "no
+ * counters": it can neither hang nor flood the reader.
+ */
+export async function readPerfFile(pid: number, tmpDir = "/tmp", uid?: number): Promise<Buffer | undefined> {
   let dirs: string[];
   try {
     dirs = (await readdir(tmpDir)).filter((d) => d.startsWith("hsperfdata_"));
@@ -68,19 +82,24 @@ export async function findPerfFile(pid: number, tmpDir = "/tmp"): Promise<string
     return undefined;
   }
   for (const d of dirs) {
-    const p = join(tmpDir, d, String(pid));
+    const dir = join(tmpDir, d);
+    if (!(await lstat(dir).catch(() => undefined))?.isDirectory()) continue;
+    const fh = await open(join(dir, String(pid)), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(() => undefined);
+    if (!fh) continue;
     try {
-      await access(p);
-      return p;
-    } catch {
-      /* not this user */
+      const st = await fh.stat();
+      if (!st.isFile() || st.size > MAX_PERF_DATA_BYTES || (uid !== undefined && st.uid !== uid)) continue;
+      const buf = Buffer.alloc(st.size);
+      const { bytesRead } = await fh.read(buf, 0, st.size, 0);
+      return buf.subarray(0, bytesRead);
+    } finally {
+      await fh.close();
     }
   }
   return undefined;
 }
 
-export async function readClassCounts(pid: number, tmpDir = "/tmp"): Promise<ClassCounts | undefined> {
-  const file = await findPerfFile(pid, tmpDir);
-  if (!file) return undefined;
-  return classCounts(parsePerfData(await readFile(file)));
+export async function readClassCounts(pid: number, tmpDir = "/tmp", uid?: number): Promise<ClassCounts | undefined> {
+  const data = await readPerfFile(pid, tmpDir, uid);
+  return data ? classCounts(parsePerfData(data)) : undefined;
 }

@@ -44,6 +44,12 @@ export async function fileId(path: string): Promise<string> {
   return `${major}:${minor}:${s.ino}`;
 }
 
+/** The real uid of a process, from /proc/<pid>/status ("Uid: real effective saved fs"). */
+export function processUid(status: string): number | undefined {
+  const m = /^Uid:\s+(\d+)/m.exec(status);
+  return m ? Number(m[1]) : undefined;
+}
+
 /** The pid a process has in its own pid namespace (the name of its hsperfdata file). */
 export function namespacePid(status: string): number | undefined {
   const line = status.split("\n").find((l) => l.startsWith("NSpid:"));
@@ -115,8 +121,10 @@ export async function scanUsage(prefixes: string[], archives: ReadonlyMap<string
     try {
       const sha = mappedArchive(await readFile(join(proc, pid, "maps"), "utf8"), prefixes, archives);
       if (!sha) continue;
-      const nspid = namespacePid(await readFile(join(proc, pid, "status"), "utf8")) ?? Number(pid);
-      const counts = await readClassCounts(nspid, join(proc, pid, "root", "tmp"));
+      const status = await readFile(join(proc, pid, "status"), "utf8");
+      const nspid = namespacePid(status) ?? Number(pid);
+      // The file lives in the process's own /tmp, which it (and its container) controls: read as hostile.
+      const counts = await readClassCounts(nspid, join(proc, pid, "root", "tmp"), processUid(status));
       if (counts) jvms.set(sha, [...(jvms.get(sha) ?? []), { pid, ...counts }]);
     } catch {
       // The process exited, or is not ours to read: skip it.

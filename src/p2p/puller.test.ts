@@ -8,7 +8,7 @@ import type { Metric } from "prom-client";
 import type { Holder } from "../directory/directory.ts";
 import { sha256File } from "../util/hash.ts";
 import { PeerMetrics } from "./metrics.ts";
-import { orderHolders, PullError, pullBlob, Quarantine } from "./puller.ts";
+import { isPeerUrl, orderHolders, PullError, pullBlob, Quarantine } from "./puller.ts";
 import { createPeerServer } from "./server.ts";
 import { holdDownload, listen, mapSource, memoryLogger, randomFile, stop, until } from "./testing.ts";
 
@@ -271,6 +271,14 @@ describe("ordering holders", () => {
       assert.deepEqual(order.slice(0, 2).sort(), ["a", "c"]);
       assert.deepEqual(order.slice(2).sort(), ["b", "d", "e"]);
     }
+  });
+
+  it("never sends its token to a holder URL that is not a peer server's: credentials, a path, a query, a fragment, another scheme", () => {
+    const bad = ["http://user:pw@evil:7071", "http://127.0.0.1:17999/anything?x=", "http://evil:7071/#frag", "http://evil:7071?x", "file:///etc/passwd", "gopher://evil:70", "not a url", "http://evil:7071/v1/blobs"];
+    const listed = [h("a", "z1"), ...bad.map((url, i) => ({ node: `bad-${i}`, zone: "z1", url }))];
+    assert.deepEqual(orderHolders(listed, self, quarantined, seeded(1)).map((x) => x.node), ["a"]);
+    for (const url of bad) assert.equal(isPeerUrl(url), false, url);
+    for (const url of ["http://10.1.2.3:7071", "https://node-a.example:7071/", "http://[fd00::1]:7071"]) assert.equal(isPeerUrl(url), true, url);
   });
 
   it("is deterministic for a given random and spreads pullers over holders", () => {

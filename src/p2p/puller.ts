@@ -22,11 +22,27 @@ export function orderHolders(holders: Holder[], self: { node: string; zone: stri
   const near: Holder[] = [];
   const far: Holder[] = [];
   for (const h of holders) {
-    if (h.node === self.node || seen.has(h.node) || quarantined(h.node)) continue;
+    if (h.node === self.node || seen.has(h.node) || quarantined(h.node) || !isPeerUrl(h.url)) continue;
     seen.add(h.node);
     (h.zone === self.zone ? near : far).push(h);
   }
   return [...shuffle(near, random), ...shuffle(far, random)];
+}
+
+/**
+ * Whether a holder's URL is one a peer server has — http(s), a host and maybe a port, nothing
+ * else — before the node's token is sent to it: whoever can write to the directory writes holder
+ * entries, and a URL with credentials, a path, a query or a fragment is not a peer's but a way
+ * to have the token sent somewhere (or a request made) on that writer's behalf.
+ */
+export function isPeerUrl(url: string): boolean {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return false;
+  }
+  return (u.protocol === "http:" || u.protocol === "https:") && u.hostname !== "" && u.username === "" && u.password === "" && (u.pathname === "/" || u.pathname === "") && u.search === "" && u.hash === "" && !url.includes("?") && !url.includes("#");
 }
 
 function shuffle<T>(xs: T[], random: () => number): T[] {
