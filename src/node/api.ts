@@ -287,14 +287,15 @@ export function createScopeSocketServer(wants: Wants, scope: string): Server {
  *
  *   POST /v1/want {"ref": "<64 hex>"}              →  202 {"ref"}
  *   PUT  /v1/builds/<ref>/blobs/<sha256>  (bytes)   →  201 {"sha256"}
- *   POST /v1/builds/<ref>/manifest  (manifest JSON) →  200 {"key", "source"}
+ *   POST /v1/builds/<ref>/manifest  (build offer) →  202 {"key", "status": "offered"}
  *
  * "want" needs no credentials: the agent then only fetches what a signed binding and a signed
  * manifest name, so a caller cannot choose any bytes. Uploading a build needs the operator's
  * build grant for that ref (see BuildGrant), verified with the trusted public key: the blobs are
- * kept only under their verified sha256; the manifest is admitted (archive/admit.ts: its key
- * recomputed and of the grant's scope, its runtime derived here) and the agent signs and
- * publishes it like one of its own builds, bound to the ref for the grant's scope and owner.
+ * kept only under their verified sha256; the manifest, signed with the grant's one-time build
+ * key, is admitted (archive/admit.ts: its key recomputed and of the grant's scope, its runtime
+ * derived) and left in the directory as an offer, which the operator alone signs, publishes and
+ * binds (operator/publish.ts); this node then adopts it through its want for the ref.
  */
 export function createSocketServer(wants: Wants, opts: { agent?: NodeAgent } = {}): Server {
   return createServer((req, res) => {
