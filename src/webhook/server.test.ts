@@ -147,6 +147,42 @@ describe("WebhookServer", () => {
     assert.equal((await post(port, certs.caPem, "/nothing", "{}")).status, 404);
   });
 
+  it("holds its memory and its time against a crowd of clients that trickle large bodies, and still answers the API server", async () => {
+    behaviour = "same";
+    // A separate server with small limits, so the crowd is cheap to make: 4 bodies of 60 KiB fill its budget.
+    const small = new WebhookServer({ certs: source, mutatePod, validate, logger: discardLogger, port: 0, host: "127.0.0.1", maxBodyBytes: 64 * 1024, maxBufferedBytes: 256 * 1024, requestTimeoutMs: 1500 });
+    const stop = new AbortController();
+    const serving = small.start(stop.signal);
+    const smallPort = await small.listening();
+    try {
+      // Twelve clients each send 60 KiB of a body and then stall, never finishing it.
+      const crowd = Array.from({ length: 12 }, () =>
+        new Promise<{ status: number; ms: number }>((resolve) => {
+          const t0 = Date.now();
+          const req = request({ host: "127.0.0.1", port: smallPort, path: "/mutate-pods", method: "POST", ca: certs.caPem, servername: "classcache-webhook.classcache-system.svc", headers: { "Content-Type": "application/json", "Content-Length": 64 * 1024 }, agent: false }, (res) => {
+            res.resume();
+            res.on("end", () => resolve({ status: res.statusCode ?? 0, ms: Date.now() - t0 }));
+          });
+          req.on("error", () => resolve({ status: 0, ms: Date.now() - t0 }));
+          req.write(Buffer.alloc(60 * 1024, 32));
+        }),
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      // The API server's request is served meanwhile (it gets what budget the crowd left, or is
+      // answered at once; either way it is not stuck behind them).
+      const t0 = Date.now();
+      const res = await post(smallPort, certs.caPem, "/mutate-pods", review(pod));
+      assert.ok(Date.now() - t0 < 1000, "answered at once");
+      assert.ok(res.status === 200 || res.status === 503, `status ${res.status}`);
+      const outcomes = await Promise.all(crowd);
+      assert.ok(outcomes.filter((o) => o.status === 503).length >= 8, `most of the crowd is refused at once: ${JSON.stringify(outcomes)}`);
+      assert.ok(outcomes.every((o) => o.ms < 5000), `no stalled request is held past the request timeout: ${JSON.stringify(outcomes)}`);
+    } finally {
+      stop.abort();
+      await serving;
+    }
+  });
+
   it("serves /healthz and /readyz", async () => {
     assert.deepEqual(await post(port, certs.caPem, "/healthz", "", "", "GET"), { status: 200, body: "ok\n" });
     assert.deepEqual(await post(port, certs.caPem, "/readyz", "", "", "GET"), { status: 200, body: "ok\n" });

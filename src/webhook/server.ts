@@ -60,11 +60,18 @@ export interface WebhookServerOptions {
   budgetMs?: number;
   /** Largest request body accepted, default 7 MiB (an AdmissionReview holds object and oldObject). */
   maxBodyBytes?: number;
+  /**
+   * Bytes of request bodies held at once, all requests together, default 64 MiB: past it a request
+   * is answered 503 at once. Bounds the memory a crowd of (slow) clients can take, whoever they are.
+   */
+  maxBufferedBytes?: number;
+  /** Time a whole request (headers and body) may take, default 10 s, the API server's own default webhook timeout. */
+  requestTimeoutMs?: number;
   /** On stop: how long requests in flight may finish before their connections are cut, default 5 s. */
   shutdownGraceMs?: number;
 }
 
-const DEFAULTS = { port: 9443, host: "0.0.0.0", budgetMs: 4000, maxBodyBytes: 7 * 1024 * 1024, shutdownGraceMs: 5000 };
+const DEFAULTS = { port: 9443, host: "0.0.0.0", budgetMs: 4000, maxBodyBytes: 7 * 1024 * 1024, maxBufferedBytes: 64 * 1024 * 1024, requestTimeoutMs: 10_000, shutdownGraceMs: 5000 };
 /** The API server passes warnings on to clients; long ones may be cut there. */
 const MAX_WARNING_CHARS = 200;
 
@@ -88,6 +95,8 @@ export class WebhookServer implements Runnable {
   readonly metrics: WebhookMetrics;
   readonly #opts: WebhookServerOptions & typeof DEFAULTS;
   readonly #log: Logger;
+  /** Request bodies held right now, all requests together (maxBufferedBytes). */
+  readonly #buffered: BodyBudget;
   #ready = false;
   #resolvePort: (port: number) => void = () => {};
   readonly #port = new Promise<number>((resolve) => (this.#resolvePort = resolve));
@@ -95,6 +104,7 @@ export class WebhookServer implements Runnable {
   constructor(opts: WebhookServerOptions) {
     const set = Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) as Partial<WebhookServerOptions>;
     this.#opts = { ...DEFAULTS, ...(set as WebhookServerOptions) };
+    this.#buffered = new BodyBudget(this.#opts.maxBufferedBytes);
     this.metrics = opts.metrics ?? new WebhookMetrics();
     this.#log = opts.logger.with({ component: "webhook-server" });
   }
@@ -111,7 +121,11 @@ export class WebhookServer implements Runnable {
 
   async start(signal: AbortSignal): Promise<void> {
     const certs = await this.#opts.certs.ready(signal);
-    const server = createServer({ ...tlsOptions(certs), minVersion: "TLSv1.2" }, (req, res) => void this.#serve(req, res));
+    // connectionsCheckingInterval: how often Node looks for requests past their timeout (30 s by default).
+    const server = createServer({ ...tlsOptions(certs), minVersion: "TLSv1.2", connectionsCheckingInterval: 1000 }, (req, res) => void this.#serve(req, res));
+    // A client that trickles its request is cut, not waited for (Node's default is 300 s).
+    server.requestTimeout = this.#opts.requestTimeoutMs;
+    server.headersTimeout = Math.min(this.#opts.requestTimeoutMs, 5000);
     server.on("secureConnection", () => this.metrics.tlsHandshakes.inc());
     server.on("tlsClientError", (err) => this.#log.debug("tls handshake failed", { error: err.message }));
     this.#recordCertificate(certs);
@@ -202,7 +216,7 @@ export class WebhookServer implements Runnable {
       if (req.method !== "POST") throw new HttpError(405, "only POST is served here");
       const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase();
       if (type !== "application/json") throw new HttpError(415, `content-type ${JSON.stringify(type)}: expected application/json`);
-      const body = await readJson(req, this.#opts.maxBodyBytes);
+      const body = await readJson(req, this.#opts.maxBodyBytes, this.#buffered);
       const parsed = parseReview(body);
       if ("error" in parsed) throw new HttpError(400, parsed.error);
       request = parsed.request;
@@ -289,15 +303,30 @@ function cleanWarnings(warnings: string[] | undefined): string[] | undefined {
     .map((w) => (w.length > MAX_WARNING_CHARS ? `${w.slice(0, MAX_WARNING_CHARS - 3)}...` : w));
 }
 
-async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+/** The bytes of request bodies held right now, against one budget for the whole server. */
+export class BodyBudget {
+  used = 0;
+  readonly max: number;
+  constructor(max: number) {
+    this.max = max;
+  }
+}
+
+async function readJson(req: IncomingMessage, limit: number, budget: BodyBudget): Promise<unknown> {
   const declared = Number(req.headers["content-length"] ?? NaN);
   if (declared > limit) throw new HttpError(413, `the body is larger than ${limit} bytes`);
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw new HttpError(413, `the body is larger than ${limit} bytes`);
-    chunks.push(chunk);
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      budget.used += chunk.length;
+      if (size > limit) throw new HttpError(413, `the body is larger than ${limit} bytes`);
+      if (budget.used > budget.max) throw new HttpError(503, "too many request bodies at once; try again");
+      chunks.push(chunk);
+    }
+  } finally {
+    budget.used -= size;
   }
   try {
     return JSON.parse(Buffer.concat(chunks).toString("utf8")) as unknown;
