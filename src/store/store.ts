@@ -290,6 +290,7 @@ export class LocalStore {
         for (const sha of needs.blobs) await this.linkInto(this.blobPath(sha), join(view, "blobs", "sha256", sha));
         await this.linkInto(this.manifestPath(key), viewManifest);
         for (const sub of ["blobs/sha256", "layouts", "manifests"]) await fsyncDir(join(view, sub));
+        // Not writeFileAtomic: its temp file would sit in the view, which pods see; this one is in the store's tmp/.
         const tmp = this.tempFile("ref");
         try {
           const fh = await open(tmp, "wx", 0o644);
