@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { link, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { link, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import type { Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
@@ -76,6 +76,27 @@ describe("local store: usage, LRU garbage collection and imports", () => {
       assert.ok((await stat(store.layoutPath(m.layout.id))).isDirectory());
     }
   }
+
+  it("reclaims at open what a crashed writer left in tmp/, its own pid's earlier life included, and nothing a live one is writing", async () => {
+    const store = await fresh();
+    const tmp = join(store.dir, "tmp");
+    const old = new Date(Date.now() - process.uptime() * 1000 - 60_000);
+    const left = {
+      dead: join(tmp, "pull-4194305-0a1b2c"), // a pid no process can have (above Linux's PID_MAX_LIMIT)
+      earlierLife: join(tmp, `upload-${process.pid}-0a1b2c`), // this pid, from before this process started
+      live: join(tmp, `pull-${process.pid}-0d0e0f`), // this process, now
+      other: join(tmp, "pull-1-0a1b2c"), // init: alive, and not ours
+      lock: join(tmp, "build.lock"),
+    };
+    await writeFile(left.dead, "x".repeat(1 << 20));
+    await mkdir(left.earlierLife);
+    await writeFile(join(left.earlierLife, "blob"), "x");
+    await utimes(left.earlierLife, old, old);
+    for (const p of [left.live, left.other, left.lock]) await writeFile(p, "x");
+    await LocalStore.open(store.dir);
+    const kept = (await readdir(tmp)).sort();
+    assert.deepEqual(kept, ["build.lock", "pull-1-0a1b2c", `pull-${process.pid}-0d0e0f`].sort());
+  });
 
   it("counts each blob once in its usage, however many keys and layouts share it", async () => {
     const store = await fresh();

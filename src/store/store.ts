@@ -605,21 +605,41 @@ export class LocalStore {
     return JSON.parse(await readFile(path, "utf8")) as Manifest;
   }
 
+  /**
+   * Removes what a writer that is gone left in tmp/: an entry is named `<what>-<pid>-<random>`,
+   * so one whose process no longer runs — or that this very pid made in an earlier life, before
+   * this process started (an agent that is PID 1 of its container is PID 1 again after a crash)
+   * — is garbage at once; anything else after a day. A crash must not leave the store full.
+   */
   private async removeStaleTemp(): Promise<void> {
     const tmp = join(this.dir, "tmp");
+    const started = Date.now() - process.uptime() * 1000;
     for (const name of await readdir(tmp)) {
-      if (name === "build.lock") continue;
+      if (name.endsWith(".lock")) continue; // the locks take over a dead holder's themselves (util/lock.ts)
       const p = join(tmp, name);
       const st = await stat(p).catch(() => undefined);
-      if (st && Date.now() - st.mtimeMs > STALE_TMP_MS) await rm(p, { recursive: true, force: true });
+      if (!st) continue;
+      const pid = Number(/^[a-z][-a-z0-9]*?-(\d+)-[0-9a-f]+$/.exec(name)?.[1] ?? NaN);
+      const orphan = Number.isInteger(pid) && pid > 0 && (pid === process.pid ? st.mtimeMs < started : !processAlive(pid));
+      if (orphan || Date.now() - st.mtimeMs > STALE_TMP_MS) await rm(p, { recursive: true, force: true });
     }
   }
+
 }
 
 /**
  * Where a ref record is, under a directory that pods see as the store (a scope's view; see
  * setRef): `refs/<ref>.<arch>`.
  */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return errnoCode(err) === "EPERM";
+  }
+}
+
 export function refPath(storeDir: string, name: string): string {
   return join(storeDir, "refs", name);
 }
