@@ -82,19 +82,21 @@ export async function takeOffer(directory: Directory, signer: Signer, e: Expecta
   await directory.publish(m.key, signManifest(m, signer));
   const bindingName = `${e.ref}.${e.arch}`;
   const current = await directory.binding(bindingName);
-  if (current !== undefined) {
-    let owner: string | undefined;
-    try {
-      owner = openBinding(current, e.trust, e.ref, e.arch).owner;
-    } catch {
-      owner = undefined; // unverifiable: replaced
-    }
-    if (owner !== e.owner) await directory.unbind(bindingName);
-  }
+  // Another owner's binding, or one that does not verify, is replaced.
+  if (current !== undefined && boundTo(current, e.trust, e.ref, e.arch) !== e.owner) await directory.unbind(bindingName);
   await directory.bind(bindingName, signBinding({ scope: e.scope, ref: e.ref, arch: e.arch, key: m.key, owner: e.owner, issuedAt: now }, signer));
   await directory.unbind(name);
   await directory.emit({ type: "published", key: m.key, node: "operator" });
   return { published: true, key: m.key };
+}
+
+/** The owner of a binding that verifies, else undefined. */
+export function boundTo(text: string, trust: TrustStore, ref: string, arch: string): string | undefined {
+  try {
+    return openBinding(text, trust, ref, arch).owner;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Reads, judges and takes the offer for `e` in one go. Undefined when there is no offer. */

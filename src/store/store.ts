@@ -25,7 +25,7 @@ import { KEY_PATTERN } from "../archive/key.ts";
 import { ClasscacheError } from "../runtime/errors.ts";
 import { errnoCode, fsyncDir, fsyncPath, publishOnce, tempName, writeFileAtomic } from "../util/fsx.ts";
 import { HEX64, sha256File } from "../util/hash.ts";
-import { withFileLock } from "../util/lock.ts";
+import { alive, withFileLock } from "../util/lock.ts";
 import { scopeOfDirName, viewDir, VIEWS_DIR } from "./scopes.ts";
 
 /**
@@ -620,7 +620,7 @@ export class LocalStore {
       const st = await stat(p).catch(() => undefined);
       if (!st) continue;
       const pid = Number(/^[a-z][-a-z0-9]*?-(\d+)-[0-9a-f]+$/.exec(name)?.[1] ?? NaN);
-      const orphan = Number.isInteger(pid) && pid > 0 && (pid === process.pid ? st.mtimeMs < started : !processAlive(pid));
+      const orphan = Number.isInteger(pid) && pid > 0 && (pid === process.pid ? st.mtimeMs < started : !alive(pid));
       if (orphan || Date.now() - st.mtimeMs > STALE_TMP_MS) await rm(p, { recursive: true, force: true });
     }
   }
@@ -631,15 +631,6 @@ export class LocalStore {
  * Where a ref record is, under a directory that pods see as the store (a scope's view; see
  * setRef): `refs/<ref>.<arch>`.
  */
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return errnoCode(err) === "EPERM";
-  }
-}
-
 export function refPath(storeDir: string, name: string): string {
   return join(storeDir, "refs", name);
 }

@@ -14,7 +14,7 @@ import { hostPathForbiddenBy } from "../constants.ts";
 import type { InjectionInput, PodSpec } from "../inject.ts";
 import { buildJobName } from "../objects/buildjob.ts";
 import { appContent, type AppContent, type PodWithChecks } from "../policies/appcontent.ts";
-import { judgeOffer, readOffer, type Verdict } from "../publish.ts";
+import { boundTo, judgeOffer, readOffer, type Verdict } from "../publish.ts";
 import type { Informer } from "../runtime/informer.ts";
 import { ARCHS, awaitsBuild, buildFailureSaid } from "./policies.ts";
 import { cleanTemplate, injectionFor, scopeOf, WORKLOAD_TYPES, type Workload, type WorkloadKind, type WorkloadRef } from "./workload.ts";
@@ -291,15 +291,6 @@ function summaryOf(memory: Memory, key: string, envelope: string, trust: TrustSt
   const summary = { hitRate: m.verification.hitRate, builtAt: m.createdAt, jvm: `${m.jvm.vendor} ${m.jvm.runtimeVersion}` };
   memory.summaries.set(key, summary);
   return summary;
-}
-
-/** The owner of a binding that verifies, else undefined. */
-function boundTo(text: string, trust: TrustStore, ref: string, arch: string): string | undefined {
-  try {
-    return openBinding(text, trust, ref, arch).owner;
-  } catch {
-    return undefined;
-  }
 }
 
 /**
