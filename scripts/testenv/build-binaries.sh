@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and etcd from source with Go and caches them per version.
+# Builds Kubernetes binaries from source with Go and caches them per version.
 #
-#   scripts/testenv/build-binaries.sh          # prints the bin dir as the last line of stdout
+#   scripts/testenv/build-binaries.sh            # kube-apiserver + etcd (the API-server test tier)
+#   scripts/testenv/build-binaries.sh cluster    # kubelet, kube-controller-manager, kube-scheduler,
+#                                                # kube-proxy, kubectl (the real-cluster tier)
+#   scripts/testenv/build-binaries.sh helm       # helm
+# Each prints its bin dir as the last line of stdout.
 #
 # Environment:
 #   CLASSCACHE_KUBE_VERSION  k8s.io/kubernetes release to build (default below)
@@ -13,9 +17,17 @@ set -euo pipefail
 
 KUBE_VERSION="${CLASSCACHE_KUBE_VERSION:-v1.36.3}"
 ETCD_VERSION="${CLASSCACHE_ETCD_VERSION:-v3.6.16}"
+HELM_VERSION="${CLASSCACHE_HELM_VERSION:-v4.3.2}"
 CACHE_ROOT="${CLASSCACHE_CACHE:-$HOME/.cache/classcache}"
+SET="${1:-control-plane}"
+CLUSTER_CMDS=(kubelet kube-controller-manager kube-scheduler kube-proxy kubectl)
 
-OUT_DIR="$CACHE_ROOT/kube/${KUBE_VERSION#v}-etcd${ETCD_VERSION#v}"
+case "$SET" in
+  control-plane) OUT_DIR="$CACHE_ROOT/kube/${KUBE_VERSION#v}-etcd${ETCD_VERSION#v}" ;;
+  cluster) OUT_DIR="$CACHE_ROOT/kube/${KUBE_VERSION#v}-cluster" ;;
+  helm) OUT_DIR="$CACHE_ROOT/kube/helm-${HELM_VERSION#v}" ;;
+  *) printf 'build-binaries: unknown set %s (control-plane, cluster or helm)\n' "$SET" >&2; exit 2 ;;
+esac
 BIN_DIR="$OUT_DIR/bin"
 
 # Temp dirs of a build in progress, removed on exit (globals: the EXIT trap runs after main returns).
@@ -26,7 +38,13 @@ cleanup() { rm -rf ${WORK_DIR:+"$WORK_DIR"} ${STAGING_DIR:+"$STAGING_DIR"}; }
 log() { printf 'build-binaries: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-have_binaries() { [[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/etcd" ]]; }
+have_binaries() {
+  case "$SET" in
+    control-plane) [[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/etcd" ]] ;;
+    cluster) local c; for c in "${CLUSTER_CMDS[@]}"; do [[ -x "$BIN_DIR/$c" ]] || return 1; done ;;
+    helm) [[ -x "$BIN_DIR/helm" ]] ;;
+  esac
+}
 
 # Prints the entries of one go.mod directive (require, replace, ...), one per
 # line, for both the block form and the single-line form; comments stripped.
@@ -80,8 +98,11 @@ write_wrapper() {
   )
 }
 
-build_kube_apiserver() {
+# Builds the k8s.io/kubernetes commands named after $2 into $2 (kube-apiserver by default).
+build_kube() {
   local work="$1" dest="$2"
+  shift 2
+  local cmds=("${@:-kube-apiserver}")
   local gomod minor pins=() mod
   log "kube-apiserver $KUBE_VERSION: resolving k8s.io/kubernetes"
   gomod="$(module_gomod "k8s.io/kubernetes@$KUBE_VERSION")"
@@ -103,9 +124,25 @@ build_kube_apiserver() {
     ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
   done
-  log "kube-apiserver: building (this is the slow part)"
+  local pkgs=() c
+  for c in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  log "${cmds[*]}: building (this is the slow part)"
   (cd "$work/kube" && CGO_ENABLED=0 go build -mod=mod -trimpath -ldflags "$ldflags" \
-    -o "$dest/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+    -o "$dest/" "${pkgs[@]}")
+}
+
+build_helm() {
+  local work="$1" dest="$2"
+  log "helm $HELM_VERSION: building"
+  mkdir -p "$work/helm"
+  (
+    cd "$work/helm"
+    go mod init classcache.local/helm-build >/dev/null 2>&1
+    go mod edit -require="helm.sh/helm/v4@$HELM_VERSION"
+    CGO_ENABLED=0 go build -mod=mod -trimpath \
+      -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
+      -o "$dest/helm" helm.sh/helm/v4/cmd/helm
+  )
 }
 
 build_etcd() {
@@ -152,17 +189,32 @@ main() {
   local work="$WORK_DIR" staging="$STAGING_DIR"
 
   export GOWORK=off
-  build_etcd "$work" "$staging/bin"
-  build_kube_apiserver "$work" "$staging/bin"
-
-  "$staging/bin/etcd" --version >&2
   local reported
-  reported="$("$staging/bin/kube-apiserver" --version)"
-  log "kube-apiserver --version: $reported"
-  [[ "$reported" == "Kubernetes $KUBE_VERSION" ]] || die "the version stamp did not take (expected Kubernetes $KUBE_VERSION)"
+  case "$SET" in
+    control-plane)
+      build_etcd "$work" "$staging/bin"
+      build_kube "$work" "$staging/bin" kube-apiserver
+      "$staging/bin/etcd" --version >&2
+      reported="$("$staging/bin/kube-apiserver" --version)"
+      log "kube-apiserver --version: $reported"
+      [[ "$reported" == "Kubernetes $KUBE_VERSION" ]] || die "the version stamp did not take (expected Kubernetes $KUBE_VERSION)"
+      ;;
+    cluster)
+      build_kube "$work" "$staging/bin" "${CLUSTER_CMDS[@]}"
+      reported="$("$staging/bin/kubelet" --version)"
+      log "kubelet --version: $reported"
+      [[ "$reported" == "Kubernetes $KUBE_VERSION" ]] || die "the version stamp did not take (expected Kubernetes $KUBE_VERSION)"
+      ;;
+    helm)
+      build_helm "$work" "$staging/bin"
+      "$staging/bin/helm" version >&2
+      ;;
+  esac
   cat >"$staging/versions.txt" <<EOF
+set $SET
 kubernetes $KUBE_VERSION
 etcd $ETCD_VERSION
+helm $HELM_VERSION
 go $(go env GOVERSION)
 built $(date -u +%Y-%m-%dT%H:%M:%SZ) in $((SECONDS - start)) s
 EOF
