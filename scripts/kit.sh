@@ -31,7 +31,10 @@ ldd "$tmp/bin/node" | while read -r first second third _; do
 done
 [ -x "$tmp/lib/ld.so" ] || { echo "kit: no ELF interpreter found for bin/node (ldd)" >&2; exit 1; }
 cp -R src package.json package-lock.json "$tmp/app/"
+# Nothing that only tests or benchmarks use ships: the test environments, the test doubles and
+# the directory conformance suite (which imports node:test).
 find "$tmp/app/src" -name '*.test.ts' -delete
+rm -rf "$tmp/app/src/testenv" "$tmp/app/src/kube/testing" "$tmp/app/src/p2p/testing.ts" "$tmp/app/src/directory/conformance.ts"
 (cd "$tmp/app" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error)
 CLASSCACHE_CACHE="$tmp/cache" "$repo/node_modules/.bin/node" --input-type=module -e \
   "const m = await import('$repo/src/build/capture.ts'); await m.captureAgentJar('');
@@ -39,10 +42,11 @@ CLASSCACHE_CACHE="$tmp/cache" "$repo/node_modules/.bin/node" --input-type=module
 
 cat > "$tmp/bin/classcache" <<'SH'
 #!/bin/sh
-# classcache from a kit directory: its own Node, its own sources, its precompiled tools.
+# classcache from a kit directory: its own Node through its own loader and C library (an
+# image may have neither), its own sources, its precompiled tools.
 here=$(cd "$(dirname "$0")/.." && pwd)
 export CLASSCACHE_CACHE="${CLASSCACHE_CACHE:-$here/cache}"
-exec "$here/bin/node" "$here/app/src/cli.ts" "$@"
+exec "$here/lib/ld.so" --library-path "$here/lib" "$here/bin/node" "$here/app/src/cli.ts" "$@"
 SH
 chmod 0755 "$tmp/bin/classcache" "$tmp/bin/node"
 

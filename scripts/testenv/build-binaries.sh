@@ -3,7 +3,7 @@
 #
 #   scripts/testenv/build-binaries.sh            # kube-apiserver + etcd (the API-server test tier)
 #   scripts/testenv/build-binaries.sh cluster    # kubelet, kube-controller-manager, kube-scheduler,
-#                                                # kube-proxy, kubectl (the real-cluster tier)
+#                                                # kube-proxy, kubectl, coredns (the real-cluster tier)
 #   scripts/testenv/build-binaries.sh helm       # helm
 # Each prints its bin dir as the last line of stdout.
 #
@@ -18,6 +18,7 @@ set -euo pipefail
 KUBE_VERSION="${CLASSCACHE_KUBE_VERSION:-v1.36.3}"
 ETCD_VERSION="${CLASSCACHE_ETCD_VERSION:-v3.6.16}"
 HELM_VERSION="${CLASSCACHE_HELM_VERSION:-v4.3.2}"
+COREDNS_VERSION="${CLASSCACHE_COREDNS_VERSION:-v1.14.7}"
 CACHE_ROOT="${CLASSCACHE_CACHE:-$HOME/.cache/classcache}"
 SET="${1:-control-plane}"
 CLUSTER_CMDS=(kubelet kube-controller-manager kube-scheduler kube-proxy kubectl)
@@ -41,7 +42,7 @@ die() { log "error: $*"; exit 1; }
 have_binaries() {
   case "$SET" in
     control-plane) [[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/etcd" ]] ;;
-    cluster) local c; for c in "${CLUSTER_CMDS[@]}"; do [[ -x "$BIN_DIR/$c" ]] || return 1; done ;;
+    cluster) local c; for c in "${CLUSTER_CMDS[@]}" coredns; do [[ -x "$BIN_DIR/$c" ]] || return 1; done ;;
     helm) [[ -x "$BIN_DIR/helm" ]] ;;
   esac
 }
@@ -133,7 +134,8 @@ build_kube() {
 
 build_helm() {
   local work="$1" dest="$2"
-  log "helm $HELM_VERSION: building"
+  log "helm $HELM_VERSION
+coredns $COREDNS_VERSION: building"
   mkdir -p "$work/helm"
   (
     cd "$work/helm"
@@ -201,6 +203,8 @@ main() {
       ;;
     cluster)
       build_kube "$work" "$staging/bin" "${CLUSTER_CMDS[@]}"
+      log "coredns $COREDNS_VERSION: building"
+      (cd "$work" && CGO_ENABLED=0 GOBIN="$staging/bin" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION")
       reported="$("$staging/bin/kubelet" --version)"
       log "kubelet --version: $reported"
       [[ "$reported" == "Kubernetes $KUBE_VERSION" ]] || die "the version stamp did not take (expected Kubernetes $KUBE_VERSION)"
@@ -215,6 +219,7 @@ set $SET
 kubernetes $KUBE_VERSION
 etcd $ETCD_VERSION
 helm $HELM_VERSION
+coredns $COREDNS_VERSION
 go $(go env GOVERSION)
 built $(date -u +%Y-%m-%dT%H:%M:%SZ) in $((SECONDS - start)) s
 EOF
