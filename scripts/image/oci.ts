@@ -95,7 +95,7 @@ function normalise(entries: Entry[]): Entry[] {
 async function packLayer(entries: Entry[], mtime: Date, out: PassThrough): Promise<void> {
   const pack = tar.pack();
   const piped = pipeline(pack, out);
-  const put = (header: tar.Header, body?: Buffer | Readable): Promise<void> =>
+  const put = (header: Partial<tar.Header> & Pick<tar.Header, "name">, body?: Buffer | Readable): Promise<void> =>
     new Promise((res, rej) => {
       if (body === undefined || Buffer.isBuffer(body)) {
         pack.entry(header, body ?? Buffer.alloc(0), (err) => (err ? rej(err) : res()));
