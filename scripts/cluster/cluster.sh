@@ -354,6 +354,25 @@ EOF
   start "kube-proxy-$i" in_ns "$ns" "$BIN/kube-proxy" --config="$nd/kube-proxy.yaml"
 }
 
+# Storage for claims without a class (no provisioner here): a few hostPath volumes in the cluster dir.
+volumes() {
+  local v
+  for v in 1 2 3 4; do
+    mkdir -p "$DIR/volumes/pv$v"; chmod 0777 "$DIR/volumes/pv$v"
+    kubectl_ apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: local-$v}
+spec:
+  capacity: {storage: 2Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  hostPath: {path: $DIR/volumes/pv$v, type: Directory}
+EOF
+  done
+}
+
 # ---------------------------------------------------------------- commands
 
 cmd_up() {
@@ -379,6 +398,7 @@ cmd_up() {
     sleep 2
   done
   wait_for "the default ServiceAccount" 60 kubectl_ get serviceaccount default -n default
+  volumes
   trap - ERR
   log "$NODES nodes Ready; KUBECONFIG=$DIR/kubeconfig"
 }

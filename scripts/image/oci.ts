@@ -134,6 +134,17 @@ async function writeLayer(blobs: string, entries: Entry[], mtime: Date): Promise
   return { digest, size, diffId: raw.result().digest };
 }
 
+/**
+ * The fully qualified form of an image reference, as the kubelet asks containerd for it:
+ * valkey/valkey:8 → docker.io/valkey/valkey:8, busybox:1 → docker.io/library/busybox:1.
+ */
+export function qualifiedName(ref: string): string {
+  const slash = ref.indexOf("/");
+  const first = slash < 0 ? "" : ref.slice(0, slash);
+  if (slash >= 0 && (first.includes(".") || first.includes(":") || first === "localhost")) return ref;
+  return slash < 0 ? `docker.io/library/${ref}` : `docker.io/${ref}`;
+}
+
 /** Writes an OCI image-layout archive (a tar) at `out`; replaces it atomically. */
 export async function writeImage(spec: ImageSpec, out: string): Promise<WrittenImage> {
   const mtime = epoch();
@@ -176,7 +187,7 @@ export async function writeImage(spec: ImageSpec, out: string): Promise<WrittenI
           mediaType: MEDIA.manifest,
           ...manifest,
           platform: { architecture: spec.arch, os: "linux" },
-          annotations: { "io.containerd.image.name": spec.name, "org.opencontainers.image.ref.name": tag },
+          annotations: { "io.containerd.image.name": qualifiedName(spec.name), "org.opencontainers.image.ref.name": tag },
         },
       ],
     };
@@ -197,7 +208,8 @@ export async function writeImage(spec: ImageSpec, out: string): Promise<WrittenI
 
 /**
  * A directory tree as layer entries under `dest`. A symbolic link that stays inside the tree is
- * kept; one that leaves it is followed (the image has nothing outside the tree to point at).
+ * kept; one that leaves it is followed (the image has nothing outside the tree to point at); a
+ * dangling one is left out.
  */
 export function treeEntries(src: string, dest: string, opts: { uid?: number; gid?: number; exclude?: (rel: string) => boolean } = {}): Entry[] {
   const root = realpathSync(src);
@@ -211,7 +223,12 @@ export function treeEntries(src: string, dest: string, opts: { uid?: number; gid
       const target = posix.join(dest, r);
       let st = lstatSync(abs);
       if (st.isSymbolicLink()) {
-        const resolved = realpathSync(abs);
+        let resolved: string;
+        try {
+          resolved = realpathSync(abs);
+        } catch {
+          continue; // a dangling link: nothing to put in the image
+        }
         const inside = resolved === root || resolved.startsWith(`${root}/`);
         if (inside) {
           out.push({ path: target, type: "symlink", target: readlinkSync(abs) });
