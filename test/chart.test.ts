@@ -99,7 +99,7 @@ const FULL_VALUES = {
   agent: { observeJvms: true, priorityClassName: "system-node-critical", controlPlane: true, imagePullPolicy: "Never" },
 };
 
-void describe("the Helm chart", { timeout: 900_000 }, () => {
+void describe("the Helm chart", { timeout: 1_800_000 }, () => {
   let dir: string;
   let fullValues: string;
 
