@@ -540,18 +540,24 @@ void describe("the ClassCache API on a real API server", { timeout: 180_000 }, (
     });
   });
 
-  void describe("the operator's Deployments and webhook Service (deploy/operator/)", () => {
+  void describe("the operator's Deployments and webhook Service (deploy/operator/, from the chart)", () => {
     type Doc = KubeObject & { kind: string; spec: { selector?: Record<string, string>; template?: { metadata: { labels: Record<string, string> }; spec: PodSpec & { serviceAccountName: string; volumes?: { name: string; secret?: { secretName: string; items: { key: string }[] } }[] } } } };
-    const docs = (): Doc[] => parseAllDocuments(readFileSync(join(REPO_ROOT, "deploy/operator/operator.yaml"), "utf8")).map((d) => d.toJS() as Doc);
+    const operatorDir = join(REPO_ROOT, "deploy/operator");
+    const docs = (): Doc[] =>
+      readdirSync(operatorDir)
+        .filter((f) => f.endsWith(".yaml"))
+        .sort()
+        .flatMap((f) => parseAllDocuments(readFileSync(join(operatorDir, f), "utf8")).map((d) => d.toJS() as Doc));
+    const named = (kind: string, name: string): Doc | undefined => docs().find((d) => d.kind === kind && d.metadata.name === name);
 
     void it("are accepted by the API server with strict field validation", async () => {
       const all = docs();
-      assert.deepEqual(all.map((d) => `${d.kind}/${d.metadata.name}`), ["Deployment/classcache-operator", "Deployment/classcache-webhook", "Service/classcache-webhook"]);
+      assert.deepEqual(all.map((d) => `${d.kind}/${d.metadata.name}`).sort(), ["Deployment/classcache-operator", "Deployment/classcache-webhook", "Service/classcache-webhook"]);
       for (const d of all) await admin.apply(d.kind === "Deployment" ? Deployments : Services, d, { fieldManager: "classcache-install", dryRun: true, fieldValidation: "Strict" });
     });
 
     void it("run the controller and the webhook apart, each as its own service account, the Service in front of the webhook only", () => {
-      const [controller, hook, service] = docs();
+      const [controller, hook, service] = [named("Deployment", "classcache-operator"), named("Deployment", "classcache-webhook"), named("Service", "classcache-webhook")];
       const pod = (d: Doc | undefined) => d!.spec.template!;
       assert.equal(pod(controller).spec.serviceAccountName, "classcache-operator");
       assert.deepEqual(pod(controller).spec.containers[0]!.args!.slice(0, 3), ["operator", "--role", "controller"]);

@@ -10,6 +10,7 @@
 # Environment:
 #   CLASSCACHE_KUBE_VERSION  k8s.io/kubernetes release to build (default below)
 #   CLASSCACHE_ETCD_VERSION  go.etcd.io/etcd/server/v3 release to build (default below)
+#   CLASSCACHE_HELM_VERSION  helm.sh/helm/v4 release to build (default below)
 #   CLASSCACHE_CACHE         cache root (default: $HOME/.cache/classcache)
 #
 # Only the bin dir goes to stdout; progress and Go output go to stderr.
@@ -211,7 +212,9 @@ main() {
       ;;
     helm)
       build_helm "$work" "$staging/bin"
-      "$staging/bin/helm" version >&2
+      reported="$("$staging/bin/helm" version --template '{{.Version}}')"
+      log "helm version: $reported"
+      [[ "$reported" == "$HELM_VERSION" ]] || die "the version stamp did not take (expected $HELM_VERSION)"
       ;;
   esac
   cat >"$staging/versions.txt" <<EOF

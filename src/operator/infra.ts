@@ -17,7 +17,7 @@ import type { Logger } from "../runtime/log.ts";
 import { resolveValkey, type ClassCache } from "./api/v1.ts";
 import { apply } from "./apply.ts";
 import { DIRECTORY_HOST, FIELD_MANAGER, NAMES, PORTS, SECRET_KEYS, SYSTEM_NAMESPACE } from "./constants.ts";
-import { agentsDaemonSet, agentTokenSecret, signingKeySecret, trustConfigMap, type ExternalDirectory } from "./objects/agents.ts";
+import { agentsDaemonSet, agentTokenSecret, signingKeySecret, trustConfigMap, type AgentsOptions, type ExternalDirectory } from "./objects/agents.ts";
 import { directorySecret, directoryService, directoryStatefulSet, generatePassword } from "./objects/directory.ts";
 import type { Built } from "./objects/meta.ts";
 import { networkPolicies } from "./objects/networkpolicy.ts";
@@ -59,6 +59,9 @@ export function chooseDirectory(all: ClassCache[]): DirectoryChoice {
 }
 
 
+/** What the cluster admin decides about the node agents (the operator's --observe-jvms and --agent-* flags). */
+export type AgentSettings = Pick<AgentsOptions, "observeJvms" | "priorityClassName" | "imagePullPolicy" | "controlPlane">;
+
 export interface Credentials {
   trust: TrustStore;
   publicPem: string;
@@ -77,11 +80,14 @@ export class Infrastructure {
   /** Outside the cluster the Service name does not resolve: the operator reaches a managed directory here instead. */
   readonly #directoryOverride: string | undefined;
 
-  /** Give the agents host PID and CAP_SYS_PTRACE to see the node's JVMs (opt-in: see agentsDaemonSet). */
-  readonly #observeJvms: boolean;
+  /** How the node agents run: host PID and CAP_SYS_PTRACE to see the node's JVMs (opt-in), priority, nodes, pull policy (see agentsDaemonSet). */
+  readonly #agents: AgentSettings;
+  /** The operator's metrics port, opened by the NetworkPolicy classcache-metrics next to the agents'. */
+  readonly #metricsPort: number | undefined;
 
-  constructor(opts: { client: KubeClient; image: string; log: Logger; directoryUrl?: string | undefined; observeJvms?: boolean }) {
-    this.#observeJvms = opts.observeJvms === true;
+  constructor(opts: { client: KubeClient; image: string; log: Logger; directoryUrl?: string | undefined; agents?: AgentSettings | undefined; metricsPort?: number | undefined }) {
+    this.#agents = { ...opts.agents };
+    this.#metricsPort = opts.metricsPort;
     this.#client = opts.client;
     this.#image = opts.image;
     this.#log = opts.log;
@@ -98,7 +104,7 @@ export class Infrastructure {
     // While a rotation is under way (see keys.ts) the replaced keys are trusted too, everywhere.
     const trusted = [publicPem, signing[SECRET_KEYS.previous] ?? ""].join("\n").trim() + "\n";
     await this.#secret(NAMES.agentToken, () => agentTokenSecret(randomBytes(24).toString("hex")));
-    const objects: Built[] = [trustConfigMap(trusted), ...networkPolicies()];
+    const objects: Built[] = [trustConfigMap(trusted), ...networkPolicies({ ...(this.#metricsPort ? { metricsPort: this.#metricsPort } : {}) })];
     let password: string | undefined;
     if (choice.managed) {
       password = (await this.#secret(NAMES.directorySecret, () => directorySecret(generatePassword())))[SECRET_KEYS.password];
@@ -107,7 +113,7 @@ export class Infrastructure {
         directoryStatefulSet(choice),
       );
     }
-    objects.push(agentsDaemonSet({ image: this.#image, observeJvms: this.#observeJvms, trustDigest: sha256Hex(trusted).slice(0, 16), ...(choice.external ? { directory: choice.external } : {}) }));
+    objects.push(this.agents(choice, sha256Hex(trusted).slice(0, 16)));
     const problems: string[] = [];
     for (const o of objects) {
       try {
@@ -122,6 +128,11 @@ export class Infrastructure {
       }
     }
     return { trust: trustStoreFromPems([trusted]), publicPem, signer: signing[SECRET_KEYS.signingKey] !== undefined ? signerFromPem(signing[SECRET_KEYS.signingKey]!) : undefined, directoryUrl: await this.#operatorDirectoryUrl(choice, password), problems };
+  }
+
+  /** The node agents' DaemonSet for `choice`, started with the trusted keys whose digest is `trustDigest`. */
+  agents(choice: DirectoryChoice, trustDigest: string): Built {
+    return agentsDaemonSet({ ...this.#agents, image: this.#image, trustDigest, ...(choice.external ? { directory: choice.external } : {}) });
   }
 
   async apply(o: Built, signal?: AbortSignal): Promise<KubeObject> {

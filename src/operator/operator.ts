@@ -29,7 +29,7 @@ import { ClassCaches, resolveSpec, validateClassCache, type ClassCache } from ".
 import { ClassCacheReconciler } from "./classcache/reconciler.ts";
 import { injectionFor, WORKLOAD_TYPES, type Workload } from "./classcache/workload.ts";
 import { hostPathForbiddenBy, INJECT_LABEL, NAMES, REF_ANNOTATION, SYSTEM_NAMESPACE } from "./constants.ts";
-import { chooseDirectory, Infrastructure } from "./infra.ts";
+import { chooseDirectory, Infrastructure, type AgentSettings } from "./infra.ts";
 import { injectPod, INIT_CONTAINERS, type PodSpec } from "./inject.ts";
 import { Controller, toControllerOwner, watchSecondary } from "./runtime/controller.ts";
 import { Informer } from "./runtime/informer.ts";
@@ -70,8 +70,11 @@ export interface OperatorOptions {
   identity?: string;
   /** Let `sharing: Cluster` share archives across namespaces (the cluster admin's choice; default off). Controller and webhook must agree. */
   allowClusterSharing?: boolean;
-  /** Let the node agents see every JVM on their node (host PID, CAP_SYS_PTRACE): live hit rates and memory sharing. */
-  observeJvms?: boolean;
+  /**
+   * How the node agents run: observeJvms lets them see every JVM on their node (host PID,
+   * CAP_SYS_PTRACE: live hit rates and memory sharing); priority class, control-plane nodes, pull policy.
+   */
+  agents?: AgentSettings;
   pollMs?: number;
 }
 
@@ -152,7 +155,7 @@ function addController(
   const signingKey = informer<KubeObject>(Secrets, { namespace: SYSTEM_NAMESPACE, fieldSelector: `metadata.name=${NAMES.signingKey}` });
   const events = new EventRecorder({ client, reportingController: "classcache.dev/operator", reportingInstance: w.identity, logger: log });
 
-  const infra = new Infrastructure({ client, image: o.image, log, directoryUrl: o.directoryUrl, observeJvms: o.observeJvms === true });
+  const infra = new Infrastructure({ client, image: o.image, log, directoryUrl: o.directoryUrl, agents: o.agents, metricsPort: o.metricsPort });
   const directories = new Map<string, Directory>();
   let cluster: { at: number; fingerprint: string; directory: Directory | undefined; trust: TrustStore | undefined; signer: Signer | undefined; problems: string[] } | undefined;
   // The cluster's parts are re-applied when the ClassCaches' choice of directory changes, else every 10 min.

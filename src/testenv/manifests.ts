@@ -113,7 +113,7 @@ async function unlistableVersion(client: KubernetesObjectApi, crd: Crd): Promise
   return "";
 }
 
-/** The project's own manifests: every *.yaml under deploy/crds/ and deploy/rbac/ that exists. */
+/** The project's own manifests (generated from the Helm chart): every *.yaml under deploy/crds/ and deploy/rbac/ that exists. */
 export function defaultManifestFiles(repoRoot: string): string[] {
   return ["deploy/crds", "deploy/rbac"].flatMap((rel) => {
     const dir = join(repoRoot, rel);

@@ -1,6 +1,7 @@
 /**
  * A real kube-apiserver backed by a real etcd, on loopback, for integration tests. The binaries
- * are built from source once per machine by scripts/testenv/build-binaries.sh and cached.
+ * (and helm, for the chart's tests) are built from source once per machine by
+ * scripts/testenv/build-binaries.sh and cached.
  *
  * There is no kube-controller-manager, scheduler or kubelet: objects are stored and validated,
  * admission (including webhooks) and RBAC run, but nothing reconciles them.
@@ -106,9 +107,39 @@ export async function startTestEnv(opts: TestEnvOptions): Promise<TestEnv> {
   }
 }
 
-/** Runs the build script (a no-op when cached) and returns the bin dir it prints last. */
+/** kube-apiserver and etcd: runs the build script (a no-op when cached) and returns their bin dir. */
 export async function ensureBinaries(log: (line: string) => void): Promise<string> {
-  const child = spawn("bash", [BUILD_SCRIPT], { stdio: ["ignore", "pipe", "pipe"] });
+  const binDir = await runBuildScript("control-plane", log);
+  if (!existsSync(join(binDir, "kube-apiserver")) || !existsSync(join(binDir, "etcd"))) {
+    throw new Error(`${BUILD_SCRIPT} did not print a bin dir with kube-apiserver and etcd (got ${binDir})`);
+  }
+  return binDir;
+}
+
+let helm: Promise<string> | undefined;
+
+/**
+ * The helm binary, built from source by the same script (its `helm` set) once per machine and
+ * cached there; looked up once per process. Tests that need helm build it rather than skip.
+ */
+export function ensureHelm(log: (line: string) => void = () => {}): Promise<string> {
+  helm ??= runBuildScript("helm", log).then(
+    (binDir) => {
+      const path = join(binDir, "helm");
+      if (!existsSync(path)) throw new Error(`${BUILD_SCRIPT} helm did not print a bin dir with helm (got ${binDir})`);
+      return path;
+    },
+    (err: unknown) => {
+      helm = undefined;
+      throw err;
+    },
+  );
+  return helm;
+}
+
+/** Runs the build script for one set of binaries and returns the bin dir it prints last. */
+async function runBuildScript(set: "control-plane" | "helm", log: (line: string) => void): Promise<string> {
+  const child = spawn("bash", [BUILD_SCRIPT, set], { stdio: ["ignore", "pipe", "pipe"] });
   const stdout: string[] = [];
   const stderr: string[] = [];
   createInterface({ input: child.stdout }).on("line", (l) => stdout.push(l));
@@ -121,12 +152,10 @@ export async function ensureBinaries(log: (line: string) => void): Promise<strin
     child.on("close", res);
   });
   if (code !== 0) {
-    throw new Error(`${BUILD_SCRIPT} failed (exit ${code}); last output:\n${stderr.slice(-30).join("\n")}`);
+    throw new Error(`${BUILD_SCRIPT} ${set} failed (exit ${code}); last output:\n${stderr.slice(-30).join("\n")}`);
   }
   const binDir = stdout.filter((l) => l.trim() !== "").at(-1)?.trim();
-  if (!binDir || !existsSync(join(binDir, "kube-apiserver")) || !existsSync(join(binDir, "etcd"))) {
-    throw new Error(`${BUILD_SCRIPT} did not print a bin dir with kube-apiserver and etcd (got ${binDir ?? "nothing"})`);
-  }
+  if (!binDir) throw new Error(`${BUILD_SCRIPT} ${set} printed no bin dir`);
   return binDir;
 }
 

@@ -2,8 +2,8 @@
  * The ClassCache resource, classcache.dev/v1: its types, condition types and reasons, the
  * defaults the server applies (resolveSpec re-applies them for objects that skipped server
  * defaulting) and the checks its CRD's CEL rules cannot make (validateClassCache, for the webhook).
- * The schema itself is deploy/crds/classcache.dev_classcaches.yaml; docs/classcache-resource.md
- * explains every field.
+ * The schema itself is deploy/chart/classcache/crds/classcache.dev_classcaches.yaml (copied to
+ * deploy/crds/ by scripts/manifests.sh); docs/classcache-resource.md explains every field.
  */
 import { type AgentMode, type AgentProfile, catalogFiles, catalogNames, parseProfile } from "../../archive/profile.ts";
 import { resourceType } from "../../kube/resource.ts";
@@ -160,7 +160,7 @@ export type Reason = (typeof Reasons)[keyof typeof Reasons];
 /** Finalizer the operator puts on every ClassCache it manages. */
 export const FINALIZER = "classcache.dev/cleanup";
 
-/** The defaults of the CRD (deploy/crds), in one place; cluster-classcache's where it had one. */
+/** The defaults of the CRD (deploy/chart/classcache/crds), in one place; cluster-classcache's where it had one. */
 export const DEFAULTS = {
   workloadApiVersion: "apps/v1",
   workloadKind: "Deployment",

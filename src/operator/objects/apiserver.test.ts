@@ -77,8 +77,12 @@ void describe("operator objects against a real API server", { timeout: 180_000 }
       agentsDaemonSet({
         image: "ghcr.io/classcache/classcache:0.1.0",
         priorityClassName: "system-node-critical",
+        controlPlane: true,
+        imagePullPolicy: "Never",
+        observeJvms: true,
         directory: { addr: "redis.infra.svc:6379", passwordSecret: { name: "external-redis", key: "password" } },
       }),
+      ...networkPolicies({ metricsPort: 9090 }),
       ...networkPolicies(),
     ];
     for (const o of objects) await applyForReal(o);

@@ -57,13 +57,17 @@ export function webhookIngress(): Built {
 /**
  * Prometheus runs wherever the cluster's monitoring does, so the metrics port of the agents, the
  * operator and the webhook is open to every source. It serves /metrics and the probes only: no archive, no secret.
+ * `operatorPort`: the operator's and the webhook's when they serve on another port than the
+ * agents' (`--metrics-port`, the chart's metrics.port); both ports are then open on all three.
  */
-export function metricsIngress(): Built {
-  const p = policy("classcache-metrics", undefined, [{ ports: tcp(PORTS.metrics) }]);
+export function metricsIngress(operatorPort: number = PORTS.metrics): Built {
+  const ports = [...new Set([PORTS.metrics, operatorPort])].filter((p) => Number.isInteger(p) && p > 0 && p <= 65535);
+  const p = policy("classcache-metrics", undefined, [{ ports: ports.flatMap(tcp) }]);
   const podSelector = { matchLabels: PART_OF, matchExpressions: [{ key: COMPONENT_LABEL, operator: "In", values: [COMPONENTS.agent, COMPONENTS.operator, COMPONENTS.webhook] }] };
   return { ...p, spec: { ...(p.spec as object), podSelector } };
 }
 
-export function networkPolicies(): Built[] {
-  return [defaultDenyIngress(), directoryIngress(), agentsIngress(), webhookIngress(), metricsIngress()];
+/** `metricsPort`: the operator's own (see metricsIngress); 0 or absent: the agents' alone. */
+export function networkPolicies(opts: { metricsPort?: number } = {}): Built[] {
+  return [defaultDenyIngress(), directoryIngress(), agentsIngress(), webhookIngress(), metricsIngress(opts.metricsPort || PORTS.metrics)];
 }

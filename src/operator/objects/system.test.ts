@@ -165,4 +165,11 @@ void describe("networkPolicies", () => {
     assert.deepEqual(m.ingress, [{ ports: [{ protocol: "TCP", port: PORTS.metrics }] }]);
     assert.notEqual(PORTS.metrics, PORTS.peer, "the peer port, which serves archives, stays closed to all but agents");
   });
+
+  void it("opens the operator's own metrics port too when it serves on another (--metrics-port)", () => {
+    const ports = (opts: { metricsPort?: number }) => (networkPolicies(opts).find((p) => p.metadata.name === "classcache-metrics")!["spec"] as { ingress: Rule[] }).ingress[0]?.ports;
+    assert.deepEqual(ports({ metricsPort: 9090 }), [{ protocol: "TCP", port: PORTS.metrics }, { protocol: "TCP", port: 9090 }]);
+    assert.deepEqual(ports({ metricsPort: PORTS.metrics }), [{ protocol: "TCP", port: PORTS.metrics }]);
+    assert.deepEqual(ports({ metricsPort: 0 }), [{ protocol: "TCP", port: PORTS.metrics }], "0 (a free port, outside a cluster) opens nothing more");
+  });
 });
