@@ -374,10 +374,20 @@ class BuildRun {
 }
 
 /** The port the user gave a Boot app, if any (then we must not choose one). */
-function userServerPort(req: BuildRequest): number | undefined {
+/**
+ * The port the user said the app listens on: `server.port` in its options or arguments, else the
+ * port of the training URLs when they name one on this host (http://localhost:8080/… means the
+ * app serves on 8080 — Spring Boot's default — and the build must not move it elsewhere).
+ */
+export function userServerPort(req: Pick<BuildRequest, "appArgs" | "jvmOptions" | "training">): number | undefined {
   for (const a of [...req.appArgs, ...req.jvmOptions]) {
     const m = /^(?:--|-D)server\.port=(\d+)$/.exec(a);
     if (m) return Number(m[1]);
+  }
+  for (const u of [req.training.readyUrl, ...req.training.warmupUrls]) {
+    if (!u || !/^https?:\/\//.test(u)) continue;
+    const url = new URL(u);
+    if (url.port && ["localhost", "127.0.0.1", "[::1]"].includes(url.hostname)) return Number(url.port);
   }
   return undefined;
 }
