@@ -12,9 +12,10 @@
 #   <p>nN   node N: its address 10.250.0.1N on a veth to that bridge, containerd, kubelet and
 #           kube-proxy; pods get 10.244.N.0/24 on the node's own CNI bridge, routed between nodes
 # The host reaches the API server through a forwarder on 127.0.0.1 (the kubeconfig names it).
-# Host settings are left alone: the kubelet runs in its own mount namespace where the sysctls it
-# would rewrite read as it wants them, kube-proxy keeps the host's conntrack settings, and every
-# mount, cgroup, network namespace and CNI file up makes is removed by down.
+# Host settings are left alone: each node's containerd and kubelet run in the node's own mount
+# namespace, where /var/lib is the node's directory and the sysctls the kubelet would rewrite read
+# as it wants them; kube-proxy keeps the host's conntrack settings; every process, cgroup and
+# network namespace up makes is removed by down, with the cluster dir.
 # Binaries: scripts/testenv/build-binaries.sh (control-plane and cluster sets, cached per version);
 # containerd, runc, the CNI plugins, socat and busybox from apt (scripts/setup.sh).
 set -Eeuo pipefail
@@ -64,6 +65,7 @@ start() {
   mkdir -p "$DIR/logs" "$DIR/pids"
   # `in_ns` is a function, which setsid cannot run: spell it out.
   if [[ "$1" == in_ns ]]; then set -- nsenter --net="/run/netns/$2" "${@:3}"; fi
+  if [[ "$1" == in_node ]]; then set -- nsenter --target "$(cat "$DIR/pids/mountns-$2.pid")" --mount --net "${@:3}"; fi
   setsid "$@" >"$DIR/logs/$name.log" 2>&1 < /dev/null &
   echo $! > "$DIR/pids/$name.pid"
 }
@@ -249,6 +251,40 @@ free_port() {
 
 # ---------------------------------------------------------------- nodes
 
+# Each node's containerd and kubelet share one mount namespace (a slave of the host's: host
+# mounts reach it, none of its own reach the host), held open by a sleeping process. In it:
+#  - /var/lib is the node's own directory, so hostPath volumes (the classcache store at
+#    /var/lib/classcache), the CNI's state and the kubelet's device-plugin socket are per node,
+#    inside the cluster dir, as on separate machines;
+#  - the sysctls the kubelet would rewrite read as it wants them (it then leaves them alone).
+node_mount_namespace() {
+  local i="$1" nd
+  nd="$(node_dir "$i")"
+  mkdir -p "$nd/var-lib" "$nd/sysctl"
+  printf '1\n' > "$nd/sysctl/overcommit_memory"; printf '0\n' > "$nd/sysctl/panic_on_oom"
+  printf '10\n' > "$nd/sysctl/panic"; printf '1\n' > "$nd/sysctl/panic_on_oops"
+  printf '1000000\n' > "$nd/sysctl/root_maxkeys"; printf '25000000\n' > "$nd/sysctl/root_maxbytes"
+  : > "$nd/var-lib/.node-$i"
+  start "mountns-$i" in_ns "$(node_ns "$i")" unshare --mount --propagation slave sh -c '
+    set -e
+    s="$1/sysctl"
+    mount --bind "$1/var-lib" /var/lib
+    mount --bind "$s/overcommit_memory" /proc/sys/vm/overcommit_memory
+    mount --bind "$s/panic_on_oom" /proc/sys/vm/panic_on_oom
+    mount --bind "$s/panic" /proc/sys/kernel/panic
+    mount --bind "$s/panic_on_oops" /proc/sys/kernel/panic_on_oops
+    mount --bind "$s/root_maxkeys" /proc/sys/kernel/keys/root_maxkeys
+    mount --bind "$s/root_maxbytes" /proc/sys/kernel/keys/root_maxbytes
+    exec sleep infinity' sh "$nd"
+  wait_for "node $i's mount namespace" 20 in_node "$i" test -e "/var/lib/.node-$i"
+}
+
+# Runs a command in node N's network and mount namespaces.
+in_node() {
+  local i="$1"; shift
+  nsenter --target "$(cat "$DIR/pids/mountns-$i.pid")" --mount --net "$@"
+}
+
 node_up() {
   local i="$1" ns nd name
   ns="$(node_ns "$i")"; nd="$(node_dir "$i")"; name="$(node_name "$i")"
@@ -281,22 +317,16 @@ state = "$RUN/n$i/state"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
 EOF
-  start "containerd-$i" in_ns "$ns" containerd --config "$nd/containerd.toml"
+  node_mount_namespace "$i"
+  start "containerd-$i" in_node "$i" containerd --config "$nd/containerd.toml"
   wait_for "containerd on node $i" 60 ctr --address "$(node_sock "$i")" version
   # The sandbox image, under the exact name containerd asks for.
   ctr --address "$(node_sock "$i")" -n k8s.io images import "$DIR/images/pause.oci.tar" >/dev/null
 
-  # The kubelet's root is a shared mount, so what it mounts in its own mount namespace (secrets,
-  # projected tokens, emptyDirs) reaches containerd in the host's.
-  mount --bind "$nd/kubelet" "$nd/kubelet"
-  mount --make-rshared "$nd/kubelet"
   local c
   for c in "${CGROUP_CONTROLLERS[@]}"; do
     [[ -d "/sys/fs/cgroup/$c" ]] && mkdir -p "/sys/fs/cgroup/$c/$P-n$i"
   done
-  printf '1\n' > "$nd/overcommit_memory"; printf '0\n' > "$nd/panic_on_oom"
-  printf '10\n' > "$nd/panic"; printf '1\n' > "$nd/panic_on_oops"
-  printf '1000000\n' > "$nd/root_maxkeys"; printf '25000000\n' > "$nd/root_maxbytes"
   cat > "$nd/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -324,17 +354,8 @@ evictionHard: {memory.available: "100Mi", nodefs.available: "2%", imagefs.availa
 failSwapOn: false
 serializeImagePulls: false
 EOF
-  start "kubelet-$i" in_ns "$ns" unshare --mount --propagation unchanged sh -c '
-    nd="$1"; shift
-    mount --bind "$nd/overcommit_memory" /proc/sys/vm/overcommit_memory
-    mount --bind "$nd/panic_on_oom" /proc/sys/vm/panic_on_oom
-    mount --bind "$nd/panic" /proc/sys/kernel/panic
-    mount --bind "$nd/panic_on_oops" /proc/sys/kernel/panic_on_oops
-    mount --bind "$nd/root_maxkeys" /proc/sys/kernel/keys/root_maxkeys
-    mount --bind "$nd/root_maxbytes" /proc/sys/kernel/keys/root_maxbytes
-    exec "$@"' sh "$nd" "$BIN/kubelet" --config="$nd/kubelet.yaml" --kubeconfig="$nd/kubelet.kubeconfig" \
-      --root-dir="$nd/kubelet" --cert-dir="$nd/kubelet/pki" --hostname-override="$name" --node-ip="$(node_ip "$i")" \
-      --v=1
+  start "kubelet-$i" in_node "$i" "$BIN/kubelet" --config="$nd/kubelet.yaml" --kubeconfig="$nd/kubelet.kubeconfig" \
+    --root-dir="$nd/kubelet" --cert-dir="$nd/kubelet/pki" --hostname-override="$name" --node-ip="$(node_ip "$i")" --v=1
 
   cat > "$nd/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
@@ -454,20 +475,21 @@ cmd_down() {
   done
   # containerd's shims outlive it; their command lines name this node's state dir.
   pkill -KILL -f "containerd-shim-runc-v2 .*-address $RUN/" 2>/dev/null || true
+  sleep 0.5
+  # The last process of a node's mount namespace: with it go the namespace's mounts.
+  for ((i = 1; i <= n; i++)); do stop_pid "$DIR/pids/mountns-$i.pid"; done
   for p in coredns kube-scheduler kube-controller-manager api-forward kube-apiserver etcd; do stop_pid "$DIR/pids/$p.pid"; done
   # Mounts under the cluster dir and the run dir, deepest first.
   local m
   while read -r m; do umount -l "$m" 2>/dev/null || true; done < <(awk -v d="$DIR/" -v r="$RUN/" '$5 ~ "^"d || $5 ~ "^"r || $5 == substr(d, 1, length(d)-1) { print $5 }' /proc/self/mountinfo | sort -r)
-  # Pod network namespaces this cluster's CNI made, and this cluster's namespaces.
+  # Pod network namespaces were mounted in the nodes' mount namespaces, gone now; the files
+  # they were mounted on stay on /run (a pod network namespace of the host would still be a mount).
   for m in /run/netns/cni-*; do
     [[ -e "$m" ]] || continue
-    if nsenter --net="$m" ip -o addr 2>/dev/null | grep -q ' 10\.244\.'; then
-      umount -l "$m" 2>/dev/null || true; rm -f "$m"
-    fi
+    mountpoint -q "$m" || rm -f "$m"
   done
   ip netns del "$CP_NS" 2>/dev/null || true
   for ((i = 1; i <= n; i++)); do ip netns del "$(node_ns "$i")" 2>/dev/null || true; done
-  rm -f /var/lib/cni/results/"$P"-* 2>/dev/null || true
   # Cgroups, depth first (a cgroup goes once it is empty).
   local c
   for c in "${CGROUP_CONTROLLERS[@]}"; do

@@ -41,6 +41,9 @@ export const podInitCommand: Command = {
   },
 };
 
+/** How long a pod's init step waits for its node to pull a bound archive from a peer. */
+const DEFAULT_WANT_WAIT_MS = 3000;
+
 async function podInit(argv: string[], io: Io): Promise<number> {
     // Not strict: an operator newer than this image may pass a flag it does not know yet, and an
     // init step must not fail a pod over that.
@@ -54,6 +57,7 @@ async function podInit(argv: string[], io: Io): Promise<number> {
       "share-memory": { type: "boolean", default: false },
       socket: { type: "string" },
       check: { type: "boolean", default: false },
+      "wait-ms": { type: "string" },
     } });
     const str = (v: unknown, d: string): string => (typeof v === "string" ? v : d);
     const strs = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : []);
@@ -71,10 +75,17 @@ async function podInit(argv: string[], io: Io): Promise<number> {
       io.stderr.write(`classcache: --ref is missing or malformed; the pod runs without an archive\n`);
       return 0;
     }
-    const r = await planPod({ ref, arch: nodeArch(), store, root: str(values.root, STORE_ROOT), out, fallback, fallbackJvm, shareMemory: values["share-memory"] === true });
+    const plan = { ref, arch: nodeArch(), store, root: str(values.root, STORE_ROOT), out, fallback, fallbackJvm, shareMemory: values["share-memory"] === true };
+    let r = await planPod(plan);
+    if (!r.archive) {
+      // Not on this node: the agent pulls it from a peer if it is bound (a second or less), and
+      // the pod waits that long at most; nothing bound answers at once.
+      const waitMs = Number(str(values["wait-ms"], String(DEFAULT_WANT_WAIT_MS)));
+      const asked = await want(str(values.socket, `${store}/run/agent.sock`), ref, { waitMs: Number.isFinite(waitMs) ? waitMs : DEFAULT_WANT_WAIT_MS });
+      if (asked === "held") r = await planPod(plan);
+    }
     if (!r.archive) {
       await writeArgfiles(out, r);
-      await want(str(values.socket, `${store}/run/agent.sock`), ref);
       io.stdout.write(JSON.stringify({ ref, archive: false, reason: r.reason }) + "\n");
       return 0;
     }

@@ -9,6 +9,7 @@
  * looked up, never bound, here), and a build runs only with a JDK the agent was configured with
  * (`--jdk`), a catalog profile, and JVM options that neither load code nor run commands.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import { timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { join } from "node:path";
@@ -190,19 +191,23 @@ export class Wants {
   readonly #agent: NodeAgent;
   readonly #ttlMs: number;
   readonly #refs = new Map<string, { ref: string; scope: string | undefined; expires: number }>();
-  readonly #inflight = new Set<string>();
+  readonly #inflight = new Map<string, Promise<boolean>>();
 
   constructor(agent: NodeAgent, opts: { ttlMs?: number } = {}) {
     this.#agent = agent;
     this.#ttlMs = opts.ttlMs ?? 60 * 60_000;
   }
 
-  /** `scope`: the scope whose socket the want came through; none for the store's own socket. */
-  add(ref: string, scope?: string): void {
+  /**
+   * `scope`: the scope whose socket the want came through; none for the store's own socket.
+   * Resolves true once this attempt has put the ref on the node, false when it has not (nothing
+   * bound yet, another scope's, a failed pull: the want stays and is tried again).
+   */
+  add(ref: string, scope?: string): Promise<boolean> {
     const id = `${scope ?? "*"}/${ref}`;
-    if (!this.#refs.has(id) && this.#refs.size >= 10_000) return; // bounded: the sockets are open to every pod
+    if (!this.#refs.has(id) && this.#refs.size >= 10_000) return Promise.resolve(false); // bounded: the sockets are open to every pod
     this.#refs.set(id, { ref, scope, expires: Date.now() + this.#ttlMs });
-    this.#try(id);
+    return this.#try(id);
   }
 
   /** Tries every wanted ref again; call it on a timer. */
@@ -210,7 +215,7 @@ export class Wants {
     const now = Date.now();
     for (const [id, w] of this.#refs) {
       if (w.expires < now) this.#refs.delete(id);
-      else this.#try(id);
+      else void this.#try(id);
     }
   }
 
@@ -218,20 +223,27 @@ export class Wants {
     return this.#refs.size;
   }
 
-  #try(id: string): void {
+  #try(id: string): Promise<boolean> {
     const w = this.#refs.get(id);
-    if (!w || this.#inflight.has(id)) return;
-    this.#inflight.add(id);
+    if (!w) return Promise.resolve(false);
+    const running = this.#inflight.get(id);
+    if (running) return running;
     const { log } = this.#agent.opts;
-    this.#fetch(w.ref, w.scope)
+    const attempt = this.#fetch(w.ref, w.scope)
       .then(
         (done) => {
           if (!done) log.warn("want refused", { ref: w.ref.slice(0, 12), scope: w.scope, reason: "the ref is bound for another scope" });
           this.#refs.delete(id);
+          return done;
         },
-        (err: unknown) => log.debug("a wanted ref is not available yet", { ref: w.ref.slice(0, 12), scope: w.scope, error: err instanceof Error ? err.message : String(err) }),
+        (err: unknown) => {
+          log.debug("a wanted ref is not available yet", { ref: w.ref.slice(0, 12), scope: w.scope, error: err instanceof Error ? err.message : String(err) });
+          return false;
+        },
       )
       .finally(() => this.#inflight.delete(id));
+    this.#inflight.set(id, attempt);
+    return attempt;
   }
 
   /** Ensures the ref; false, without fetching anything, when its binding is of another scope than the want's. */
@@ -253,12 +265,23 @@ export class Wants {
   }
 }
 
-/** A want: `POST /v1/want {"ref": "<64 hex>"}` → 202. */
+/** The longest a want may wait for its pull: a pod's start is never held up for longer. */
+export const MAX_WANT_WAIT_MS = 5000;
+
+/**
+ * A want: `POST /v1/want {"ref": "<64 hex>", "waitMs"?: n}` → 202, or 200 {"held": true} when
+ * `waitMs` is given and the ref is on this node within it (at most MAX_WANT_WAIT_MS). A pod on a
+ * node that lacks a bound archive so waits for a pull from a peer (well under a second on a pod
+ * network), never for a build: nothing bound answers at once.
+ */
 async function want(wants: Wants, req: IncomingMessage, res: ServerResponse, scope?: string): Promise<void> {
-  const input = (await body(req, 4096)) as { ref?: unknown };
+  const input = (await body(req, 4096)) as { ref?: unknown; waitMs?: unknown };
   if (typeof input.ref !== "string" || !/^[0-9a-f]{64}$/.test(input.ref)) throw new ClasscacheError("usage", "ref must be 64 lowercase hex digits");
-  wants.add(input.ref, scope);
-  send(res, 202, { ref: input.ref });
+  const waitMs = typeof input.waitMs === "number" && input.waitMs > 0 ? Math.min(input.waitMs, MAX_WANT_WAIT_MS) : 0;
+  const attempt = wants.add(input.ref, scope);
+  if (waitMs === 0) return send(res, 202, { ref: input.ref });
+  const held = await Promise.race([attempt, sleep(waitMs).then(() => false)]);
+  send(res, held ? 200 : 202, { ref: input.ref, held });
 }
 
 /**
@@ -334,7 +357,7 @@ export function createSocketServer(wants: Wants, opts: { agent?: NodeAgent } = {
             throw err;
           }
           await agent.offer(ref, manifest.jvm.arch, { grant: token, build });
-          wants.add(ref);
+          void wants.add(ref);
           agent.opts.log.info("build offered", { ref: ref.slice(0, 12), scope: grant.scope, classcache: grant.classCache, key: manifest.key.slice(0, 12) });
           send(res, 202, { key: manifest.key, status: "offered" });
           return;

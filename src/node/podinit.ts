@@ -125,16 +125,22 @@ export async function writeArgfiles(out: string, r: Pick<PodInitResult, "jvm" | 
   await writeAtomic(join(out, "launch.args"), argfile(r.launch));
 }
 
-/** Tells the node agent that a pod here wants `ref`; gives up quietly after `timeoutMs`. */
-export function want(socket: string, ref: string, timeoutMs = 500): Promise<boolean> {
+/**
+ * Tells the node agent that a pod here wants `ref`, and waits up to `waitMs` for the agent to
+ * put it on the node (a pull from a peer when the ref is bound; nothing bound answers at once).
+ * Resolves "held" when the node now holds it, "wanted" when the want was taken, "unreachable"
+ * otherwise; gives up quietly after `waitMs` + `timeoutMs`.
+ */
+export function want(socket: string, ref: string, opts: { waitMs?: number; timeoutMs?: number } = {}): Promise<"held" | "wanted" | "unreachable"> {
+  const waitMs = opts.waitMs ?? 0;
   return new Promise((resolve) => {
-    const body = JSON.stringify({ ref });
-    const req = request({ socketPath: socket, path: "/v1/want", method: "POST", headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) }, timeout: timeoutMs }, (res) => {
+    const body = JSON.stringify(waitMs > 0 ? { ref, waitMs } : { ref });
+    const req = request({ socketPath: socket, path: "/v1/want", method: "POST", headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) }, timeout: waitMs + (opts.timeoutMs ?? 500) }, (res) => {
       res.resume();
-      resolve(res.statusCode === 202);
+      resolve(res.statusCode === 200 ? "held" : res.statusCode === 202 ? "wanted" : "unreachable");
     });
     req.on("timeout", () => req.destroy());
-    req.on("error", () => resolve(false));
+    req.on("error", () => resolve("unreachable"));
     req.end(body);
   });
 }

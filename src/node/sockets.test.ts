@@ -64,10 +64,10 @@ describe("the agent's sockets in the scopes' views", () => {
   });
 
   it("fetches a ref wanted through its own scope's socket, and refuses one wanted through another scope's", async () => {
-    assert.equal(await want(scopeSocketPath(dir, "rival"), shopRef), true, "accepted, as every want is");
+    assert.equal(await want(scopeSocketPath(dir, "rival"), shopRef), "wanted", "accepted, as every want is");
     await eventually("the refusal", () => lines.some((l) => l.msg === "want refused" && l.scope === "rival"));
     assert.deepEqual(ensured, [], "another scope's pod cannot make the node fetch shop's archive");
-    assert.equal(await want(scopeSocketPath(dir, "shop"), shopRef), true);
+    assert.equal(await want(scopeSocketPath(dir, "shop"), shopRef), "wanted");
     await eventually("the fetch", () => ensured.length === 1);
     assert.deepEqual(ensured, [shopRef]);
   });

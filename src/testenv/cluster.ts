@@ -1,0 +1,116 @@
+/**
+ * The real test cluster (scripts/cluster/cluster.sh) from TypeScript: bring it up and down,
+ * load images, run kubectl and helm against it, and find a pod's JVM among the host's processes
+ * — the nodes are namespaces of this machine, so a pod's process is a process here.
+ */
+import { execFile, spawn } from "node:child_process";
+import { existsSync, mkdirSync } from "node:fs";
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { buildImage } from "../../scripts/image/build.ts";
+import { buildTestImage, TEST_IMAGES, type TestImage } from "./images.ts";
+import { ensureHelm, REPO_ROOT } from "./testenv.ts";
+
+const run = promisify(execFile);
+const SCRIPT = join(REPO_ROOT, "scripts/cluster/cluster.sh");
+const BUILD = join(REPO_ROOT, "scripts/testenv/build-binaries.sh");
+
+export interface Cluster {
+  dir: string;
+  kubeconfig: string;
+  nodes: number;
+  kubectl(args: string[], opts?: { input?: string; timeoutMs?: number }): Promise<string>;
+  helm(args: string[]): Promise<string>;
+  /** Node N's /var/lib as the node's pods see it (the store is its classcache/). */
+  varLib(node: number): string;
+  images(archives: string[]): Promise<void>;
+  down(): Promise<void>;
+}
+
+function script(args: string[], log: (l: string) => void): Promise<void> {
+  return new Promise((res, rej) => {
+    const child = spawn("bash", [SCRIPT, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    const tail: string[] = [];
+    const onData = (b: Buffer): void => {
+      for (const l of b.toString().split("\n").filter(Boolean)) {
+        tail.push(l);
+        if (tail.length > 40) tail.shift();
+        log(l);
+      }
+    };
+    child.stdout.on("data", onData);
+    child.stderr.on("data", onData);
+    child.on("error", rej);
+    child.on("close", (code) => (code === 0 ? res() : rej(new Error(`cluster.sh ${args.join(" ")} failed (exit ${code}):\n${tail.join("\n")}`))));
+  });
+}
+
+export async function clusterUp(dir: string, opts: { nodes?: number; log?: (l: string) => void } = {}): Promise<Cluster> {
+  const log = opts.log ?? (() => {});
+  const nodes = opts.nodes ?? 2;
+  await script(["up", dir, "--nodes", String(nodes)], log);
+  return attach(dir, nodes, log);
+}
+
+export async function attach(dir: string, nodes: number, log: (l: string) => void = () => {}): Promise<Cluster> {
+  const bin = (await run("bash", [BUILD, "cluster"], { maxBuffer: 1 << 20 })).stdout.trim().split("\n").at(-1)!;
+  const kubeconfig = join(dir, "kubeconfig");
+  const helmPath = await ensureHelm(log);
+  const kubectl = (args: string[], o: { input?: string; timeoutMs?: number } = {}): Promise<string> =>
+    new Promise((res, rej) => {
+      const child = execFile(join(bin, "kubectl"), ["--kubeconfig", kubeconfig, ...args], { maxBuffer: 64 << 20, timeout: o.timeoutMs ?? 120_000 }, (err, stdout, stderr) =>
+        err ? rej(new Error(`kubectl ${args.join(" ")}: ${stderr || err.message}`)) : res(stdout),
+      );
+      if (o.input !== undefined) child.stdin!.end(o.input);
+    });
+  return {
+    dir,
+    kubeconfig,
+    nodes,
+    kubectl,
+    helm: async (args) => (await run(helmPath, [...args, "--kubeconfig", kubeconfig], { maxBuffer: 16 << 20, env: { ...process.env, HELM_CACHE_HOME: join(dir, "helm-cache"), HELM_CONFIG_HOME: join(dir, "helm-config"), HELM_DATA_HOME: join(dir, "helm-data"), KUBECACHEDIR: join(dir, "kube-cache") } })).stdout,
+    varLib: (n) => join(dir, "nodes", String(n), "var-lib"),
+    images: (archives) => script(["images", dir, ...archives], log),
+    down: () => script(["down", dir], log),
+  };
+}
+
+/** Builds the classcache image and the test images the cluster tier uses into `dir` (reused when present). */
+export async function buildImages(dir: string, kinds: TestImage[]): Promise<Record<TestImage | "classcache", string>> {
+  mkdirSync(dir, { recursive: true });
+  const out = {} as Record<TestImage | "classcache", string>;
+  out.classcache = join(dir, "classcache.oci.tar");
+  if (!existsSync(out.classcache)) await buildImage({ out: out.classcache });
+  for (const k of kinds) {
+    out[k] = join(dir, `${k}.oci.tar`);
+    if (!existsSync(out[k])) await buildTestImage(k, out[k]);
+  }
+  return out;
+}
+
+export { TEST_IMAGES };
+
+/** The host PIDs of a pod's processes (their cgroup path names the pod's UID). */
+export async function podPids(podUid: string): Promise<number[]> {
+  const needle = `pod${podUid}`;
+  const pids: number[] = [];
+  for (const d of await readdir("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    const cg = await readFile(`/proc/${d}/cgroup`, "utf8").catch(() => "");
+    if (cg.includes(needle)) pids.push(Number(d));
+  }
+  return pids;
+}
+
+/** The host PID of the pod's JVM, and its PID inside the pod (the name of its hsperfdata file). */
+export async function podJvm(podUid: string): Promise<{ pid: number; nsPid: number } | undefined> {
+  for (const pid of await podPids(podUid)) {
+    const exe = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+    if (!/(^|\/)java\0/.test(exe)) continue;
+    const status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
+    const ns = /^NSpid:\s+(.*)$/m.exec(status)?.[1]?.trim().split(/\s+/).at(-1);
+    return { pid, nsPid: Number(ns ?? pid) };
+  }
+  return undefined;
+}
