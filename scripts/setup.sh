@@ -10,6 +10,17 @@ command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v mvn >/dev/null 2>&1 || missing="$missing maven"
 command -v unshare >/dev/null 2>&1 || missing="$missing util-linux"
 command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
+# The real-cluster tier (scripts/cluster/cluster.sh): a container runtime, its CNI plugins, the
+# API forwarder, and what the test images are made of (a static busybox, a static pause).
+command -v containerd >/dev/null 2>&1 || missing="$missing containerd"
+command -v runc >/dev/null 2>&1 || missing="$missing runc"
+[ -x /usr/lib/cni/bridge ] || missing="$missing containernetworking-plugins"
+command -v socat >/dev/null 2>&1 || missing="$missing socat"
+command -v conntrack >/dev/null 2>&1 || missing="$missing conntrack"
+command -v iptables >/dev/null 2>&1 || missing="$missing iptables"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+[ -x /bin/busybox ] || missing="$missing busybox-static"
+{ command -v gcc >/dev/null 2>&1 && [ -f /usr/lib/"$(uname -m)"-linux-gnu/libc.a ]; } || missing="$missing gcc libc6-dev"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing$missing" >&2

@@ -401,6 +401,8 @@ cmd_up() {
   binaries
   mkdir -p "$DIR/images"
   echo "$NODES" > "$DIR/nodes-count"
+  # For tools that reach pods: the network namespace that routes to every node's pods.
+  echo "$CP_NS" > "$DIR/cp-netns"
   echo "up" > "$DIR/state"
   # Only the script itself tears down, not a subshell whose command failed (errtrace reaches them).
   trap '[[ $BASHPID == "$$" ]] && { log "up failed; tearing down"; cmd_down || true; }' ERR

@@ -114,3 +114,14 @@ export async function podJvm(podUid: string): Promise<{ pid: number; nsPid: numb
   }
   return undefined;
 }
+
+/**
+ * An HTTP GET from inside the cluster's network (the control plane's namespace routes to every
+ * node's pods): status, headers and body, or the error.
+ */
+export async function clusterFetch(c: Cluster, url: string, timeoutMs = 10_000): Promise<{ status: number; headers: Record<string, string>; body: string } | { error: string }> {
+  const ns = (await readFile(join(c.dir, "cp-netns"), "utf8")).trim();
+  const script = `fetch(${JSON.stringify(url)}, { signal: AbortSignal.timeout(${timeoutMs}) }).then(async (r) => console.log(JSON.stringify({ status: r.status, headers: Object.fromEntries(r.headers), body: await r.text() })), (e) => console.log(JSON.stringify({ error: String(e.cause?.code ?? e.message) })))`;
+  const { stdout } = await run("nsenter", [`--net=/run/netns/${ns}`, process.execPath, "-e", script], { timeout: timeoutMs + 5000, maxBuffer: 16 << 20 });
+  return JSON.parse(stdout) as { status: number; headers: Record<string, string>; body: string } | { error: string };
+}
