@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { demoAppJar } from "../src/demo/fixtures.ts";
 import { EXPECTED_TOOL_OPTIONS, launchInputs, launchProbeJar, parseLaunchRecord, TERMINATION_MESSAGE_BYTES } from "../src/build/probe.ts";
+import { probeReport } from "../src/operator/policies/launch.ts";
 import { fixtureJar } from "./support/fixtures.ts";
 
 const JDKS = [
@@ -114,7 +115,7 @@ void describe("the launch probe, in real JVMs started as an ENTRYPOINT starts th
   });
 
   void it("leaves no record when the ENTRYPOINT runs no java, and the build then says to set spec.launch.command", async () => {
-    const { env, record } = await probeEnv("");
+    const { env, record, log } = await probeEnv("");
     const r = await run(["/bin/sh", "-c", "true"], dir, env);
     assert.equal(r.code, 0);
     assert.equal(existsSync(record), false);
@@ -123,6 +124,11 @@ void describe("the launch probe, in real JVMs started as an ENTRYPOINT starts th
       assert.match(err.hint ?? "", /spec\.launch\.command/);
       return true;
     });
+    // The operator, from the probe container's end (exit 0, no message): LaunchNotJava.
+    const said = probeReport([{ status: { initContainerStatuses: [{ name: "classcache-probe", state: { terminated: { exitCode: 0, message: await readFile(log, "utf8") } } }] } }], "classcache-build-0123456789");
+    assert.ok(said && "problem" in said);
+    assert.equal(said.problem.reason, "LaunchNotJava");
+    assert.match(said.problem.message, /ENTRYPOINT ended without starting java.*spec\.launch\.command/);
   });
 
   void it("lets a JVM that runs no main class (java -version) run, and records the app's JVM after it", async () => {
@@ -136,13 +142,16 @@ void describe("the launch probe, in real JVMs started as an ENTRYPOINT starts th
 
   void it("refuses an ENTRYPOINT that changes JAVA_TOOL_OPTIONS itself (as a buildpacks launcher does): its pods would lose them", async () => {
     const java = join(jdk.home, "bin", "java");
-    const { env, record } = await probeEnv("-Dteam=shop");
+    const { env, record, log } = await probeEnv("-Dteam=shop");
     const r = await run(["/bin/sh", "-c", `JAVA_TOOL_OPTIONS="$JAVA_TOOL_OPTIONS -Xmx64m" exec ${java} -jar Launched.jar`], dir, env);
     assert.equal(r.code, 0, r.stderr);
     const said = parseLaunchRecord(await readFile(record, "utf8"), TERMINATION_MESSAGE_BYTES);
     assert.ok("error" in said);
     assert.match(said.error, /changed JAVA_TOOL_OPTIONS before it started java/);
     await assert.rejects(launchInputs(record, (f) => readFile(f, "utf8")), /the image's java launch cannot be used: the image's ENTRYPOINT changed JAVA_TOOL_OPTIONS/);
+    const report = probeReport([{ status: { initContainerStatuses: [{ name: "classcache-probe", state: { terminated: { exitCode: 0, message: await readFile(log, "utf8") } } }] } }], "classcache-build-0123456789");
+    assert.ok(report && "problem" in report);
+    assert.equal(report.problem.reason, "LaunchUnknown");
   });
 
   void it("keeps a launch longer than a termination message in its file for the build, and says in the message that it is too long", async () => {
