@@ -13,9 +13,11 @@ import { mkdir, mkdtemp, readFile, realpath, rm, writeFile } from "node:fs/promi
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import type { Manifest } from "../src/archive/manifest.ts";
 import { demoAppJar } from "../src/demo/fixtures.ts";
 import { EXPECTED_TOOL_OPTIONS, launchInputs, launchProbeJar, parseLaunchRecord, TERMINATION_MESSAGE_BYTES } from "../src/build/probe.ts";
 import { probeReport } from "../src/operator/policies/launch.ts";
+import { cli } from "./support/cli.ts";
 import { fixtureJar } from "./support/fixtures.ts";
 
 const JDKS = [
@@ -112,6 +114,25 @@ void describe("the launch probe, in real JVMs started as an ENTRYPOINT starts th
     assert.deepEqual(JSON.parse(await readFile(record, "utf8")), { command: [join(await realpath(jdk.home), "bin", "java"), "-Xmx256m", "-jar", boot, "--server.port=0"], workingDir: "/" });
     const inputs = await launchInputs(record, (f) => readFile(f, "utf8"));
     assert.deepEqual({ app: inputs.app, classPath: inputs.classPath, mainClass: inputs.mainClass, jvmOptions: inputs.jvmOptions, appArgs: inputs.appArgs }, { app: boot, classPath: undefined, mainClass: undefined, jvmOptions: ["-Xmx256m"], appArgs: ["--server.port=0"] });
+  });
+
+  void it("gives classcache build --launch-file the launch to train: the recorded JDK, jar, options and arguments make the archive", async () => {
+    const java = join(JDKS[0]!.home, "bin", "java");
+    const slow = await fixtureJar(JDKS[0]!.home, "Slow", dir, [["Main-Class", "Slow"]]);
+    const { env, record } = await probeEnv("-Dteam=shop");
+    assert.equal((await run([java, "-Xmx64m", "-XX:+UseSerialGC", "-jar", "Slow.jar", "100"], dir, env)).code, 0);
+    const r = await cli("build", `--launch-file=${record}`, `--store=${join(dir, "store")}`, "--ready-log=ready", "--timeout=60", "--json");
+    assert.equal(r.code, 0, r.stderr);
+    const m = JSON.parse(r.stdout) as Manifest;
+    assert.equal(m.jvm.home, await realpath(JDKS[0]!.home));
+    assert.deepEqual(m.app, { kind: "classpath", source: slow, mainClass: "Slow", args: ["100"] });
+    assert.deepEqual(m.inputs.jvmOptions, ["-Xmx64m", "-XX:+UseSerialGC"], "the workload's options, not the environment's");
+    assert.equal(m.inputs.vmFlags.gc, "SerialGC");
+    assert.ok(m.verification.hitRate > 0.9, String(m.verification.hitRate));
+    // The flags it replaces cannot come with it.
+    const mixed = await cli("build", `--launch-file=${record}`, "--app=/app.jar", `--store=${join(dir, "store")}`);
+    assert.equal(mixed.code, 2);
+    assert.match(mixed.stderr, /--launch-file names the app, its JVM, options and arguments: leave out --app/);
   });
 
   void it("leaves no record when the ENTRYPOINT runs no java, and the build then says to set spec.launch.command", async () => {
