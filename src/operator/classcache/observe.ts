@@ -1,6 +1,7 @@
 /**
  * Gather: everything one pass over a ClassCache needs, read into one plain Observed value —
- * from the informers' caches, the directory and (for a failed build, once) the build's pods.
+ * from the informers' caches, the directory and the build's pods (for a failed build, once; for
+ * the launch an image's ENTRYPOINT makes, until its probe's record is in the status).
  * Reads only: nothing here writes, and nothing here decides what the ClassCache should be.
  */
 import { openBinding, openEnvelope, SignatureError, signedBy, type Signer, type TrustStore } from "../../archive/signing.ts";
@@ -203,8 +204,8 @@ export async function observe(key: string, deps: ObserveDeps, signal: AbortSigna
   const scope = scopeOf(cc, spec, deps.settings.allowClusterSharing);
   const podSecurity = hostPathForbiddenBy(deps.namespaces.get(cc.metadata.namespace!));
   const directory = await observeDirectory(cluster, cc, ref, scope, deps.memory);
-  const app0 = clean.containers.find((c) => c.name === container);
-  const needLaunch = fromEntrypoint(spec, app0) && cc.status?.launch?.ref !== ref;
+  // A container started by its image's ENTRYPOINT: its build's probe says the launch, until the status keeps it.
+  const needLaunch = fromEntrypoint(spec, clean.containers.find((c) => c.name === container)) && cc.status?.launch?.ref !== ref;
   const build = await observeBuild(cc, ref, container, { awaited: awaitsBuild({ container, podSecurity, directory }), needLaunch }, deps, signal);
   const lastApplied = deps.memory.applied.get(appliedKey({ kind, name: object.metadata.name!, namespace: object.metadata.namespace! }));
   // Pods can only differ from an archive once one was bound: for this ref, or for the content recorded before.
