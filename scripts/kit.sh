@@ -7,8 +7,10 @@
 #                    `lib/ld.so --library-path lib bin/node app/src/cli.ts build …` in the workload's
 #                    own image, which may have no glibc (Alpine) and no shell (distroless)
 #   app/             the sources and the production dependencies
-#   cache/tools/     the capture agent and the pods' jar check, compiled ahead (no javac needed
-#                    in build Jobs' images, nor in the classcache image)
+#   cache/tools/     the capture agent, the pods' jar check and the launch probe, compiled ahead
+#                    (no javac needed in build Jobs' images, nor in the classcache image)
+#   probe/launch-probe.jar  the launch probe again, under the fixed name build Jobs name it by
+#                    (-javaagent in the probe init container, src/operator/objects/buildjob.ts)
 # Usage: sh scripts/kit.sh <dir>   (replaces <dir> atomically; needs a JDK with javac)
 set -eu
 out=${1:?usage: scripts/kit.sh <dir>}
@@ -16,7 +18,7 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 tmp="$out.tmp.$$"
 rm -rf "$tmp"
-mkdir -p "$tmp/bin" "$tmp/app" "$tmp/cache/tools"
+mkdir -p "$tmp/bin" "$tmp/app" "$tmp/cache/tools" "$tmp/probe"
 trap 'rm -rf "$tmp"' EXIT
 
 cp node_modules/node/bin/node "$tmp/bin/node"
@@ -38,7 +40,9 @@ rm -rf "$tmp/app/src/testenv" "$tmp/app/src/kube/testing" "$tmp/app/src/p2p/test
 (cd "$tmp/app" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error)
 CLASSCACHE_CACHE="$tmp/cache" "$repo/node_modules/.bin/node" --input-type=module -e \
   "const m = await import('$repo/src/build/capture.ts'); await m.captureAgentJar('');
-   const p = await import('$repo/src/node/podinit.ts'); await p.jarCheckJar();"
+   const p = await import('$repo/src/node/podinit.ts'); await p.jarCheckJar();
+   const q = await import('$repo/src/build/probe.ts'); const fs = await import('node:fs/promises');
+   await fs.copyFile(await q.launchProbeJar(), '$tmp/' + q.KIT_PROBE_JAR);"
 
 cat > "$tmp/bin/classcache" <<'SH'
 #!/bin/sh

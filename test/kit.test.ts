@@ -1,7 +1,8 @@
 /**
  * The runtime kit (scripts/kit.sh): the directory the image keeps at /opt/classcache and build
  * Jobs copy into the workload's image. It must run on its own — its Node, its sources, its
- * dependencies, its precompiled capture agent — with nothing from this checkout on PATH.
+ * dependencies, its precompiled capture agent, jar check and launch probe — with nothing from
+ * this checkout on PATH.
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -12,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
+import { KIT_PROBE_JAR, LAUNCH_RECORD } from "../src/build/probe.ts";
 import { REPO } from "../src/demo/fixtures.ts";
 import { MOUNTS } from "../src/operator/constants.ts";
 import { KIT_COMMAND } from "../src/operator/objects/buildjob.ts";
@@ -58,13 +60,24 @@ describe("the runtime kit", () => {
     await mkdir(join(root, "out"));
     await chrooted("pod-init", `--ref=${"a".repeat(64)}`, "--out=/out", "--store=/no-store", "--fallback=-jar", "--fallback=/app.jar");
     assert.equal(await readFile(join(root, "out", "launch.args"), "utf8"), "-jar\n/app.jar\n");
+    // A build whose launch probe recorded nothing (the ENTRYPOINT ran no java) says so where the operator reads it.
+    const failed = await run("/usr/sbin/chroot", [root, ...KIT_COMMAND, "build", `--launch-file=${LAUNCH_RECORD}`, "--store=/out/store"], { env: { CLASSCACHE_TERMINATION_LOG: "/out/termination-log" } }).then(
+      () => undefined,
+      (e: unknown) => e as { code?: number },
+    );
+    assert.equal(failed?.code, 1);
+    assert.match(await readFile(join(root, "out", "termination-log"), "utf8"), /^error: the image's ENTRYPOINT started no JVM: the classcache launch probe recorded no launch\nhint: .*spec\.launch\.command/);
   });
 
-  it("carries the capture agent and the jar check compiled from their own sources, so neither a build Job's image nor the classcache image needs javac", async () => {
-    for (const [name, file] of [["capture-agent", "build/capture/CaptureAgent.java"], ["jar-check", "node/check/JarCheck.java"]] as const) {
+  it("carries the capture agent, the jar check and the launch probe compiled from their own sources, so neither a build Job's image nor the classcache image needs javac", async () => {
+    for (const [name, file] of [["capture-agent", "build/capture/CaptureAgent.java"], ["jar-check", "node/check/JarCheck.java"], ["launch-probe", "build/probe/LaunchProbe.java"]] as const) {
       const digest = createHash("sha256").update(await readFile(join(kit, "app", "src", file))).digest("hex").slice(0, 16);
       assert.ok(existsSync(join(kit, "cache", "tools", `${name}-${digest}.jar`)), name);
     }
+    // The probe again where build Jobs name it (-javaagent in their probe init container).
+    const probe = await readFile(join(kit, KIT_PROBE_JAR));
+    const digest = createHash("sha256").update(await readFile(join(kit, "app", "src", "build", "probe", "LaunchProbe.java"))).digest("hex").slice(0, 16);
+    assert.deepEqual(probe, await readFile(join(kit, "cache", "tools", `launch-probe-${digest}.jar`)));
     assert.equal(existsSync(join(kit, "app", "node_modules", "typescript")), false, "no dev dependencies");
   });
 });

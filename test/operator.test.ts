@@ -279,15 +279,72 @@ describe("the operator against a real API server, directory and webhook", () => 
     assert.deepEqual(plain.spec.containers[0]!.command, JAVA_LAUNCH.command, "unlabelled pods are untouched");
   });
 
-  it("says what to set when the launch comes from the image, and patches nothing", async () => {
-    await client.create(Deployments, deployment("entry", "web", { args: ["--server.port=8080"] }), { namespace: "web" });
-    await client.create(ClassCaches, classCache("entry", "web", { workloadRef: { name: "entry" }, valkey }), { namespace: "web" });
-    const cc = await until("LaunchUnknown", async () => {
+  it("patches a workload whose image's ENTRYPOINT starts java once its build's probe recorded the launch, reaches Ready, and on deletion puts it back without a command", async () => {
+    // As the original project's resources are written: app.image and app.jarPath, no command anywhere.
+    const written = deployment("entry", "web", { args: ["--server.port=8080"], env: [{ name: "JAVA_TOOL_OPTIONS", value: "-Dteam=web" }] });
+    await client.create(Deployments, written, { namespace: "web" });
+    const original = (await getDeploy("web", "entry")).spec.template;
+    await client.create(ClassCaches, classCache("entry", "web", { workloadRef: { name: "entry" }, app: { image: "registry.example/shop:1.0", jarPath: "/app.jar" }, valkey }), { namespace: "web" });
+    const waiting = await until("LaunchUnknown until the probe has spoken", async () => {
       const c = await getCc("web", "entry");
-      return condition(c, "WorkloadPatched")?.reason === "LaunchUnknown" && c;
+      return condition(c, "WorkloadPatched")?.reason === "LaunchUnknown" && condition(c, "ArchiveAvailable")?.reason === "Building" && c;
     });
-    assert.match(condition(cc, "WorkloadPatched")!.message, /spec\.launch\.command/);
-    assert.equal((await getDeploy("web", "entry")).spec.template.spec.initContainers, undefined);
+    assert.match(condition(waiting, "WorkloadPatched")!.message, /ENTRYPOINT starts the JVM, and build Job classcache-build-[0-9a-f]{10} records that launch/);
+    assert.equal((await getDeploy("web", "entry")).spec.template.spec.initContainers, undefined, "nothing patched yet");
+    const ref = waiting.status!.ref!;
+    const job = `classcache-build-${ref.slice(0, 10)}`;
+    const pod = (await client.get<KubeObject & { spec: { template: { spec: PodSpec } } }>(Jobs, job, { namespace: "web" })).spec.template.spec;
+    const probe = pod.initContainers!.at(-1)!;
+    assert.equal(probe.name, "classcache-probe");
+    assert.equal(probe.command, undefined, "the image's own ENTRYPOINT runs");
+    assert.deepEqual(probe.args, ["--server.port=8080"]);
+    assert.match(probe.env!.find((e) => e.name === "JAVA_TOOL_OPTIONS")!.value!, /^-Dteam=web -javaagent:\/classcache-kit\/probe\/launch-probe\.jar=/);
+    assert.ok(pod.containers[0]!.args!.includes("--launch-file=/classcache-probe/launch.json"));
+
+    // What the kubelet would write when the probe ended (no kubelet here): its record as the init container's termination message.
+    const java = "/opt/java/openjdk/bin/java";
+    const recorded = [java, "-Xmx256m", "-XX:+UseSerialGC", "-jar", "/app.jar", "--server.port=8080"];
+    await client.create(Pods, { metadata: { name: `${job}-p1`, namespace: "web", labels: { "batch.kubernetes.io/job-name": job } }, spec: { initContainers: [{ name: "classcache-probe", image: "x" }], containers: [{ name: "app", image: "x" }] } }, { namespace: "web" });
+    const terminated = { exitCode: 0, reason: "Completed", message: JSON.stringify({ command: recorded, workingDir: "/" }), finishedAt: new Date().toISOString() };
+    await client.patch(Pods, `${job}-p1`, { status: { phase: "Pending", initContainerStatuses: [{ name: "classcache-probe", image: "x", imageID: "", ready: false, restartCount: 0, state: { terminated } }] } }, { type: "merge", namespace: "web", subresource: "status" });
+    const patched = await until("patched with the recorded launch", async () => {
+      const c = await getCc("web", "entry");
+      return condition(c, "WorkloadPatched")?.reason === "Patched" && c;
+    });
+    assert.deepEqual(patched.status?.launch, { ref, command: recorded });
+    const d = await getDeploy("web", "entry");
+    const app = d.spec.template.spec.containers[0]!;
+    assert.deepEqual(app.command, [java, "-Xmx256m", "-XX:+UseSerialGC", "@/classcache/launch.args"]);
+    assert.deepEqual(app.args, ["--server.port=8080"]);
+    assert.equal(app.env?.find((e) => e.name === "JAVA_TOOL_OPTIONS")?.value, "-Dteam=web -Xshare:auto");
+    assert.deepEqual(d.spec.template.spec.initContainers?.map((c) => c.name), ["classcache-init", "classcache-check"]);
+    assert.ok(d.spec.template.spec.initContainers[0]!.args!.includes("--fallback=/app.jar"));
+
+    // The build binds its archive: Ready.
+    const secret = await client.get<KubeObject & { data: Record<string, string> }>(Secrets, "classcache-signing-key", { namespace: SYSTEM_NAMESPACE });
+    const signer = signerFromPem(Buffer.from(secret.data["signing.pem"]!, "base64").toString());
+    const directory = new ValkeyDirectory({ url: redis.url });
+    try {
+      const manifest = sampleManifest({ scope: "web", hitRate: 0.95 });
+      await directory.publish(manifest.key, signManifest(manifest, signer));
+      await directory.bind(`${ref}.amd64`, signBinding({ scope: "web", ref, arch: "amd64", key: manifest.key, owner: "", issuedAt: Date.now() }, signer));
+    } finally {
+      await directory.close();
+    }
+    const ready = await until("Ready", async () => {
+      const c = await getCc("web", "entry");
+      return condition(c, "Ready")?.status === "True" && c;
+    });
+    assert.equal(ready.status?.phase, "Ready");
+    assert.deepEqual(ready.status?.launch, { ref, command: recorded }, "kept: the Job's pods are not read again");
+
+    await client.delete(ClassCaches, "entry", { namespace: "web" });
+    await until("the ClassCache is gone", () => getCc("web", "entry").then(() => false, (e: unknown) => e instanceof ApiError && e.status === 404));
+    const restored = await getDeploy("web", "entry");
+    assert.deepEqual(restored.spec.template, original, "exactly as written");
+    assert.equal("command" in restored.spec.template.spec.containers[0]!, false);
+    assert.equal(restored.metadata.annotations?.[ORIGINAL_LAUNCH_ANNOTATION], undefined);
+    assert.equal(restored.metadata.labels?.[PATCHING_LABEL], undefined);
   });
 
   it("keeps archives within the namespace when a ClassCache asks for cluster sharing the admin did not allow", async () => {

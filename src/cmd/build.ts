@@ -2,6 +2,7 @@
 import { shortKey } from "../archive/key.ts";
 import type { Manifest } from "../archive/manifest.ts";
 import { buildArchive, type BuildRequest } from "../build/pipeline.ts";
+import { launchInputs } from "../build/probe.ts";
 import { createLogger } from "../runtime/log.ts";
 import { usageError } from "../runtime/errors.ts";
 import { defaultStore, parse, type Command } from "./command.ts";
@@ -11,7 +12,7 @@ import { LocalStore } from "../store/store.ts";
 import { signerFromPem } from "../archive/signing.ts";
 
 const usage = `
-usage: classcache build (--app <fat.jar> | --classpath <a.jar:b.jar> --main <class>) [options]
+usage: classcache build (--app <fat.jar> | --classpath <a.jar:b.jar> --main <class> | --launch-file <f>) [options]
 
 Builds a class-data archive for an app and its JVM (dynamic CDS on JDK 17–24, AOT cache on
 JDK 25+), verifies it with a real boot, and records it in the store under its key.
@@ -22,6 +23,9 @@ app
   --arg <a>                 an app argument (repeatable)
   --jvm-opt=<o>             a JVM option of the workload, e.g. --jvm-opt=-Xmx512m (repeatable)
   --java <JAVA_HOME>        the JDK the workload runs (default: $JAVA_HOME, then java on PATH)
+  --launch-file <f>         the launch the classcache launch probe recorded (JSON): its java,
+                            JVM options, jar or class path and main class, and app arguments;
+                            instead of --app, --classpath, --main, --arg, --jvm-opt and --java
 
 agent
   --agent <jar>             a Java agent jar
@@ -70,6 +74,7 @@ export const buildCommand: Command = {
       arg: { type: "string", multiple: true },
       "jvm-opt": { type: "string", multiple: true },
       java: { type: "string" },
+      "launch-file": { type: "string" },
       agent: { type: "string" },
       profile: { type: "string" },
       "agent-config": { type: "string" },
@@ -102,13 +107,9 @@ export const buildCommand: Command = {
         throw usageError(`--ready-log ${values["ready-log"]} is not a valid regular expression`);
       }
     }
+    const launch = await launchOf(values);
     const req: BuildRequest = {
-      app: values.app,
-      classPath: values.classpath?.split(":").filter(Boolean),
-      mainClass: values.main,
-      appArgs: values.arg ?? [],
-      jvmOptions: values["jvm-opt"] ?? [],
-      java: values.java === "auto" ? undefined : values.java,
+      ...launch,
       agent: values.agent,
       agentConfig: values["agent-config"],
       profile: values.profile,
@@ -142,6 +143,25 @@ export const buildCommand: Command = {
     return 0;
   },
 };
+
+/** The app, its JVM and options: from the flags, or from the launch the probe recorded. */
+async function launchOf(v: {
+  app?: string | undefined;
+  classpath?: string | undefined;
+  main?: string | undefined;
+  arg?: string[] | undefined;
+  "jvm-opt"?: string[] | undefined;
+  java?: string | undefined;
+  "launch-file"?: string | undefined;
+}): Promise<Pick<BuildRequest, "app" | "classPath" | "mainClass" | "appArgs" | "jvmOptions" | "java">> {
+  const java = v.java === "auto" ? undefined : v.java;
+  const file = v["launch-file"];
+  if (file === undefined) return { app: v.app, classPath: v.classpath?.split(":").filter(Boolean), mainClass: v.main, appArgs: v.arg ?? [], jvmOptions: v["jvm-opt"] ?? [], java };
+  if (v.app !== undefined || v.classpath !== undefined || v.main !== undefined || v.arg !== undefined || v["jvm-opt"] !== undefined || java !== undefined) {
+    throw usageError("--launch-file names the app, its JVM, options and arguments: leave out --app, --classpath, --main, --arg, --jvm-opt and --java");
+  }
+  return launchInputs(file, (f) => readFile(f, "utf8"));
+}
 
 function checkExitFlags(v: { "ready-url"?: string | undefined; "ready-log"?: string | undefined; "warmup-url"?: string[] | undefined; "exit-on-refresh"?: boolean | undefined; "no-exit-on-refresh"?: boolean | undefined; mode?: string | undefined }): void {
   const readyGiven = v["ready-url"] !== undefined || v["ready-log"] !== undefined || (v["warmup-url"]?.length ?? 0) > 0;

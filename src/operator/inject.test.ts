@@ -165,6 +165,21 @@ describe("pod injection", () => {
     assert.deepEqual(withLaunch.spec.containers[0]!.args, ["--server.port=8080"]);
   });
 
+  test("patches a container without a command with the launch its image's ENTRYPOINT makes, and strips back to no command at all", () => {
+    const java = "/opt/java/openjdk/bin/java";
+    const spec = pod({ args: ["--server.port=8080"], env: [{ name: "JAVA_TOOL_OPTIONS", value: "-Dteam=shop" }] });
+    const { spec: patched, original } = injectPod(spec, { ...input, launchCommand: [java, "-Xmx300m", "-XX:+UseSerialGC", "-jar", "/app.jar"] });
+    const app = patched.containers[0]!;
+    assert.deepEqual(app.command, [java, "-Xmx300m", "-XX:+UseSerialGC", "@/classcache/launch.args"]);
+    assert.deepEqual(app.args, ["--server.port=8080"]);
+    assert.equal(patched.initContainers!.at(-1)!.command![0], java, "the jar check runs the image's own java");
+    assert.equal(original?.command, null, "the record says there was no command");
+    // Through the annotation's JSON, as Owned mode keeps it.
+    const stripped = stripInjection(patched, JSON.parse(JSON.stringify(original)) as typeof original);
+    assert.deepEqual(stripped, spec);
+    assert.equal("command" in stripped.containers[0]!, false);
+  });
+
   test("copies the agent for a live fallback in hybrid mode only", () => {
     const agent = { image: "otel:2", jarPath: "/javaagent.jar", runtimeOptions: ["-Dotel.metrics.exporter=none"] };
     const hybrid = injectPod(pod({ command: ["java", "-jar", "/app.jar"] }), { ...input, mode: "hybrid", agent });

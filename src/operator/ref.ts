@@ -28,10 +28,16 @@ export interface RefInputs {
    * jar checks saw it differ from an archive's: the image behind a tag changed, so must the ref.
    */
   appDigest?: string;
+  /**
+   * The app container has no command, so its image's ENTRYPOINT starts the JVM: the build records
+   * that launch with the launch probe and trains with it, which is another build than one of the
+   * jar path alone (what such a ref meant before the probe).
+   */
+  entrypoint?: boolean;
 }
 
 export function computeRef(inputs: RefInputs): string {
-  const { appDigest, ...rest } = inputs;
-  // Absent until content was seen to change: refs made before it stay what they were.
-  return sha256Hex(canonicalJson({ format: REF_FORMAT, ...rest, ...(appDigest ? { appDigest } : {}) }));
+  const { appDigest, entrypoint, ...rest } = inputs;
+  // Absent until content was seen to change (or for a launch the pod spec shows): refs made before them stay what they were.
+  return sha256Hex(canonicalJson({ format: REF_FORMAT, ...rest, ...(appDigest ? { appDigest } : {}), ...(entrypoint ? { entrypoint } : {}) }));
 }

@@ -75,6 +75,12 @@ export interface ArchiveStatus {
   builtAt?: string;
 }
 
+export interface LaunchStatus {
+  ref: string;
+  /** java, its options, -jar <jar> or -cp <class path> <main>, and the app's arguments. */
+  command: string[];
+}
+
 export interface ClassCacheStatus {
   observedGeneration?: number;
   phase?: Phase | (string & {});
@@ -94,6 +100,12 @@ export interface ClassCacheStatus {
    * one the archive was built from (a tag pushed again): an input of the ref, so it is built for.
    */
   appDigest?: string;
+  /**
+   * The java launch the app container's image runs (its ENTRYPOINT; the container has no
+   * command), as the launch probe of the build for `ref` recorded it: the pod patch rewrites it.
+   * Used for that ref only; a new ref's build records it again.
+   */
+  launch?: LaunchStatus;
   archives?: ArchiveStatus[];
   conditions?: Condition[];
 }

@@ -15,6 +15,9 @@ const AT_NOW = "2026-12-07T18:00:00Z";
 const EARLIER = "2026-12-07T17:00:00Z";
 const SETTINGS: Settings = { image: "registry.example/classcache:test", allowClusterSharing: false, pollMs: 30_000, readyPollMs: 60_000 };
 const KEY = "a".repeat(64);
+/** A container started by its image's ENTRYPOINT: no command, args of its own. */
+const ENTRYPOINT: Partial<Container> = { args: ["--server.port=8080"], env: [{ name: "JAVA_TOOL_OPTIONS", value: "-Dteam=shop" }] };
+const JAVA17 = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java";
 const JAVA: Partial<Container> = { command: ["java", "-Xmx256m", "-jar", "/app.jar"], args: ["--server.port=8080"], env: [{ name: "JAVA_TOOL_OPTIONS", value: "-Dteam=shop" }] };
 
 function classCache(spec: Partial<ClassCacheSpec> & Record<string, unknown> = {}, status?: ClassCacheStatus): ClassCache {
@@ -173,12 +176,70 @@ void describe("decide, one row per condition reason", () => {
     assert.deepEqual(kinds(plan), ["unpatchWorkload", "applyStatus"]);
   });
 
-  void it("LaunchUnknown: a container whose command comes from the image is not patched, and Ready says why", () => {
-    const plan = decide(observed({ workload: deployment({ args: ["--server.port=8080"] }) }), NOW);
+  void it("LaunchUnknown: a container whose command comes from the image waits for its launch, which its build Job's probe records; Ready says why", () => {
+    const plan = decide(observed({ workload: deployment(ENTRYPOINT) }), NOW);
     assert.equal(reasonOf(plan, ConditionTypes.WorkloadPatched), Reasons.LaunchUnknown);
-    assert.match(condition(plan, ConditionTypes.WorkloadPatched)!.message, /spec\.launch\.command/);
+    assert.match(condition(plan, ConditionTypes.WorkloadPatched)!.message, /its image's ENTRYPOINT starts the JVM, and build Job classcache-build-[0-9a-f]{10} records that launch.*spec\.launch\.command/);
     assert.equal(reasonOf(plan, ConditionTypes.Ready), Reasons.LaunchUnknown);
     assert.equal(action(plan, "patchWorkload"), undefined);
+    const job = action(plan, "createBuildJob")!.job as unknown as { spec: { template: { spec: { initContainers: Container[]; containers: Container[] } } } };
+    assert.equal(job.spec.template.spec.initContainers.at(-1)?.name, "classcache-probe");
+    assert.ok(job.spec.template.spec.containers[0]!.args?.includes("--launch-file=/classcache-probe/launch.json"));
+    assert.equal(plan.status?.launch, undefined);
+  });
+
+  void it("Patched: a container started by its ENTRYPOINT is patched with the launch its build's probe recorded, kept in status.launch, and put back without a command", () => {
+    const recorded = [JAVA17, "-Xmx256m", "-jar", "/app.jar", "--server.port=8080"];
+    const succeeded = { uid: "job-uid", succeeded: true, failed: undefined };
+    const first = observed({ workload: deployment(ENTRYPOINT), build: { job: succeeded, probe: { command: recorded } }, directory: reachable({ archives: [bound("amd64", [holder("node-1")])] }) });
+    const plan = decide(first, NOW);
+    assert.equal(reasonOf(plan, ConditionTypes.WorkloadPatched), Reasons.Patched);
+    assert.equal(reasonOf(plan, ConditionTypes.Ready), Reasons.Ready);
+    assert.deepEqual(plan.status?.launch, { ref: first.workload!.ref, command: recorded });
+    const patch = action(plan, "patchWorkload")!;
+    const app = (patch.config as unknown as { spec: { template: { spec: { containers: Container[] } } } }).spec.template.spec.containers[0]!;
+    assert.deepEqual(app.command, [JAVA17, "-Xmx256m", "@/classcache/launch.args"], "the container's own args stay args");
+    const patched = after(first, plan);
+    assert.deepEqual(patched.workload!.object.spec.template.spec.containers[0]!.args, ["--server.port=8080"]);
+    // The next pass has the launch from the status, not from the Job's pods: it writes nothing.
+    const second = { ...patched, workload: { ...patched.workload!, build: { ...patched.workload!.build, probe: undefined } } };
+    assert.deepEqual(writes(decide(second, NOW + 60_000)), []);
+    // The webhook, which only has the ClassCache, patches a pod the same way.
+    const viaStatus = injectionFor(patched.classCache, resolveSpec(patched.classCache).spec, deployment(ENTRYPOINT).spec.template.spec, SETTINGS.image);
+    assert.deepEqual(viaStatus.input.launchCommand, recorded.slice(0, 4));
+    // Deletion puts the template back as written: no command.
+    const restore = action(decide({ stage: "deleting", classCache: patched.classCache, workload: { kind: "Deployment", object: patched.workload!.object }, ref: undefined, refShared: false, directory: { present: false } }, NOW), "unpatchWorkload")!.restore as { path: string; value?: unknown }[];
+    const spec = restore.find((op) => op.path === "/spec/template/spec")?.value as { containers: Container[] };
+    assert.deepEqual(spec, deployment(ENTRYPOINT).spec.template.spec);
+    assert.equal("command" in spec.containers[0]!, false);
+  });
+
+  void it("LaunchNotJava: an ENTRYPOINT the probe found running no java is not patched, and the condition says to set spec.launch.command", () => {
+    const problem = { patched: false, reason: Reasons.LaunchNotJava, message: "the image's ENTRYPOINT ended without starting java; set spec.launch.command" } as const;
+    const plan = decide(observed({ workload: deployment(ENTRYPOINT), build: { job: { uid: "u", succeeded: false, failed: { message: "BackoffLimitExceeded" } }, failure: "error: the image's ENTRYPOINT started no JVM", probe: { problem } } }), NOW);
+    assert.equal(reasonOf(plan, ConditionTypes.WorkloadPatched), Reasons.LaunchNotJava);
+    assert.equal(reasonOf(plan, ConditionTypes.Ready), Reasons.LaunchNotJava);
+    assert.equal(reasonOf(plan, ConditionTypes.ArchiveAvailable), Reasons.BuildFailed);
+    assert.equal(action(plan, "patchWorkload"), undefined);
+  });
+
+  void it("spec.launch.command wins over the image's ENTRYPOINT: no probe, nothing recorded", () => {
+    const plan = decide(observed({ cc: classCache({ launch: { command: ["java", "-jar", "/app.jar"] } }), workload: deployment(ENTRYPOINT), build: { probe: { command: [JAVA17, "-jar", "/other.jar"] } } }), NOW);
+    assert.equal(reasonOf(plan, ConditionTypes.WorkloadPatched), Reasons.Patched);
+    assert.equal(plan.status?.launch, undefined);
+    const job = action(plan, "createBuildJob")!.job as unknown as { spec: { template: { spec: { initContainers: Container[] } } } };
+    assert.ok(!job.spec.template.spec.initContainers.some((c) => c.name === "classcache-probe"));
+  });
+
+  void it("a new ref forgets the launch recorded for the old one: the template goes back until the new build records it", () => {
+    const old = observed({ workload: deployment(ENTRYPOINT), build: { probe: { command: [JAVA17, "-jar", "/app.jar", "--server.port=8080"] } } });
+    const patched = after(old, decide(old, NOW));
+    const cc = classCache({ training: { timeoutSeconds: 600 } }, patched.classCache.status);
+    const plan = decide(observed({ cc, workload: patched.workload!.object }), NOW);
+    assert.notEqual(plan.status?.ref, old.workload!.ref);
+    assert.equal(plan.status?.launch, undefined);
+    assert.equal(reasonOf(plan, ConditionTypes.WorkloadPatched), Reasons.LaunchUnknown);
+    assert.ok(kinds(plan).includes("unpatchWorkload"));
   });
 
   void it("InjectLabelMissing: Webhook mode without the label on the pod template says which label to add", () => {

@@ -7,11 +7,12 @@ import { isDeepStrictEqual } from "node:util";
 import type { Holder } from "../../directory/directory.ts";
 import type { KubeObject } from "../../kube/types.ts";
 import type { Result } from "../runtime/reconcile.ts";
-import { ConditionTypes, FINALIZER, type ArchiveStatus, type ClassCache, type ClassCacheStatus, type ResolvedSpec } from "../api/v1.ts";
+import { ConditionTypes, FINALIZER, type ArchiveStatus, type ClassCache, type ClassCacheStatus, type LaunchStatus, type ResolvedSpec } from "../api/v1.ts";
 import { INJECT_LABEL, PATCHING_LABEL } from "../constants.ts";
-import { injectPod } from "../inject.ts";
+import { injectPod, type InjectionInput, type InjectionOutcome } from "../inject.ts";
 import { buildDeadlineSeconds, buildJob } from "../objects/buildjob.ts";
 import type { Built } from "../objects/meta.ts";
+import { launchCommandFor, launchPending } from "../policies/launch.ts";
 import type { Verdict } from "../publish.ts";
 import { Conditions } from "./conditions.ts";
 import type { Deleting, Live, Observed, WorkloadView } from "./observe.ts";
@@ -36,7 +37,7 @@ import { appChanged,
   webhookInjection,
   workloadNotFound,
 } from "./policies.ts";
-import { isPatched, ownedPatch, restoreTemplate, type WorkloadRef } from "./workload.ts";
+import { fromEntrypoint, isPatched, ownedPatch, restoreTemplate, type WorkloadRef } from "./workload.ts";
 
 export interface EventNote {
   type: "Normal" | "Warning";
@@ -157,8 +158,10 @@ function decideLive(o: Live, now: number): Plan {
   if (changed) conditions.set(ConditionTypes.Degraded, changed);
   const build = awaitsBuild(w) ? buildActions(cc, spec, w, o.settings.image, conditions) : [];
 
-  const forbidden = podSecurityForbids(w.podSecurity, cc.metadata.namespace);
-  const injected = forbidden ? { spec: w.clean, outcome: forbidden } : injectPod(w.clean, w.input);
+  const launch = entrypointLaunch(cc, spec, w);
+  if (launch.status) status.launch = launch.status;
+  const forbidden = podSecurityForbids(w.podSecurity, cc.metadata.namespace) ?? launch.blocked;
+  const injected = forbidden ? { spec: w.clean, outcome: forbidden } : injectPod(w.clean, launch.input);
   const patch = workloadPatch(o, spec, w, injected);
   conditions.set(ConditionTypes.WorkloadPatched, patch.check);
 
@@ -243,6 +246,25 @@ function archiveOf(w: WorkloadView, refused: string | undefined, conditions: Con
   return { available: true, actions };
 }
 
+/**
+ * The launch of an app container started by its image's ENTRYPOINT (no command, no
+ * spec.launch.command): what this ref's build recorded with its launch probe — kept in
+ * status.launch once read, for the webhook and later passes — or why the workload waits for it,
+ * or cannot be patched. Other containers' launches are the pod spec's.
+ */
+function entrypointLaunch(cc: ClassCache, spec: ResolvedSpec, w: WorkloadView): { input: InjectionInput; status?: LaunchStatus; blocked?: InjectionOutcome } {
+  const container = w.clean.containers.find((c) => c.name === w.container);
+  if (!container || !fromEntrypoint(spec, container)) return { input: w.input };
+  const kept = cc.status?.launch?.ref === w.ref ? cc.status.launch : undefined;
+  const probe = w.build.probe;
+  const recorded = kept?.command ?? (probe && "command" in probe ? probe.command : undefined);
+  if (!recorded) return { input: w.input, blocked: probe && "problem" in probe ? probe.problem : launchPending(container.name, w.build.name) };
+  const status = { ref: w.ref, command: recorded };
+  const launch = launchCommandFor(recorded, container);
+  if ("problem" in launch) return { input: w.input, status, blocked: launch.problem };
+  return { input: { ...w.input, launchCommand: launch.command }, status };
+}
+
 /** One build Job per ref, with its one-ref grant; its state goes into ArchiveAvailable. */
 function buildActions(cc: ClassCache, spec: ResolvedSpec, w: WorkloadView, image: string, conditions: Conditions): Action[] {
   const ns = cc.metadata.namespace!;
@@ -260,6 +282,7 @@ function buildActions(cc: ClassCache, spec: ResolvedSpec, w: WorkloadView, image
     podTemplate: { ...w.object.spec.template, spec: w.clean },
     containerName: w.container!,
     jarPath: spec.app.jarPath,
+    probeLaunch: fromEntrypoint(spec, w.clean.containers.find((c) => c.name === w.container)),
     ...(spec.agent ? { agent: { image: spec.agent.image, jarPath: spec.agent.jarPath, ...(spec.agent.configPath ? { configPath: spec.agent.configPath } : {}) } } : {}),
     ...(cc.spec.profileYAML ? { profileYAML: cc.spec.profileYAML } : cc.spec.profile ? { profile: cc.spec.profile } : {}),
     mode: spec.mode,

@@ -1,6 +1,7 @@
 /**
  * Gather: everything one pass over a ClassCache needs, read into one plain Observed value —
- * from the informers' caches, the directory and (for a failed build, once) the build's pods.
+ * from the informers' caches, the directory and the build's pods (for a failed build, once; for
+ * the launch an image's ENTRYPOINT makes, until its probe's record is in the status).
  * Reads only: nothing here writes, and nothing here decides what the ClassCache should be.
  */
 import { openBinding, openEnvelope, SignatureError, signedBy, type Signer, type TrustStore } from "../../archive/signing.ts";
@@ -12,12 +13,13 @@ import type { KubeObject } from "../../kube/types.ts";
 import { FINALIZER, resolveSpec, type ArchiveStatus, type ClassCache, type ResolvedSpec } from "../api/v1.ts";
 import { hostPathForbiddenBy } from "../constants.ts";
 import type { InjectionInput, PodSpec } from "../inject.ts";
-import { buildJobName } from "../objects/buildjob.ts";
+import { buildJobName, PROBE_CONTAINER } from "../objects/buildjob.ts";
 import { appContent, type AppContent, type PodWithChecks } from "../policies/appcontent.ts";
+import { probeReport, type ProbeReport } from "../policies/launch.ts";
 import { boundTo, judgeOffer, readOffer, type Verdict } from "../publish.ts";
 import type { Informer } from "../runtime/informer.ts";
 import { ARCHS, awaitsBuild, buildFailureSaid } from "./policies.ts";
-import { cleanTemplate, injectionFor, scopeOf, WORKLOAD_TYPES, type Workload, type WorkloadKind, type WorkloadRef } from "./workload.ts";
+import { cleanTemplate, fromEntrypoint, injectionFor, scopeOf, WORKLOAD_TYPES, type Workload, type WorkloadKind, type WorkloadRef } from "./workload.ts";
 
 export interface JobObject extends KubeObject {
   status?: { failed?: number; succeeded?: number; conditions?: { type: string; status: string; message?: string }[] };
@@ -140,6 +142,11 @@ export interface BuildView {
   job: { uid: string; succeeded: boolean; failed: { message?: string | undefined } | undefined } | undefined;
   /** What the failed build's container said when it ended: read from its pod once, while the status does not say it yet. */
   failure: string | undefined;
+  /**
+   * What the build's launch probe recorded of the ENTRYPOINT's java launch: read from its pod
+   * while the container has no command and status.launch has no launch for the ref.
+   */
+  probe?: ProbeReport;
 }
 
 /** The handles the act step writes with; decide sees only what they allow. */
@@ -197,7 +204,9 @@ export async function observe(key: string, deps: ObserveDeps, signal: AbortSigna
   const scope = scopeOf(cc, spec, deps.settings.allowClusterSharing);
   const podSecurity = hostPathForbiddenBy(deps.namespaces.get(cc.metadata.namespace!));
   const directory = await observeDirectory(cluster, cc, ref, scope, deps.memory);
-  const build = await observeBuild(cc, ref, container, awaitsBuild({ container, podSecurity, directory }), deps, signal);
+  // A container started by its image's ENTRYPOINT: its build's probe says the launch, until the status keeps it.
+  const needLaunch = fromEntrypoint(spec, clean.containers.find((c) => c.name === container)) && cc.status?.launch?.ref !== ref;
+  const build = await observeBuild(cc, ref, container, { awaited: awaitsBuild({ container, podSecurity, directory }), needLaunch }, deps, signal);
   const lastApplied = deps.memory.applied.get(appliedKey({ kind, name: object.metadata.name!, namespace: object.metadata.namespace! }));
   // Pods can only differ from an archive once one was bound: for this ref, or for the content recorded before.
   const app = directory.reachable && (directory.archives.some((a) => a.verified) || cc.status?.appDigest !== undefined) ? await observeApp(deps.client, object, ref, cc.status?.appDigest, signal) : { differing: 0, digest: undefined };
@@ -298,7 +307,7 @@ function summaryOf(memory: Memory, key: string, envelope: string, trust: TrustSt
  * container said is read from its newest pod, once: a failed Job's pods do not change, and the
  * status keeps the message once it says it.
  */
-async function observeBuild(cc: ClassCache, ref: string, container: string | undefined, awaited: boolean, deps: ObserveDeps, signal: AbortSignal): Promise<BuildView> {
+async function observeBuild(cc: ClassCache, ref: string, container: string | undefined, need: { awaited: boolean; needLaunch: boolean }, deps: ObserveDeps, signal: AbortSignal): Promise<BuildView> {
   const ns = cc.metadata.namespace!;
   const name = buildJobName(ref);
   const job = deps.jobs.get(`${ns}/${name}`);
@@ -306,25 +315,34 @@ async function observeBuild(cc: ClassCache, ref: string, container: string | und
   const failed = job.status?.conditions?.find((c) => c.type === "Failed" && c.status === "True");
   const view = { uid: job.metadata.uid ?? "", succeeded: Boolean(job.status?.succeeded), failed: failed ? { message: failed.message } : undefined };
   const said = buildFailureSaid(cc, name);
-  const failure = failed && awaited && container !== undefined && said === undefined ? await whyBuildFailed(deps.client, ns, name, container, signal) : undefined;
-  return { name, job: view, failure };
+  const whyFailed = failed !== undefined && need.awaited && container !== undefined && said === undefined;
+  if (!whyFailed && !need.needLaunch) return { name, job: view, failure: undefined };
+  const pods = (await deps.client.list<BuildPod>(Pods, { namespace: ns, labelSelector: `batch.kubernetes.io/job-name=${name}`, signal }).catch(() => undefined))?.items ?? [];
+  const failure = whyFailed ? whyBuildFailed(pods, container) : undefined;
+  return { name, job: view, failure, ...(need.needLaunch ? { probe: probeReport(pods, name) } : {}) };
 }
+
+type Terminated = { exitCode?: number; reason?: string; message?: string; finishedAt?: string };
+type ContainerStatus = { name: string; state?: { terminated?: Terminated }; lastState?: { terminated?: Terminated } };
+type BuildPod = KubeObject & { status?: { containerStatuses?: ContainerStatus[]; initContainerStatuses?: ContainerStatus[] } };
 
 /**
  * What the build container of a failed build Job's newest pod said when it ended: classcache's
- * own error (written to its termination log), else the log's tail or the runtime's reason.
+ * own error (written to its termination log), else the log's tail or the runtime's reason. Where
+ * it never ran because the launch probe's run of the image's ENTRYPOINT failed, what that said.
  */
-async function whyBuildFailed(client: KubeClient, namespace: string, job: string, container: string, signal: AbortSignal): Promise<string | undefined> {
-  type Terminated = { exitCode?: number; reason?: string; message?: string; finishedAt?: string };
-  type PodStatus = { containerStatuses?: { name: string; state?: { terminated?: Terminated }; lastState?: { terminated?: Terminated } }[] };
-  const pods = await client.list<KubeObject & { status?: PodStatus }>(Pods, { namespace, labelSelector: `batch.kubernetes.io/job-name=${job}`, signal }).catch(() => undefined);
-  const ended = (pods?.items ?? [])
-    .map((p) => p.status?.containerStatuses?.find((c) => c.name === container))
-    .map((c) => c?.state?.terminated ?? c?.lastState?.terminated)
+function whyBuildFailed(pods: BuildPod[], container: string): string | undefined {
+  const ended = pods
+    .map((p) => terminated(p.status?.containerStatuses, container) ?? terminated(p.status?.initContainerStatuses, PROBE_CONTAINER))
     .filter((t): t is Terminated => t !== undefined && t.exitCode !== 0)
     .sort((a, b) => (b.finishedAt ?? "").localeCompare(a.finishedAt ?? ""));
   const t = ended[0];
   if (!t) return undefined;
   const text = t.message?.trim();
   return text ? (text.length > 1500 ? `…${text.slice(-1500)}` : text) : `${t.reason ?? "terminated"} (exit code ${t.exitCode ?? "unknown"})`;
+}
+
+function terminated(statuses: ContainerStatus[] | undefined, name: string): Terminated | undefined {
+  const c = statuses?.find((s) => s.name === name);
+  return c?.state?.terminated ?? c?.lastState?.terminated;
 }

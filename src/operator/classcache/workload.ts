@@ -9,6 +9,7 @@ import type { KubeObject } from "../../kube/types.ts";
 import type { ClassCache, ResolvedSpec } from "../api/v1.ts";
 import { ORIGINAL_LAUNCH_ANNOTATION, PATCHING_LABEL, REF_ANNOTATION } from "../constants.ts";
 import { injectedEnv, INIT_CONTAINERS, stripInjection, VOLUMES, type Container, type injectPod, type InjectionInput, type OriginalLaunch, type PodSpec, type PodTemplate } from "../inject.ts";
+import { launchCommandFor } from "../policies/launch.ts";
 import { computeRef } from "../ref.ts";
 
 export const WORKLOAD_TYPES = { Deployment: Deployments, StatefulSet: StatefulSets, DaemonSet: DaemonSets } as const;
@@ -47,7 +48,25 @@ function refOf(cc: ClassCache, spec: ResolvedSpec, container: Container | undefi
     mode: spec.mode,
     training: { exitOnRefresh: t.exitOnRefresh ?? true, readyUrl: t.readyUrl ?? "", warmupUrls: t.warmupUrls, timeoutSeconds: t.timeoutSeconds },
     ...(cc.status?.appDigest ? { appDigest: cc.status.appDigest } : {}),
+    ...(fromEntrypoint(spec, container) ? { entrypoint: true } : {}),
   });
+}
+
+/** The container's JVM is started by its image's ENTRYPOINT: neither the pod spec nor spec.launch says how. */
+export function fromEntrypoint(spec: ResolvedSpec, container: Container | undefined): boolean {
+  return container !== undefined && container.command === undefined && !spec.launch?.command;
+}
+
+/**
+ * The command the patch rewrites for a container started by its ENTRYPOINT: the launch the probe
+ * of this ref's build recorded (status.launch), without the container's own args; undefined when
+ * none is recorded for the ref, or it cannot be used (decide says why).
+ */
+function recordedLaunch(cc: ClassCache, ref: string, container: Container): string[] | undefined {
+  const launch = cc.status?.launch;
+  if (launch?.ref !== ref) return undefined;
+  const r = launchCommandFor(launch.command, container);
+  return "command" in r ? r.command : undefined;
 }
 
 /** What the pod patch needs from a ClassCache and a pod spec: the ref and the injection input. */
@@ -65,7 +84,7 @@ export function injectionFor(cc: ClassCache, spec: ResolvedSpec, pod: PodSpec, i
       jarPath: spec.app.jarPath,
       mode: spec.mode,
       memorySharing: spec.memorySharing,
-      launchCommand: spec.launch?.command,
+      launchCommand: spec.launch?.command ?? (fromEntrypoint(spec, container) ? recordedLaunch(cc, ref, container!) : undefined),
       agent: spec.agent && spec.mode !== "none" ? { image: spec.agent.image, jarPath: spec.agent.jarPath, runtimeOptions } : undefined,
       image,
     },

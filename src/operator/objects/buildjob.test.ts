@@ -3,8 +3,8 @@ import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { parseAllDocuments } from "yaml";
 import { INJECT_LABEL, MOUNTS, REF_ANNOTATION, REF_LABEL, STORE_ROOT, STORE_RUN_DIR } from "../constants.ts";
-import { BASELINE_CAPABILITIES, buildJob, buildJobName, buildTokenSecret, refHex, type BuildJobInput } from "./buildjob.ts";
-import type { Container, PodSpec, Volume } from "./meta.ts";
+import { BASELINE_CAPABILITIES, buildJob, buildJobName, buildTokenSecret, probeEnv, refHex, type BuildJobInput } from "./buildjob.ts";
+import type { Container, EnvVar, PodSpec, Volume } from "./meta.ts";
 import { buildInput, REF, workloadTemplate } from "./testing.ts";
 
 function podSpec(input: BuildJobInput): PodSpec {
@@ -176,6 +176,72 @@ void describe("buildJob", () => {
     assert.deepEqual(spec.initContainers?.map((c) => c.name), ["classcache-kit", "migrate"]);
     assert.ok(!appContainer(spec).args?.some((a) => a.startsWith("--agent") || a.startsWith("--profile")));
     assert.ok(!spec.volumes?.some((v) => v.name === "classcache-agent"));
+  });
+
+  /** The shop with its launch in the image's ENTRYPOINT: no command, args of its own, options in a variable. */
+  function entrypointTemplate(env: EnvVar[] = [{ name: "JAVA_TOOL_OPTIONS", value: "-Dteam=shop" }]): ReturnType<typeof workloadTemplate> {
+    const tpl = workloadTemplate();
+    const app = tpl.spec.containers[0]!;
+    delete app.command;
+    app.args = ["--server.port=8080"];
+    app["workingDir"] = "/srv";
+    app.env = [...(app.env ?? []), ...env];
+    return tpl;
+  }
+
+  void it("with the launch in the image's ENTRYPOINT, runs that ENTRYPOINT with the launch probe last among the init containers, and builds from what it recorded", () => {
+    const spec = podSpec(buildInput({ podTemplate: entrypointTemplate(), probeLaunch: true, jvmOptions: ["-Xmx1g"], appArgs: ["--x"] }));
+    assert.deepEqual(spec.initContainers?.map((c) => c.name), ["classcache-kit", "classcache-agent", "classcache-agent-config", "migrate", "classcache-probe"]);
+    const probe = spec.initContainers.at(-1)!;
+    const app = workloadTemplate().spec.containers[0]!;
+    // The workload's own container, as it would start: its image, args, working directory, resources and user; no command.
+    assert.equal(probe.image, app.image);
+    assert.equal(probe.command, undefined, "the image's own ENTRYPOINT runs");
+    assert.deepEqual(probe.args, ["--server.port=8080"]);
+    assert.equal(probe["workingDir"], "/srv");
+    assert.deepEqual(probe["resources"], app["resources"]);
+    assert.deepEqual(probe["envFrom"], app["envFrom"]);
+    for (const field of ["livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "ports"]) assert.equal(probe[field], undefined, `${field}: an init container may not have one`);
+    assert.equal(probe["terminationMessagePolicy"], "FallbackToLogsOnError");
+    assert.deepEqual(probe.env, [
+      { name: "SPRING_PROFILES_ACTIVE", value: "prod" },
+      { name: "DB_PASSWORD", valueFrom: { secretKeyRef: { name: "db", key: "password" } } },
+      { name: "JAVA_TOOL_OPTIONS", value: `-Dteam=shop -javaagent:${MOUNTS.kit}/probe/launch-probe.jar=/classcache-probe/launch.json` },
+      { name: "CLASSCACHE_PROBE_TOOL_OPTIONS", value: "$(JAVA_TOOL_OPTIONS)" },
+    ]);
+    assert.deepEqual(probe.volumeMounts, [
+      { name: "config", mountPath: "/config", readOnly: true },
+      { name: "classcache-kit", mountPath: MOUNTS.kit, readOnly: true },
+      { name: "classcache-probe", mountPath: "/classcache-probe" },
+    ]);
+    assert.deepEqual(spec.volumes?.find((v) => v.name === "classcache-probe"), { name: "classcache-probe", emptyDir: { sizeLimit: "16Mi" } });
+    // The build reads the record instead of being told the jar, JDK, options and arguments.
+    const build = appContainer(spec);
+    assert.deepEqual(build.args?.slice(0, 3), ["build", "--launch-file=/classcache-probe/launch.json", `--store=${STORE_ROOT}`]);
+    assert.ok(!build.args?.some((a) => /^--(app|java|jvm-opt|arg)=/.test(a)), build.args?.join(" "));
+    assert.deepEqual(build.volumeMounts?.find((m) => m.name === "classcache-probe"), { name: "classcache-probe", mountPath: "/classcache-probe", readOnly: true });
+    // Without it, nothing of the probe.
+    const plain = podSpec(buildInput());
+    assert.ok(![...(plain.initContainers ?? []), ...plain.containers].some((c) => c.name === "classcache-probe" || c.volumeMounts?.some((m) => m.name === "classcache-probe")));
+  });
+
+  void it("gives the probe JAVA_TOOL_OPTIONS as the app gets them, the probe after the user's options, wherever they come from", () => {
+    const agent = `-javaagent:${MOUNTS.kit}/probe/launch-probe.jar=/classcache-probe/launch.json`;
+    const fromSecret = (optional?: boolean): EnvVar => ({ name: "JAVA_TOOL_OPTIONS", valueFrom: { secretKeyRef: { name: "jvm", key: "opts", ...(optional === undefined ? {} : { optional }) } } });
+    const expected = { name: "CLASSCACHE_PROBE_TOOL_OPTIONS", value: "$(JAVA_TOOL_OPTIONS)" };
+    assert.deepEqual(probeEnv([{ name: "A", value: "1" }]), [{ name: "A", value: "1" }, { name: "JAVA_TOOL_OPTIONS", value: agent }, expected]);
+    assert.deepEqual(probeEnv([{ name: "JAVA_TOOL_OPTIONS", value: "" }, { name: "B", value: "$(JAVA_TOOL_OPTIONS)" }]), [{ name: "JAVA_TOOL_OPTIONS", value: agent }, { name: "B", value: "$(JAVA_TOOL_OPTIONS)" }, expected]);
+    // From a Secret: kept where it is under another name, and referenced (a later $(JAVA_TOOL_OPTIONS) still expands).
+    assert.deepEqual(probeEnv([fromSecret(), { name: "B", value: "x" }]), [
+      { name: "CLASSCACHE_USER_JAVA_TOOL_OPTIONS", valueFrom: { secretKeyRef: { name: "jvm", key: "opts" } } },
+      { name: "JAVA_TOOL_OPTIONS", value: `$(CLASSCACHE_USER_JAVA_TOOL_OPTIONS) ${agent}` },
+      { name: "B", value: "x" },
+      expected,
+    ]);
+    // An optional key may define nothing, and the JVM would refuse the literal reference: the probe alone.
+    assert.deepEqual(probeEnv([fromSecret(true)]), [{ name: "JAVA_TOOL_OPTIONS", value: agent }, expected]);
+    // The workload cannot steer the probe through CLASSCACHE_*.
+    assert.deepEqual(probeEnv([{ name: "CLASSCACHE_PROBE_TOOL_OPTIONS", value: "x" }, { name: "CLASSCACHE_USER_JAVA_TOOL_OPTIONS", value: "y" }]), [{ name: "JAVA_TOOL_OPTIONS", value: agent }, expected]);
   });
 
   void it("fails on a container the template does not have and on a ref that is not a digest", () => {

@@ -8,6 +8,7 @@
  * the admission policy in deploy/rbac/operator-admission.yaml refuses it otherwise.
  */
 import { basename, extname } from "node:path";
+import { EXPECTED_TOOL_OPTIONS, KIT_PROBE_JAR, LAUNCH_RECORD, PROBE_DIR } from "../../build/probe.ts";
 import type { OwnerReference } from "../../kube/types.ts";
 import { AGENT_SOCKET, COMPONENTS, KIT_SOURCE, MOUNTS, REF_ANNOTATION, REF_LABEL, SECRET_KEYS, STORE_ROOT, STORE_RUN_DIR } from "../constants.ts";
 import {
@@ -49,6 +50,11 @@ export interface BuildJobInput {
   kitImage: string;
   /** GOARCH-style arch (amd64, arm64) the archive is for: the pod runs on such a node. */
   arch?: string;
+  /**
+   * The app container has no command: its image's ENTRYPOINT starts the JVM. The launch probe
+   * then records that launch in an init container, and the build trains with it (--launch-file).
+   */
+  probeLaunch?: boolean;
   /** The workload's own JVM options (from its command line): they decide GC and compressed oops. */
   jvmOptions?: string[];
   appArgs?: string[];
@@ -61,9 +67,10 @@ const V = {
   work: "classcache-work",
   agentRun: "classcache-agent-run",
   buildToken: "classcache-build-token",
+  probe: "classcache-probe",
 } as const;
 /** Our own paths in the app container: a workload mount at or under one of them is dropped. */
-const RESERVED_PATHS = [MOUNTS.kit, MOUNTS.agentJar, STORE_ROOT, MOUNTS.agentRun, MOUNTS.buildToken];
+const RESERVED_PATHS = [MOUNTS.kit, MOUNTS.agentJar, STORE_ROOT, MOUNTS.agentRun, MOUNTS.buildToken, PROBE_DIR];
 const AGENT_JAR = `${MOUNTS.agentJar}/agent.jar`;
 const PROFILE_FILE = `${MOUNTS.kit}/profile.yaml`;
 const KIT_UID = 65532;
@@ -173,7 +180,12 @@ export function buildPodSpec(input: BuildJobInput): PodSpec {
     restartPolicy: "Never",
     ...(Object.keys(nodeSelector).length ? { nodeSelector } : {}),
     ...(affinity && withoutAntiAffinity(affinity)),
-    initContainers: [...ourInitContainers(input), ...(src.initContainers ?? []).filter((c) => !c.name.startsWith("classcache-")).map((c) => unprivileged(withMounts(c, kept)))],
+    initContainers: [
+      ...ourInitContainers(input),
+      ...(src.initContainers ?? []).filter((c) => !c.name.startsWith("classcache-")).map((c) => unprivileged(withMounts(c, kept))),
+      // Last: the ENTRYPOINT sees what the workload's own init containers prepared, as the app does.
+      ...(input.probeLaunch ? [probeContainer(app, kept)] : []),
+    ],
     containers: [buildContainer(input, app, kept)],
     volumes: [...volumes, ...ourVolumes(input)],
   };
@@ -227,6 +239,64 @@ function withoutAntiAffinity(affinity: Record<string, unknown>): { affinity?: Re
 
 const TERMINATION_LOG = "/dev/termination-log";
 
+/** The probe's init container; the operator reads the recorded launch from its termination message. */
+export const PROBE_CONTAINER = V.probe;
+/** Where a JAVA_TOOL_OPTIONS from a ConfigMap, Secret or field is kept for the probe run, referenced from JAVA_TOOL_OPTIONS. */
+export const USER_TOOL_OPTIONS = "CLASSCACHE_USER_JAVA_TOOL_OPTIONS";
+
+/**
+ * The launch probe's run: the app container as the workload has it — image, args, env, mounts,
+ * working directory, user, resources — but no command, so the image's own ENTRYPOINT runs, with
+ * the probe (src/build/probe/LaunchProbe.java, from the kit) added to JAVA_TOOL_OPTIONS. In the
+ * first JVM the ENTRYPOINT starts, before main, the probe writes the launch to the shared
+ * emptyDir and to this container's termination message, and ends the JVM with status 0.
+ * An ENTRYPOINT that runs no java ends without a record: the build says so.
+ */
+function probeContainer(app: Container, kept: Set<string>): Container {
+  const base = omit(unprivileged(withMounts(app, kept)), ["command", "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "ports", "stdin", "stdinOnce", "tty", "restartPolicy", "terminationMessagePath"]);
+  return {
+    ...base,
+    name: V.probe,
+    env: probeEnv(app.env ?? []),
+    volumeMounts: [...(base.volumeMounts ?? []), { name: V.kit, mountPath: MOUNTS.kit, readOnly: true }, { name: V.probe, mountPath: PROBE_DIR }],
+    // An ENTRYPOINT that fails before any JVM: its log's tail says why.
+    terminationMessagePolicy: "FallbackToLogsOnError",
+  };
+}
+
+/**
+ * The app's env for the probe run: every variable where it is, JAVA_TOOL_OPTIONS as the app gets
+ * it with the probe appended (the user's options first, so the probe knows them as the prefix it
+ * leaves out of the record), and EXPECTED_TOOL_OPTIONS, the same value again, for the probe to
+ * see whether the ENTRYPOINT changed it. A JAVA_TOOL_OPTIONS from a ConfigMap, Secret or field is
+ * kept in place as USER_TOOL_OPTIONS and referenced; an optional one (a missing key defines no
+ * variable, and the JVM would refuse the literal reference) and one envFrom may hold are not
+ * kept: the probe leaves JAVA_TOOL_OPTIONS out of the record anyway, and patched pods keep theirs.
+ */
+export function probeEnv(env: EnvVar[]): EnvVar[] {
+  const agent = `-javaagent:${MOUNTS.kit}/${KIT_PROBE_JAR}=${LAUNCH_RECORD}`;
+  const out: EnvVar[] = [];
+  let placed = false;
+  for (const e of env.filter((v) => !v.name.startsWith("CLASSCACHE_"))) {
+    if (e.name !== "JAVA_TOOL_OPTIONS" || placed) {
+      if (e.name !== "JAVA_TOOL_OPTIONS") out.push(e);
+      continue;
+    }
+    placed = true;
+    if (e.valueFrom === undefined) out.push({ name: e.name, value: e.value ? `${e.value} ${agent}` : agent });
+    else if (isOptional(e.valueFrom)) out.push({ name: e.name, value: agent });
+    else out.push({ ...e, name: USER_TOOL_OPTIONS }, { name: e.name, value: `$(${USER_TOOL_OPTIONS}) ${agent}` });
+  }
+  if (!placed) out.push({ name: "JAVA_TOOL_OPTIONS", value: agent });
+  out.push({ name: EXPECTED_TOOL_OPTIONS, value: "$(JAVA_TOOL_OPTIONS)" });
+  return out;
+}
+
+/** A key reference marked optional: when the key is missing, the kubelet defines no variable at all. */
+function isOptional(valueFrom: Record<string, unknown>): boolean {
+  return Object.values(valueFrom).some((ref) => typeof ref === "object" && ref !== null && (ref as { optional?: unknown }).optional === true);
+}
+
 /**
  * classcache in the workload's own image, which may have no shell (distroless) and no glibc
  * (Alpine): the kit's Node started by the kit's own C library loader, not by bin/classcache (a
@@ -257,6 +327,7 @@ function buildContainer(input: BuildJobInput, app: Container, kept: Set<string>)
     { name: V.work, mountPath: STORE_ROOT },
     { name: V.agentRun, mountPath: MOUNTS.agentRun, readOnly: true },
     { name: V.buildToken, mountPath: MOUNTS.buildToken, readOnly: true },
+    ...(input.probeLaunch ? [{ name: V.probe, mountPath: PROBE_DIR, readOnly: true }] : []),
   ];
   return {
     ...base,
@@ -275,8 +346,8 @@ export function buildArgs(input: BuildJobInput): string[] {
   const t = input.training;
   const args = [
     "build",
-    `--app=${input.jarPath}`,
-    "--java=auto",
+    // The launch the probe recorded names the JDK, the app, its options and arguments.
+    ...(input.probeLaunch ? [`--launch-file=${LAUNCH_RECORD}`] : [`--app=${input.jarPath}`, "--java=auto"]),
     `--store=${STORE_ROOT}`,
     `--root=${STORE_ROOT}`,
     `--ref=${input.ref}`,
@@ -293,8 +364,10 @@ export function buildArgs(input: BuildJobInput): string[] {
   if (input.profileYAML) args.push(`--profile=${PROFILE_FILE}`);
   else if (input.profile) args.push(`--profile=${input.profile}`);
   if (t.exitOnRefresh !== undefined) args.push(t.exitOnRefresh ? "--exit-on-refresh" : "--no-exit-on-refresh");
-  for (const o of input.jvmOptions ?? []) args.push(`--jvm-opt=${o}`);
-  for (const a of input.appArgs ?? []) args.push(`--arg=${a}`);
+  if (!input.probeLaunch) {
+    for (const o of input.jvmOptions ?? []) args.push(`--jvm-opt=${o}`);
+    for (const a of input.appArgs ?? []) args.push(`--arg=${a}`);
+  }
   if (t.readyUrl) args.push(`--ready-url=${t.readyUrl}`);
   for (const u of t.warmupUrls ?? []) args.push(`--warmup-url=${u}`);
   args.push(`--timeout=${t.timeoutSeconds}`, "--json");
@@ -343,6 +416,7 @@ function ourVolumes(input: BuildJobInput): Volume[] {
     { name: V.agentRun, hostPath: { path: STORE_RUN_DIR, type: "Directory" } },
     // 0444: the app container may run as any user; the token is good for this one build only.
     { name: V.buildToken, secret: { secretName: buildJobName(input.ref), defaultMode: 0o444 } },
+    ...(input.probeLaunch ? [{ name: V.probe, emptyDir: { sizeLimit: "16Mi" } }] : []),
   ];
 }
 
