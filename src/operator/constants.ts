@@ -47,6 +47,12 @@ export const INJECT_LABEL = "classcache.dev/inject";
 export const PATCHING_LABEL = "classcache.dev/patching";
 /** On patched workloads and build Jobs: the ref (digest of the build inputs) they were patched for. */
 export const REF_ANNOTATION = "classcache.dev/ref";
+/**
+ * On an Owned workload's pod template, once the ref's archive is bound: its key. Its arrival (and
+ * a new key after a rebuild) rolls the workload, so pods that started before the archive existed
+ * are replaced by pods that start from it.
+ */
+export const ARCHIVE_ANNOTATION = "classcache.dev/archive";
 /** On patched workloads: the container's own command and args before the launch was rewritten. */
 export const ORIGINAL_LAUNCH_ANNOTATION = "classcache.dev/original-launch";
 export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";

@@ -390,6 +390,16 @@ void describe("decide, one row per condition reason", () => {
     assert.deepEqual(plan.result, { requeueAfter: 60_000 });
   });
 
+  void it("Owned: the template carries the archive's key once it is bound, so the workload rolls onto it; before, only the ref", () => {
+    const templateAnnotations = (plan: Plan): Record<string, string> | undefined =>
+      ((action(plan, "patchWorkload")?.config as { spec?: { template?: { metadata?: { annotations?: Record<string, string> } } } } | undefined)?.spec?.template?.metadata?.annotations);
+    const before = decide(observed(), NOW);
+    assert.equal(templateAnnotations(before)?.["classcache.dev/ref"], observed().workload!.ref);
+    assert.equal(templateAnnotations(before)?.["classcache.dev/archive"], undefined);
+    const available = decide(observed({ directory: reachable({ archives: [bound("amd64", [holder("node-1")])] }) }), NOW);
+    assert.equal(templateAnnotations(available)?.["classcache.dev/archive"], KEY);
+  });
+
   void it("ArchiveVerified: a binding signed by an older key is signed again, with an Event if anything was", () => {
     const plan = decide(observed({ directory: reachable({ archives: [bound("amd64", [holder("node-1")], { signedByOlderKey: true })] }) }), NOW);
     const again = action(plan, "signAgain")!;

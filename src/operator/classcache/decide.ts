@@ -162,7 +162,7 @@ function decideLive(o: Live, now: number): Plan {
   if (launch.status) status.launch = launch.status;
   const forbidden = podSecurityForbids(w.podSecurity, cc.metadata.namespace) ?? launch.blocked;
   const injected = forbidden ? { spec: w.clean, outcome: forbidden } : injectPod(w.clean, launch.input);
-  const patch = workloadPatch(o, spec, w, injected);
+  const patch = workloadPatch(o, spec, w, injected, archive.available ? status.archiveKey : undefined);
   conditions.set(ConditionTypes.WorkloadPatched, patch.check);
 
   const ready = archive.available && patch.patched;
@@ -305,7 +305,7 @@ function buildActions(cc: ClassCache, spec: ResolvedSpec, w: WorkloadView, image
  * The workload: Owned mode applies the patch to the template; Webhook mode, or a launch that
  * cannot be patched, leaves the template clean (taking out an earlier patch).
  */
-function workloadPatch(o: Live, spec: ResolvedSpec, w: WorkloadView, injected: ReturnType<typeof injectPod>): { check: ReturnType<typeof patched>; patched: boolean; actions: Action[] } {
+function workloadPatch(o: Live, spec: ResolvedSpec, w: WorkloadView, injected: ReturnType<typeof injectPod>, archiveKey: string | undefined): { check: ReturnType<typeof patched>; patched: boolean; actions: Action[] } {
   const target = refOf(w.kind, w.object);
   const unpatch: Action[] = isPatched(w.object) ? [{ kind: "unpatchWorkload", workload: target, restore: restoreTemplate(w.object, o.classCache.metadata.name!) }] : [];
   if (!injected.outcome.patched) return { check: notPatched(injected.outcome), patched: false, actions: unpatch };
@@ -314,7 +314,8 @@ function workloadPatch(o: Live, spec: ResolvedSpec, w: WorkloadView, injected: R
     return { check, patched: check.status === "True", actions: unpatch };
   }
   if (o.patchFailure !== undefined) return { check: patchFailed(w.kind, target.name, o.patchFailure), patched: false, actions: [] };
-  const write = ownedPatch(w.kind, w.object, w.ref, injected, o.classCache.metadata.name!);
+  // The archive's key joins the template once it is bound: that rolls the workload onto it.
+  const write = ownedPatch(w.kind, w.object, w.ref, injected, o.classCache.metadata.name!, archiveKey);
   // What this operator applied last, to the workload as that apply left it: applying it again changes nothing.
   const last = w.lastApplied;
   // A change that stopped before its last write left the patching label: written again, to its end.

@@ -7,7 +7,7 @@ import { isDeepStrictEqual } from "node:util";
 import { DaemonSets, Deployments, StatefulSets } from "../../kube/resource.ts";
 import type { KubeObject } from "../../kube/types.ts";
 import type { ClassCache, ResolvedSpec } from "../api/v1.ts";
-import { ORIGINAL_LAUNCH_ANNOTATION, PATCHING_LABEL, REF_ANNOTATION } from "../constants.ts";
+import { ARCHIVE_ANNOTATION, ORIGINAL_LAUNCH_ANNOTATION, PATCHING_LABEL, REF_ANNOTATION } from "../constants.ts";
 import { injectedEnv, INIT_CONTAINERS, stripInjection, VOLUMES, type Container, type injectPod, type InjectionInput, type OriginalLaunch, type PodSpec, type PodTemplate } from "../inject.ts";
 import { launchCommandFor } from "../policies/launch.ts";
 import { computeRef } from "../ref.ts";
@@ -124,11 +124,11 @@ export function cleanTemplate(w: Workload): PodSpec {
  * template is written whole first, in one write guarded by the resourceVersion, as
  * restoreTemplate writes it; the apply then only takes ownership of our fields.
  */
-export function ownedPatch(kind: WorkloadKind, w: Workload, ref: string, injected: ReturnType<typeof injectPod>, classCache: string): { template: unknown[] | undefined; config: KubeObject } {
+export function ownedPatch(kind: WorkloadKind, w: Workload, ref: string, injected: ReturnType<typeof injectPod>, classCache: string, archiveKey?: string): { template: unknown[] | undefined; config: KubeObject } {
   const app = injected.spec.containers.find((c) => c.name === injected.original!.container)!;
   const ours = new Set<string>(Object.values(VOLUMES));
   const annotations = { [ORIGINAL_LAUNCH_ANNOTATION]: JSON.stringify(injected.original) };
-  const templateAnnotations = { [REF_ANNOTATION]: ref };
+  const templateAnnotations = { [REF_ANNOTATION]: ref, ...(archiveKey ? { [ARCHIVE_ANNOTATION]: archiveKey } : {}) };
   const config = {
     apiVersion: "apps/v1",
     kind,
@@ -173,6 +173,7 @@ export function restoreTemplate(w: Workload, classCache: string): unknown[] {
   const restored = cleanTemplate(w);
   const annotations = { ...(w.spec.template.metadata?.annotations ?? {}) };
   delete annotations[REF_ANNOTATION];
+  delete annotations[ARCHIVE_ANNOTATION];
   const ops: unknown[] = [
     { op: "test", path: "/metadata/resourceVersion", value: w.metadata.resourceVersion },
     { op: "replace", path: "/spec/template/spec", value: restored },
