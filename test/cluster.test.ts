@@ -162,7 +162,9 @@ void describe("on a real cluster: two kubelet nodes, the Helm chart, an ENTRYPOI
       // Baked mode: the reference agent is off at run time, its instrumentation comes from the archive.
       const res = await clusterFetch(c, `http://${p.status.podIP}:8080/api/owners`);
       assert.ok("status" in res, `${p.metadata.name}: ${JSON.stringify(res)}`);
-      assert.equal(res.headers["x-reference-agent-requests"], "1", `${p.metadata.name}: the agent's instrumentation fired`);
+      // The agent's advice counts the requests it saw (the readiness probe's too): present and counting.
+      const seen = Number(res.headers["x-reference-agent-requests"]);
+      assert.ok(Number.isInteger(seen) && seen >= 1, `${p.metadata.name}: the agent's instrumentation fired (x-reference-agent-requests: ${res.headers["x-reference-agent-requests"]})`);
       byNode.set(p.spec.nodeName!, [...(byNode.get(p.spec.nodeName!) ?? []), jvm.pid]);
     }
 
