@@ -16,127 +16,51 @@ import { readdir, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { setTimeout as sleep } from "node:timers/promises";
-import { DEFAULT_IMAGE } from "../scripts/image/build.ts";
 import { nodeMemory } from "../src/demo/memory.ts";
 import { hitRate, readClassCounts } from "../src/jvm/hsperf.ts";
 import { PORTS } from "../src/operator/constants.ts";
-import { buildImages, clusterFetch, clusterUp, podJvm, TEST_IMAGES, type Cluster } from "../src/testenv/cluster.ts";
+import { buildImages, clusterFetch, clusterUp, leftovers, podJvm, TEST_IMAGES, type Cluster } from "../src/testenv/cluster.ts";
+import { classCacheReady, demoClassCache, demoDeployment, installClasscache, json, ready, until, type Pod } from "../src/testenv/story.ts";
 
 const NS = "shop";
+type Spec = { template: { metadata?: { annotations?: Record<string, string>; labels?: Record<string, string> }; spec: { containers: { image: string }[] } } };
 const REPLICAS = 3;
 const log = (l: string): void => {
   if (process.env["CLASSCACHE_TEST_VERBOSE"]) process.stderr.write(`${l}\n`);
 };
 
-interface Pod {
-  metadata: { name: string; uid: string; labels?: Record<string, string>; annotations?: Record<string, string> };
-  spec: { nodeName?: string };
-  status: {
-    podIP?: string;
-    phase?: string;
-    conditions?: { type: string; status: string }[];
-    initContainerStatuses?: { name: string; state?: { terminated?: { message?: string; exitCode?: number } } }[];
-  };
-}
-
-const deployment = {
-  apiVersion: "apps/v1",
-  kind: "Deployment",
-  metadata: { name: "orders", namespace: NS },
-  spec: {
-    replicas: REPLICAS,
-    selector: { matchLabels: { app: "orders" } },
-    template: {
-      metadata: { labels: { app: "orders" } },
-      spec: {
-        containers: [
-          {
-            name: "app",
-            image: TEST_IMAGES["app-17"],
-            imagePullPolicy: "IfNotPresent",
-            ports: [{ containerPort: 8080 }],
-            readinessProbe: { httpGet: { path: "/actuator/health", port: 8080 }, periodSeconds: 1 },
-            resources: { requests: { cpu: "50m", memory: "256Mi" }, limits: { memory: "768Mi" } },
-          },
-        ],
-      },
-    },
-  },
-};
-
-/** As a user of the original project wrote it: the app image and its jar, an agent, no launch. */
-const classCache = {
-  apiVersion: "classcache.dev/v1",
-  kind: "ClassCache",
-  metadata: { name: "orders", namespace: NS },
-  spec: {
-    workloadRef: { kind: "Deployment", name: "orders" },
-    app: { image: TEST_IMAGES["app-17"], jarPath: "/app.jar" },
-    agent: { image: TEST_IMAGES.agent, jarPath: "/agent/agent.jar" },
-    profile: "reference",
-    mode: "baked",
-    training: { readyUrl: "http://localhost:8080/actuator/health", warmupUrls: ["http://localhost:8080/api/owners"] },
-  },
-};
-
-async function json<T>(c: Cluster, args: string[]): Promise<T> {
-  return JSON.parse(await c.kubectl([...args, "-o", "json"])) as T;
-}
-
-async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    await sleep(1000);
-  }
-  throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}${last instanceof Error ? `: ${last.message}` : ""}`);
-}
-
-const ready = (p: Pod): boolean => p.status.conditions?.some((c) => c.type === "Ready" && c.status === "True") === true;
-
 void describe("on a real cluster: two kubelet nodes, the Helm chart, an ENTRYPOINT image", { timeout: 40 * 60_000 }, () => {
   let c: Cluster;
   let dir: string;
   let original: unknown;
+  let downed = false;
 
   before(async () => {
     dir = realpathSync(mkdtempSync(join(tmpdir(), "classcache-cluster-")));
-    const images = await buildImages(join(dir, "images"), ["app-17", "agent", "valkey"]);
+    const images = await buildImages(join(dir, "images"), ["app-17", "app-25", "agent", "valkey"]);
     c = await clusterUp(join(dir, "cluster"), { nodes: 2, log });
     await c.images(Object.values(images));
-    const [repository, tag] = [DEFAULT_IMAGE.slice(0, DEFAULT_IMAGE.lastIndexOf(":")), DEFAULT_IMAGE.slice(DEFAULT_IMAGE.lastIndexOf(":") + 1)];
-    await c.helm(["install", "classcache", join(import.meta.dirname, "../deploy/chart/classcache"), "-n", "classcache-system", "--create-namespace",
-      "--set", `image.repository=${repository},image.tag=${tag},operator.replicas=1,webhook.replicas=1`, "--wait", "--timeout", "5m"]);
+    await installClasscache(c);
     await c.kubectl(["create", "namespace", NS]);
-    await c.kubectl(["apply", "-f", "-"], { input: JSON.stringify(deployment) });
+    await c.kubectl(["apply", "-f", "-"], { input: JSON.stringify(demoDeployment(NS, REPLICAS)) });
     await c.kubectl(["-n", NS, "rollout", "status", "deployment/orders", "--timeout=300s"], { timeoutMs: 310_000 });
     original = (await json<{ spec: unknown }>(c, ["-n", NS, "get", "deployment", "orders"])).spec;
   });
 
   after(async () => {
-    if (c) await c.down();
+    if (c && !downed) await c.down();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   void it("a ClassCache written for the original project: one build, the archive on both nodes through one pull, every pod from the archive", async () => {
-    await c.kubectl(["apply", "-f", "-"], { input: JSON.stringify(classCache) });
-    await until("the ClassCache to be Ready", 15 * 60_000, async () => {
-      const o = await json<{ status?: { conditions?: { type: string; status: string; reason: string; message: string }[]; ref?: string } }>(c, ["-n", NS, "get", "classcache", "orders"]);
-      const r = o.status?.conditions?.find((x) => x.type === "Ready");
-      log(`Ready: ${r?.status} ${r?.reason} ${r?.message}`);
-      if (r?.reason === "BuildFailed" || r?.reason === "LaunchNotJava") throw new Error(`${r.reason}: ${r.message}`);
-      return r?.status === "True" ? o : undefined;
+    await c.kubectl(["apply", "-f", "-"], { input: JSON.stringify(demoClassCache(NS)) });
+    await classCacheReady(c, NS, "orders", 15 * 60_000, log);
+    // One build: its Job (the archive may be bound a moment before the Job is marked done).
+    const jobs = await until("the build Job to succeed", 120_000, async () => {
+      const list = await json<{ items: { metadata: { name: string }; status: { succeeded?: number; failed?: number } }[] }>(c, ["-n", NS, "get", "jobs"]);
+      return list.items.every((j) => j.status.succeeded === 1) ? list : undefined;
     });
-    const jobs = await json<{ items: { metadata: { name: string }; status: { succeeded?: number } }[] }>(c, ["-n", NS, "get", "jobs"]);
     assert.equal(jobs.items.length, 1, `one build: ${jobs.items.map((j) => j.metadata.name).join(", ")}`);
-    assert.equal(jobs.items[0]!.status.succeeded, 1);
 
     // The Deployment rolls onto the archive; every new pod is Ready.
     const pods = await until("every pod of the rolled Deployment to be Ready from the archive", 10 * 60_000, async () => {
@@ -191,10 +115,75 @@ void describe("on a real cluster: two kubelet nodes, the Helm chart, an ENTRYPOI
     }
   });
 
+  void it("the agent pods deleted mid-rollout: the new pods still start (without waiting for them)", async () => {
+    await c.kubectl(["-n", "classcache-system", "delete", "pods", "-l", "app.kubernetes.io/component=agent", "--wait=false"]);
+    await c.kubectl(["-n", NS, "rollout", "restart", "deployment/orders"]);
+    await c.kubectl(["-n", NS, "rollout", "status", "deployment/orders", "--timeout=300s"], { timeoutMs: 310_000 });
+    const pods = (await json<{ items: Pod[] }>(c, ["-n", NS, "get", "pods", "-l", "app=orders"])).items.filter(ready);
+    assert.ok(pods.length >= REPLICAS, `${pods.length} Ready pods`);
+  });
+
+  void it("a new image (the app on JDK 25): a new build, and the Deployment rolls onto its AOT cache", async () => {
+    const before = (await json<{ status: { archiveKey?: string } }>(c, ["-n", NS, "get", "classcache", "orders"])).status.archiveKey;
+    await c.kubectl(["-n", NS, "set", "image", "deployment/orders", `app=${TEST_IMAGES["app-25"]}`]);
+    await c.kubectl(["-n", NS, "patch", "classcache", "orders", "--type=merge", "-p", JSON.stringify({ spec: { app: { image: TEST_IMAGES["app-25"] } } })]);
+    const key = await until("a new archive for the new image", 15 * 60_000, async () => {
+      const st = (await json<{ status: { archiveKey?: string; conditions?: { type: string; status: string }[] } }>(c, ["-n", NS, "get", "classcache", "orders"])).status;
+      return st.archiveKey && st.archiveKey !== before && st.conditions?.some((x) => x.type === "Ready" && x.status === "True") ? st.archiveKey : undefined;
+    });
+    const pods = await until("every pod on the new image to be Ready from the new archive", 10 * 60_000, async () => {
+      const list = (await json<{ items: Pod[] }>(c, ["-n", NS, "get", "pods", "-l", "app=orders"])).items;
+      const current = list.filter((p) => p.metadata.annotations?.["classcache.dev/archive"] === key);
+      return current.length === REPLICAS && list.length === REPLICAS && current.every(ready) ? current : undefined;
+    });
+    for (const p of pods) {
+      const jvm = await podJvm(p.metadata.uid);
+      const counts = jvm ? await readClassCounts(jvm.nsPid, `/proc/${jvm.pid}/root/tmp`) : undefined;
+      assert.ok(counts, `${p.metadata.name}: its perf counters`);
+      log(`${p.metadata.name} (JDK 25): hit rate ${hitRate(counts).toFixed(3)}`);
+      assert.ok(hitRate(counts) >= 0.95, `${p.metadata.name}: hit rate ${hitRate(counts).toFixed(3)} on JDK 25`);
+    }
+    const builds = (await json<{ items: unknown[] }>(c, ["-n", NS, "get", "jobs"])).items.length;
+    assert.equal(builds, 2, "one build per image");
+  });
+
+  void it("a namespace enforcing Pod Security restricted: reported, nothing patched, the app runs", async () => {
+    const ns = "locked";
+    await c.kubectl(["apply", "-f", "-"], { input: JSON.stringify({ apiVersion: "v1", kind: "Namespace", metadata: { name: ns, labels: { "pod-security.kubernetes.io/enforce": "restricted" } } }) });
+    const d = demoDeployment(ns, 1) as { spec: { template: { spec: { securityContext?: unknown; containers: Record<string, unknown>[] } } } };
+    d.spec.template.spec.securityContext = { runAsNonRoot: true, runAsUser: 65532, seccompProfile: { type: "RuntimeDefault" } };
+    d.spec.template.spec.containers[0]!["securityContext"] = { allowPrivilegeEscalation: false, capabilities: { drop: ["ALL"] } };
+    await c.kubectl(["apply", "-f", "-"], { input: JSON.stringify(d) });
+    await c.kubectl(["-n", ns, "rollout", "status", "deployment/orders", "--timeout=300s"], { timeoutMs: 310_000 });
+    const written = (await json<{ spec: unknown }>(c, ["-n", ns, "get", "deployment", "orders"])).spec;
+    await c.kubectl(["apply", "-f", "-"], { input: JSON.stringify(demoClassCache(ns)) });
+    const reason = await until("the ClassCache to say why", 120_000, async () => {
+      const st = (await json<{ status?: { conditions?: { type: string; reason: string }[] } }>(c, ["-n", ns, "get", "classcache", "orders"])).status;
+      return st?.conditions?.find((x) => x.type === "WorkloadPatched")?.reason;
+    });
+    assert.equal(reason, "PodSecurityForbidsHostPath");
+    assert.deepEqual((await json<{ spec: unknown }>(c, ["-n", ns, "get", "deployment", "orders"])).spec, written, "the Deployment untouched");
+    const pods = (await json<{ items: Pod[] }>(c, ["-n", ns, "get", "pods", "-l", "app=orders"])).items;
+    assert.ok(pods.length === 1 && ready(pods[0]!), "the app runs");
+  });
+
   void it("the ClassCache deleted: the Deployment is exactly as before", async () => {
     await c.kubectl(["-n", NS, "delete", "classcache", "orders", "--wait=true", "--timeout=120s"], { timeoutMs: 130_000 });
-    const now = (await json<{ spec: unknown }>(c, ["-n", NS, "get", "deployment", "orders"])).spec;
-    assert.deepEqual(now, original);
+    const now = (await json<{ spec: Spec }>(c, ["-n", NS, "get", "deployment", "orders"])).spec;
+    // What the user did since: a restart (kubectl's annotation) and a new image; nothing of ours is left.
+    const expected = structuredClone(original) as Spec;
+    expected.template.spec.containers[0]!.image = TEST_IMAGES["app-25"];
+    const restartedAt = now.template.metadata?.annotations?.["kubectl.kubernetes.io/restartedAt"];
+    assert.ok(restartedAt, "the restart's annotation (the user's) is kept");
+    expected.template.metadata = { ...expected.template.metadata, annotations: { ...expected.template.metadata?.annotations, "kubectl.kubernetes.io/restartedAt": restartedAt } };
+    assert.deepEqual(now, expected);
+  });
+
+  void it("down leaves the machine as it was: no namespace, cgroup, mount, process or file of the cluster", async () => {
+    const prefix = (await readFile(join(c.dir, "cp-netns"), "utf8")).trim().replace(/cp$/, "");
+    downed = true;
+    await c.down();
+    assert.deepEqual(await leftovers(c.dir, prefix), []);
   });
 });
 

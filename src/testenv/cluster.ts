@@ -125,3 +125,28 @@ export async function clusterFetch(c: Cluster, url: string, timeoutMs = 10_000):
   const { stdout } = await run("nsenter", [`--net=/run/netns/${ns}`, process.execPath, "-e", script], { timeout: timeoutMs + 5000, maxBuffer: 16 << 20 });
   return JSON.parse(stdout) as { status: number; headers: Record<string, string>; body: string } | { error: string };
 }
+
+/**
+ * What a cluster left on the machine after `down`: its network namespaces, cgroups, mounts,
+ * processes, run dir and cluster dir. Empty when it left nothing. `prefix`: the cluster's
+ * (its control plane's network namespace without "cp"), read before down.
+ */
+export async function leftovers(dir: string, prefix: string): Promise<string[]> {
+  const found: string[] = [];
+  const netns = await readdir("/run/netns").catch(() => [] as string[]);
+  found.push(...netns.filter((n) => n.startsWith(prefix)).map((n) => `network namespace ${n}`));
+  for (const ctl of await readdir("/sys/fs/cgroup").catch(() => [] as string[])) {
+    const left = (await readdir(join("/sys/fs/cgroup", ctl)).catch(() => [] as string[])).filter((d) => d.startsWith(`${prefix}-`));
+    found.push(...left.map((d) => `cgroup ${ctl}/${d}`));
+  }
+  const mounts = await readFile("/proc/self/mountinfo", "utf8");
+  found.push(...mounts.split("\n").filter((l) => l.includes(dir) || l.includes(`/run/${prefix}`)).map((l) => `mount ${l.split(" ")[4]}`));
+  for (const p of await readdir("/proc")) {
+    if (!/^\d+$/.test(p)) continue;
+    const cmd = (await readFile(`/proc/${p}/cmdline`, "utf8").catch(() => "")).replaceAll("\0", " ");
+    if (cmd.includes(dir) || cmd.includes(`/run/${prefix}/`) || cmd.includes(`/run/netns/${prefix}`)) found.push(`process ${p}: ${cmd.slice(0, 120)}`);
+  }
+  if (existsSync(`/run/${prefix}`)) found.push(`/run/${prefix}`);
+  if (existsSync(dir)) found.push(dir);
+  return found;
+}

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { parseAllDocuments } from "yaml";
 import { INJECT_LABEL, MOUNTS, REF_ANNOTATION, REF_LABEL, STORE_ROOT, STORE_RUN_DIR } from "../constants.ts";
-import { BASELINE_CAPABILITIES, buildJob, buildJobName, buildTokenSecret, probeEnv, refHex, type BuildJobInput } from "./buildjob.ts";
+import { BASELINE_CAPABILITIES, BUILD_MEMORY_HEADROOM, buildJob, buildJobName, buildTokenSecret, memoryBytes, probeEnv, refHex, withBuildHeadroom, type BuildJobInput } from "./buildjob.ts";
 import type { Container, EnvVar, PodSpec, Volume } from "./meta.ts";
 import { buildInput, REF, workloadTemplate } from "./testing.ts";
 
@@ -66,12 +66,12 @@ void describe("buildJob", () => {
     assert.equal(spec["restartPolicy"], "Never");
   });
 
-  void it("keeps the workload's image, env, resources, volumes, service account and scheduling", () => {
+  void it("keeps the workload's image, env, resources (memory plus classcache's headroom), volumes, service account and scheduling", () => {
     const tpl = workloadTemplate();
     const spec = podSpec(buildInput());
     const app = appContainer(spec);
     assert.equal(app.image, "registry.example/shop@sha256:aaaa");
-    assert.deepEqual(app["resources"], tpl.spec.containers[0]!["resources"]);
+    assert.deepEqual(app["resources"], withBuildHeadroom(tpl.spec.containers[0]!["resources"] as Parameters<typeof withBuildHeadroom>[0]));
     assert.deepEqual(app["envFrom"], [{ configMapRef: { name: "shop-env" } }]);
     assert.deepEqual(
       app.env?.filter((e) => !e.name.startsWith("CLASSCACHE_")),
@@ -259,5 +259,19 @@ void describe("buildTokenSecret", () => {
     assert.equal(s.metadata.namespace, "shop-ns");
     assert.deepEqual(s["stringData"], { token: "gr4nt", "build.pem": "k3y" });
     assert.deepEqual(s.metadata.ownerReferences, [owner]);
+  });
+});
+
+void describe("the build container's memory", () => {
+  void it("is the app's limit and request plus classcache's own headroom, in bytes; no limit stays no limit", () => {
+    assert.equal(memoryBytes("768Mi"), 768 * 2 ** 20);
+    assert.equal(memoryBytes("1.5Gi"), 1.5 * 2 ** 30);
+    assert.equal(memoryBytes("1G"), 1e9);
+    assert.equal(memoryBytes("lots"), undefined);
+    assert.deepEqual(withBuildHeadroom({ requests: { cpu: "50m", memory: "256Mi" }, limits: { memory: "768Mi" } }), {
+      requests: { cpu: "50m", memory: String(256 * 2 ** 20 + BUILD_MEMORY_HEADROOM) },
+      limits: { memory: String(768 * 2 ** 20 + BUILD_MEMORY_HEADROOM) },
+    });
+    assert.deepEqual(withBuildHeadroom({ requests: { cpu: "1" } }), { requests: { cpu: "1" } });
   });
 });

@@ -331,6 +331,7 @@ function buildContainer(input: BuildJobInput, app: Container, kept: Set<string>)
   ];
   return {
     ...base,
+    ...(base.resources ? { resources: withBuildHeadroom(base.resources as Resources) } : {}),
     command: KIT_COMMAND,
     args: buildArgs(input),
     env,
@@ -339,6 +340,37 @@ function buildContainer(input: BuildJobInput, app: Container, kept: Set<string>)
     // When classcache never got to write it (the kit cannot start in this image), the log's tail.
     terminationMessagePolicy: "FallbackToLogsOnError",
   };
+}
+
+type Resources = { limits?: Record<string, string | number>; requests?: Record<string, string | number>; [field: string]: unknown };
+
+/**
+ * What classcache itself uses in the build container, next to the app's JVM: Node and the
+ * build's work (copying, hashing). Added to the app's memory limit and request, so a build of an
+ * app sized tightly for itself is not killed for the memory classcache needs.
+ */
+export const BUILD_MEMORY_HEADROOM = 512 * 1024 * 1024;
+
+const QUANTITY = /^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$/;
+const FACTOR: Record<string, number> = { "": 1, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50, k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15 };
+
+/** A memory quantity in bytes (768Mi, 1.5Gi, 1G, 1000000); undefined for a form it does not know. */
+export function memoryBytes(q: string | number): number | undefined {
+  if (typeof q === "number") return q;
+  const m = QUANTITY.exec(q.trim());
+  return m ? Math.ceil(Number(m[1]) * FACTOR[m[2] ?? ""]!) : undefined;
+}
+
+/** The app container's resources with BUILD_MEMORY_HEADROOM on its memory limit and request (in bytes). */
+export function withBuildHeadroom(r: Resources): Resources {
+  const plus = (q: string | number | undefined): string | number | undefined => {
+    const b = q === undefined ? undefined : memoryBytes(q);
+    return b === undefined ? q : String(b + BUILD_MEMORY_HEADROOM);
+  };
+  const out: Resources = { ...r };
+  if (r.limits?.["memory"] !== undefined) out.limits = { ...r.limits, memory: plus(r.limits["memory"])! };
+  if (r.requests?.["memory"] !== undefined) out.requests = { ...r.requests, memory: plus(r.requests["memory"])! };
+  return out;
 }
 
 /** `classcache build …` as an argument vector: no shell, and every user value after an `=`. */

@@ -1,0 +1,162 @@
+/**
+ * The real-cluster benchmark: pod time-to-ready with and without the archive, and the archive's
+ * memory sharing across real pods, on a two-node cluster of real kubelets on this machine.
+ *
+ *   npm run -s bench:cluster -- [--runs 5] [--pods-per-node 3] [--json]
+ *
+ * Set-up as a user's: the chart installs classcache from its image; the demo app's Deployment
+ * (ENTRYPOINT image, no command) gets a ClassCache with the reference agent in baked mode; the
+ * build runs; the Deployment rolls onto the archive. Then, pinned to one node and interleaved,
+ * `--runs` pods of the Deployment's original template (the baseline: the plain app, no agent)
+ * and `--runs` of its patched template (archive + agent), each timed from creation to Ready as
+ * the API server reports it (readiness probe every second, on /actuator/health). Last,
+ * `--pods-per-node` patched pods on each node at once, and the archive's read-only Pss/Rss
+ * across their JVMs (ideal 1/N).
+ */
+import { mkdtempSync, realpathSync, rmSync } from "node:fs";
+import { readdir, readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { nodeMemory } from "../src/demo/memory.ts";
+import { hitRate, readClassCounts } from "../src/jvm/hsperf.ts";
+import { PORTS } from "../src/operator/constants.ts";
+import { buildImages, clusterFetch, clusterUp, podJvm, type Cluster } from "../src/testenv/cluster.ts";
+import { classCacheReady, demoClassCache, demoDeployment, installClasscache, json, ready, until, type Pod } from "../src/testenv/story.ts";
+
+const { values } = parseArgs({ options: { runs: { type: "string", default: "5" }, "pods-per-node": { type: "string", default: "3" }, json: { type: "boolean", default: false } } });
+const RUNS = Number(values.runs);
+const PER_NODE = Number(values["pods-per-node"]);
+const NS = "bench";
+const say = (l: string): void => {
+  if (!values.json) process.stdout.write(`${l}\n`);
+};
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+type Template = { metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> }; spec: Record<string, unknown> };
+
+/** A bare pod from a template, on one node, with labels no ReplicaSet selects. */
+function podFrom(t: Template, name: string, node: string): Record<string, unknown> {
+  return { apiVersion: "v1", kind: "Pod", metadata: { name, namespace: NS, labels: { bench: "cluster" }, annotations: t.metadata?.annotations ?? {} }, spec: { ...t.spec, nodeName: node, restartPolicy: "Always" } };
+}
+
+/** Creates the pod and returns ms from the create call to the API server's Ready. */
+async function timeToReady(c: Cluster, pod: Record<string, unknown>): Promise<{ readyMs: number; pod: Pod }> {
+  const t0 = Date.now();
+  await c.kubectl(["create", "-f", "-"], { input: JSON.stringify(pod) });
+  const name = (pod["metadata"] as { name: string }).name;
+  const p = await until(`pod ${name} to be Ready`, 300_000, async () => {
+    const o = await json<Pod>(c, ["-n", NS, "get", "pod", name]);
+    return ready(o) ? o : undefined;
+  }, 200);
+  return { readyMs: Date.now() - t0, pod: p };
+}
+
+async function deletePods(c: Cluster, names: string[]): Promise<void> {
+  await c.kubectl(["-n", NS, "delete", "pod", ...names, "--grace-period=1", "--wait=true"], { timeoutMs: 180_000 });
+}
+
+async function podFacts(p: Pod): Promise<{ archive: boolean; hitRate: number | null; pid: number | undefined }> {
+  const check = p.status.initContainerStatuses?.find((s) => s.name === "classcache-check")?.state?.terminated?.message ?? "";
+  const jvm = await podJvm(p.metadata.uid);
+  const counts = jvm ? await readClassCounts(jvm.nsPid, `/proc/${jvm.pid}/root/tmp`) : undefined;
+  return { archive: /"archive":true/.test(check), hitRate: counts ? Math.round(hitRate(counts) * 1000) / 1000 : null, pid: jvm?.pid };
+}
+
+async function archivePath(c: Cluster, node: number): Promise<string> {
+  const dir = join(c.varLib(node), "classcache");
+  const [m] = (await readdir(join(dir, "manifests"))).filter((f) => f.endsWith(".json"));
+  return join(dir, (JSON.parse(await readFile(join(dir, "manifests", m!), "utf8")) as { archive: { file: string } }).archive.file);
+}
+
+async function pullsBetweenNodes(c: Cluster): Promise<number> {
+  const agents = (await json<{ items: Pod[] }>(c, ["-n", "classcache-system", "get", "pods", "-l", "app.kubernetes.io/component=agent"])).items;
+  let pulls = 0;
+  for (const a of agents) {
+    const m = await clusterFetch(c, `http://${a.status.podIP}:${PORTS.metrics}/metrics`);
+    if ("body" in m) pulls += Number(/^classcache_archive_pulls_total\{result="ok"\} (\d+)/m.exec(m.body)?.[1] ?? 0);
+  }
+  return pulls;
+}
+
+const dir = realpathSync(mkdtempSync(join(tmpdir(), "classcache-bench-cluster-")));
+let c: Cluster | undefined;
+try {
+  say("building images and bringing up two kubelet nodes …");
+  const images = await buildImages(join(dir, "images"), ["app-17", "agent", "valkey"]);
+  c = await clusterUp(join(dir, "cluster"), { nodes: 2 });
+  await c.images(Object.values(images));
+  await installClasscache(c);
+  await c.kubectl(["create", "namespace", NS]);
+  const deployment = demoDeployment(NS, 2);
+  const original = (deployment["spec"] as { template: Template }).template;
+  await c.kubectl(["apply", "-f", "-"], { input: JSON.stringify(deployment) });
+  say("ClassCache applied; waiting for the build and the roll …");
+  await c.kubectl(["apply", "-f", "-"], { input: JSON.stringify(demoClassCache(NS)) });
+  await classCacheReady(c, NS, "orders", 15 * 60_000);
+  await c.kubectl(["-n", NS, "rollout", "status", "deployment/orders", "--timeout=600s"], { timeoutMs: 610_000 });
+  const patched = (await json<{ spec: { template: Template } }>(c, ["-n", NS, "get", "deployment", "orders"])).spec.template;
+  if (!patched.metadata?.annotations?.["classcache.dev/archive"]) throw new Error("the Deployment did not roll onto the archive");
+  // Only the benchmark's pods from here on.
+  await c.kubectl(["-n", NS, "scale", "deployment/orders", "--replicas=0"]);
+  const builds = (await json<{ items: unknown[] }>(c, ["-n", NS, "get", "jobs"])).items.length;
+
+  const baseline: number[] = [];
+  const withArchive: number[] = [];
+  const pods: { node: string; readyMs: number; hitRate: number | null; archive: boolean }[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    for (const [kind, t] of [["plain", original], ["archive", patched]] as const) {
+      const { readyMs, pod } = await timeToReady(c, podFrom(t, `${kind}-${i}`, "node-1"));
+      const facts = await podFacts(pod);
+      (kind === "plain" ? baseline : withArchive).push(readyMs);
+      if (kind === "archive") pods.push({ node: "node-1", readyMs, hitRate: facts.hitRate, archive: facts.archive });
+      say(`  ${kind.padEnd(7)} run ${i + 1}: Ready in ${readyMs} ms${kind === "archive" ? `, hit rate ${facts.hitRate}, archive ${facts.archive}` : ""}`);
+      await deletePods(c, [`${kind}-${i}`]);
+    }
+  }
+
+  say(`${PER_NODE} archive pods on each node at once, for memory …`);
+  const memory: { node: string; pods: number; roPssRssRatio: number; idealRoRatio: number; savedMiB: number }[] = [];
+  const names: string[] = [];
+  const started = await Promise.all(
+    [1, 2].flatMap((n) => Array.from({ length: PER_NODE }, (_, j) => {
+      const name = `mem-${n}-${j}`;
+      names.push(name);
+      return timeToReady(c!, podFrom(patched, name, `node-${n}`)).then((r) => ({ n, ...r }));
+    })),
+  );
+  for (const n of [1, 2]) {
+    const mine = started.filter((s) => s.n === n);
+    const facts = await Promise.all(mine.map((s) => podFacts(s.pod)));
+    for (const [k, s] of mine.entries()) pods.push({ node: `node-${n}`, readyMs: s.readyMs, hitRate: facts[k]!.hitRate, archive: facts[k]!.archive });
+    const pids = facts.map((f) => f.pid).filter((p): p is number => p !== undefined);
+    const mem = await nodeMemory(`node-${n}`, await archivePath(c, n), pids);
+    memory.push({ node: `node-${n}`, pods: pids.length, roPssRssRatio: mem.roPssRssRatio, idealRoRatio: mem.idealRoRatio, savedMiB: Math.round(mem.savedKb / 1024) });
+    say(`  node-${n}: ${pids.length} pods, archive RO Pss/Rss ${mem.roPssRssRatio} (ideal ${mem.idealRoRatio}), ${Math.round(mem.savedKb / 1024)} MiB saved`);
+  }
+  await deletePods(c, names);
+
+  const result = {
+    nodes: c.nodes,
+    builds,
+    pulls: await pullsBetweenNodes(c),
+    baseline: { readyMs: median(baseline), samplesMs: baseline },
+    archive: { readyMs: median(withArchive), samplesMs: withArchive },
+    ratio: Math.round((median(withArchive) / median(baseline)) * 1000) / 1000,
+    pods,
+    memory,
+  };
+  if (values.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  else {
+    say(`\nbuilds ${result.builds}, pulls between nodes ${result.pulls}`);
+    say(`time to Ready, median of ${RUNS} (node-1, interleaved): plain ${result.baseline.readyMs} ms, from the archive ${result.archive.readyMs} ms → ${result.ratio}×`);
+  }
+} finally {
+  if (c) await c.down().catch((err: unknown) => process.stderr.write(`cluster down failed: ${String(err)}\n`));
+  rmSync(dir, { recursive: true, force: true });
+}
