@@ -367,7 +367,9 @@ export class NodeAgent {
       for (const b of wanted) this.pulling.delete(b.sha256);
       this.pullingKeys.delete(manifest.key);
     }
-    metrics.pulls.inc({ result: "ok" });
+    // A pull fetched something from peers; an archive whose blobs were all here already (an
+    // upload this node received, adopted once published) is "local".
+    metrics.pulls.inc({ result: from.size > 0 ? "ok" : "local" });
     metrics.hitRate.set({ key: manifest.key.slice(0, 12) }, manifest.verification.hitRate);
     await dir.announce(manifest.key, this.self, this.opts.holderTtlMs);
     await dir.emit({ type: "pulled", key: manifest.key, node: this.opts.node, from: [...from], bytes, ms: Math.round(performance.now() - t0) });

@@ -22,7 +22,7 @@ export class NodeMetrics {
     const registers = [peer.registry];
     this.builds = new Counter({ name: "classcache_builds_total", help: "Archive builds on this node, by result.", labelNames: ["result"] as const, registers });
     this.buildSeconds = new Histogram({ name: "classcache_build_duration_seconds", help: "Time to build, verify and store an archive.", buckets: [5, 15, 30, 60, 120, 300, 600], registers });
-    this.pulls = new Counter({ name: "classcache_archive_pulls_total", help: "Archives pulled from peers (all their blobs), by result.", labelNames: ["result"] as const, registers });
+    this.pulls = new Counter({ name: "classcache_archive_pulls_total", help: "Archives made whole on this node, by result: ok (blobs pulled from peers), local (all here already: an upload adopted), failed.", labelNames: ["result"] as const, registers });
     this.verificationFailures = new Counter({
       name: "classcache_verification_failures_total",
       help: "Manifests or blobs rejected: bad signature, digest mismatch.",
