@@ -6,8 +6,9 @@
  * container's `java` reads: JVM options (through `JDK_JAVA_OPTIONS=@file`) and the launch
  * (`java … @launch.args <app args>`). When the node holds a verified archive for the pod's
  * ref, they point the JVM at the archive and at the store's extracted, mtime-pinned copy of the
- * app; otherwise they hold exactly the pod's own launch — a pod never waits for an archive and
- * never gets `-XX:SharedArchiveFile` for a file that is not there (which would turn off all CDS).
+ * app; otherwise they hold exactly the pod's own launch — a pod never waits for a build (only,
+ * up to 3 s, for its node to pull an archive that is already bound, see `want`) and never gets
+ * `-XX:SharedArchiveFile` for a file that is not there (which would turn off all CDS).
  * Both files always exist, even on error: a missing @file stops the java launcher.
  */
 import { access, readFile, rename, writeFile } from "node:fs/promises";
