@@ -141,7 +141,7 @@ describe("the operator against a real API server, directory and webhook", () => 
     const app = d.spec.template.spec.containers[0]!;
     assert.deepEqual(app.command, ["java", "-Xmx256m", "@/classcache/launch.args"]);
     assert.deepEqual(app.args, ["--server.port=8080"]);
-    assert.equal(app.env?.find((e) => e.name === "JAVA_TOOL_OPTIONS")?.value, "-Dteam=shop -Xshare:auto");
+    assert.equal(app.env?.find((e) => e.name === "JAVA_TOOL_OPTIONS")?.value, "-Dteam=shop");
     assert.deepEqual(d.spec.template.spec.initContainers?.map((c) => c.name), ["classcache-agent-jar", "classcache-init", "classcache-check"]);
     assert.deepEqual(hostPaths(d.spec.template.spec), ["/var/lib/classcache/scopes/shop"], "only its namespace's view of the node store");
     assert.equal(d.spec.template.metadata?.annotations?.[REF_ANNOTATION], ownedRef);
@@ -316,7 +316,7 @@ describe("the operator against a real API server, directory and webhook", () => 
     const app = d.spec.template.spec.containers[0]!;
     assert.deepEqual(app.command, [java, "-Xmx256m", "-XX:+UseSerialGC", "@/classcache/launch.args"]);
     assert.deepEqual(app.args, ["--server.port=8080"]);
-    assert.equal(app.env?.find((e) => e.name === "JAVA_TOOL_OPTIONS")?.value, "-Dteam=web -Xshare:auto");
+    assert.equal(app.env?.find((e) => e.name === "JAVA_TOOL_OPTIONS")?.value, "-Dteam=web");
     assert.deepEqual(d.spec.template.spec.initContainers?.map((c) => c.name), ["classcache-init", "classcache-check"]);
     assert.ok(d.spec.template.spec.initContainers[0]!.args!.includes("--fallback=/app.jar"));
 

@@ -30,7 +30,7 @@ describe("pod injection", () => {
     const app = spec.containers[0]!;
     assert.deepEqual(app.command, ["java", "-Xmx512m", "@/classcache/launch.args", "--server.port=8080"]);
     const env = Object.fromEntries((app.env ?? []).map((e) => [e.name, e.value]));
-    assert.equal(env.JAVA_TOOL_OPTIONS, " -Dfoo=1 -Xshare:auto", "never -Xshare:on: a stale archive must not stop the JVM; only its characters are cut");
+    assert.equal(env.JAVA_TOOL_OPTIONS, " -Dfoo=1", "never -Xshare:on: a stale archive must not stop the JVM; only its characters are cut");
     assert.equal(env.JDK_JAVA_OPTIONS, "@/classcache/jvm.args");
     assert.equal(env.A, "b");
     assert.deepEqual(spec.containers[1], { name: "sidecar", image: "envoy" }, "other containers are untouched");
@@ -58,7 +58,6 @@ describe("pod injection", () => {
       { ...fromSecret("CLASSCACHE_USER_JDK_JAVA_OPTIONS") },
       { name: "JDK_JAVA_OPTIONS", value: "@/classcache/jvm.args $(CLASSCACHE_USER_JDK_JAVA_OPTIONS)" },
       { name: "Z", value: "z" },
-      { name: "JAVA_TOOL_OPTIONS", value: "-Xshare:auto" },
     ]);
     assert.deepEqual(original?.env.JDK_JAVA_OPTIONS, fromSecret("JDK_JAVA_OPTIONS"));
     // A value of its own is kept byte for byte behind the argfile.
@@ -78,25 +77,25 @@ describe("pod injection", () => {
       const before = pod({ command: ["java", "-Xss1m", "-jar", "/app.jar"], ...container });
       const { spec, original } = injectPod(before, input);
       assert.deepEqual(spec.containers[0]!.command, ["java", "@/classcache/jvm.args", "-Xss1m", "@/classcache/launch.args"], what);
-      assert.deepEqual(envOf(spec), (before.containers[0]!.env ?? []).concat(container.envFrom ? [] : [{ name: "JAVA_TOOL_OPTIONS", value: "-Xshare:auto" }]), `${what}: nothing of the user's env is overridden`);
+      assert.deepEqual(envOf(spec), before.containers[0]!.env ?? [], `${what}: nothing of the user's env is overridden`);
       assert.deepEqual(stripInjection(spec, original), before, what);
     }
   });
 
-  test("keeps JAVA_TOOL_OPTIONS byte for byte, quoted runs of spaces included, cutting out only the -Xshare option", () => {
-    assert.equal(mergeToolOptions('-Dgreeting="hello   world"'), '-Dgreeting="hello   world" -Xshare:auto');
-    assert.equal(mergeToolOptions('-Dgreeting="hello   world" -Xshare:on'), '-Dgreeting="hello   world"  -Xshare:auto');
-    assert.equal(mergeToolOptions("-Xshare:on\t-Da='x  -Xshare:on  y'   -Db=2"), "\t-Da='x  -Xshare:on  y'   -Db=2 -Xshare:auto", "a -Xshare inside quotes is a property's text");
-    assert.equal(mergeToolOptions('-Xshare:"on" -Dc=3'), " -Dc=3 -Xshare:auto", "quotes inside a token do not hide it from the JVM");
-    assert.equal(mergeToolOptions(undefined), "-Xshare:auto");
-    assert.equal(mergeToolOptions(""), "-Xshare:auto");
+  test("keeps JAVA_TOOL_OPTIONS byte for byte, quoted runs of spaces included, cutting out only the -Xshare option and adding none (next to -XX:AOTCache any -Xshare stops the JVM)", () => {
+    assert.equal(mergeToolOptions('-Dgreeting="hello   world"'), '-Dgreeting="hello   world"');
+    assert.equal(mergeToolOptions('-Dgreeting="hello   world" -Xshare:on'), '-Dgreeting="hello   world" ');
+    assert.equal(mergeToolOptions("-Xshare:on\t-Da='x  -Xshare:on  y'   -Db=2"), "\t-Da='x  -Xshare:on  y'   -Db=2", "a -Xshare inside quotes is a property's text");
+    assert.equal(mergeToolOptions('-Xshare:"on" -Dc=3'), " -Dc=3", "quotes inside a token do not hide it from the JVM");
+    assert.equal(mergeToolOptions("-Xshare:auto"), "");
+    assert.equal(mergeToolOptions(undefined), "");
     // Tokens as the JVM reads them: split on whitespace outside quotes, quotes dropped.
     assert.deepEqual(
       toolOptions(`-Dgreeting="hello   world" -Da='it''s'  -Xshare:on`).map((t) => t.option),
       ["-Dgreeting=hello   world", "-Da=its", "-Xshare:on"],
     );
     const { spec } = injectPod(pod({ ...JAVA, env: [{ name: "JAVA_TOOL_OPTIONS", value: '-Dgreeting="hello   world"' }] }), input);
-    assert.equal(envOf(spec)[0]!.value, '-Dgreeting="hello   world" -Xshare:auto');
+    assert.equal(envOf(spec)[0]!.value, '-Dgreeting="hello   world"');
   });
 
   test("replaces the option variables in place, so a later $(JAVA_TOOL_OPTIONS) reference still comes after its target, and appends only variables that did not exist", () => {
@@ -107,7 +106,7 @@ describe("pod injection", () => {
     ];
     const { spec } = injectPod(pod({ ...JAVA, env }), input);
     assert.deepEqual(envOf(spec), [
-      { name: "JAVA_TOOL_OPTIONS", value: "-Dteam=shop -Xshare:auto" },
+      { name: "JAVA_TOOL_OPTIONS", value: "-Dteam=shop" },
       { name: "X", value: "$(JAVA_TOOL_OPTIONS) -Dmore" },
       { name: "Y", value: "$(JDK_JAVA_OPTIONS)" },
       // New, so last: Y's reference stays as unresolved as it was.

@@ -13,7 +13,7 @@
  *    the archive and the store's extracted, mtime-pinned app when the node has them, else the
  *    pod's own launch — it always exits 0;
  *  - `JDK_JAVA_OPTIONS=@/classcache/jvm.args` (the java launcher reads it; it may hold an
- *    @file) and `-Xshare:auto` merged into JAVA_TOOL_OPTIONS — the user's own options kept
+ *    @file) and any -Xshare option taken out of JAVA_TOOL_OPTIONS — the user's own options kept
  *    byte for byte and every variable kept where it was, so `$(VAR)` references still expand
  *    (see appEnv);
  *  - the launch rewritten from `java [opts] -jar <jar> [args]` (or `-cp <cp> <Main>`) to
@@ -180,9 +180,12 @@ export function toolOptions(text: string): { start: number; end: number; option:
 }
 
 /**
- * JAVA_TOOL_OPTIONS with -Xshare:auto: every -Xshare: option cut out exactly where it is
- * written, every other byte left as written (quoted spaces included), ` -Xshare:auto` appended.
- * A stale archive must never stop a JVM, which -Xshare:on would.
+ * JAVA_TOOL_OPTIONS without -Xshare: every -Xshare: option cut out exactly where it is written,
+ * every other byte left as written (quoted spaces included). A stale archive must never stop a
+ * JVM, which -Xshare:on would; and nothing is put in its place: the archive's own options (in
+ * jvm.args) say -Xshare:auto for a CDS archive, while next to -XX:AOTCache (JDK 25) any -Xshare
+ * option, auto included, stops the JVM ("Option AOTCache cannot be used at the same time with
+ * -Xshare:…" — found on a real node: a JDK 25 pod in a crash loop).
  */
 export function mergeToolOptions(existing: string | undefined): string {
   const text = existing ?? "";
@@ -194,7 +197,7 @@ export function mergeToolOptions(existing: string | undefined): string {
     from = t.end;
   }
   kept += text.slice(from);
-  return kept === "" ? "-Xshare:auto" : `${kept} -Xshare:auto`;
+  return kept;
 }
 
 /**
@@ -349,8 +352,8 @@ function jarCheck(app: Container, java: string): Container {
  *    variable, and the JVM would refuse the literal `$(…)`), the name already taken — or where a
  *    JDK_JAVA_OPTIONS may come from envFrom, the variable is left alone and the command reads
  *    the file instead: `java @/classcache/jvm.args …` (after the user's JDK_JAVA_OPTIONS then);
- *  - JAVA_TOOL_OPTIONS with a value: mergeToolOptions, in place; from a source: left alone
- *    (-Xshare:auto is the default anyway), as is a missing one when envFrom may hold it.
+ *  - JAVA_TOOL_OPTIONS with a value: mergeToolOptions (its -Xshare options out), in place;
+ *    from a source, or absent: left alone.
  */
 function appEnv(container: Container): { env: EnvVar[]; original: OriginalLaunch; jvmArgsInCommand: boolean } {
   const env = container.env ?? [];
@@ -368,7 +371,6 @@ function appEnv(container: Container): { env: EnvVar[]; original: OriginalLaunch
     else out.push(e);
   }
   if (!jdk && !fromEnvFrom) out.push({ name: "JDK_JAVA_OPTIONS", value: JVM_ARGS });
-  if (!original.env.JAVA_TOOL_OPTIONS && !fromEnvFrom) out.push({ name: "JAVA_TOOL_OPTIONS", value: mergeToolOptions(undefined) });
   return { env: out, original, jvmArgsInCommand };
 }
 
