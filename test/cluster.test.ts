@@ -147,6 +147,32 @@ void describe("on a real cluster: two kubelet nodes, the Helm chart, an ENTRYPOI
     assert.equal(builds, 2, "one build per image");
   });
 
+  void it("Webhook mode through a real ReplicaSet: the pods the ReplicaSet creates are patched on admission and boot from the archive", async () => {
+    const ns = "web";
+    await c.kubectl(["create", "namespace", ns]);
+    const d = demoDeployment(ns, 1) as { spec: { template: { metadata: { labels: Record<string, string> } } } };
+    d.spec.template.metadata.labels["classcache.dev/inject"] = "orders";
+    await c.kubectl(["apply", "-f", "-"], { input: JSON.stringify(d) });
+    const cc = demoClassCache(ns) as { spec: Record<string, unknown> };
+    cc.spec["patchMode"] = "Webhook";
+    await c.kubectl(["apply", "-f", "-"], { input: JSON.stringify(cc) });
+    await classCacheReady(c, ns, "orders", 15 * 60_000, log);
+    // The workload's template is the user's; each new pod is patched by the webhook as it is created.
+    const template = (await json<{ spec: { template: { spec: { initContainers?: unknown[] } } } }>(c, ["-n", ns, "get", "deployment", "orders"])).spec.template;
+    assert.equal(template.spec.initContainers, undefined, "the template is not patched in Webhook mode");
+    await c.kubectl(["-n", ns, "rollout", "restart", "deployment/orders"]);
+    await c.kubectl(["-n", ns, "rollout", "status", "deployment/orders", "--timeout=300s"], { timeoutMs: 310_000 });
+    const pod = await until("the restarted pod", 120_000, async () => {
+      const list = (await json<{ items: Pod[] }>(c, ["-n", ns, "get", "pods", "-l", "app=orders"])).items;
+      return list.length === 1 && ready(list[0]!) ? list[0] : undefined;
+    });
+    const check = pod.status.initContainerStatuses?.find((x) => x.name === "classcache-check")?.state?.terminated?.message ?? "";
+    assert.match(check, /"archive":true/, `the webhook patched the pod and it switched to the archive: ${check}`);
+    const jvm = await podJvm(pod.metadata.uid);
+    const counts = jvm ? await readClassCounts(jvm.nsPid, `/proc/${jvm.pid}/root/tmp`) : undefined;
+    assert.ok(counts && hitRate(counts) >= 0.95, `hit rate ${counts ? hitRate(counts).toFixed(3) : "unknown"}`);
+  });
+
   void it("a namespace enforcing Pod Security restricted: reported, nothing patched, the app runs", async () => {
     const ns = "locked";
     await c.kubectl(["apply", "-f", "-"], { input: JSON.stringify({ apiVersion: "v1", kind: "Namespace", metadata: { name: ns, labels: { "pod-security.kubernetes.io/enforce": "restricted" } } }) });

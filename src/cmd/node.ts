@@ -1,8 +1,10 @@
 /** `classcache node`: the per-node agent. Wires the store, the directory, the peer server and the local API. */
 import { readFile } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
 import type { Server } from "node:http";
 import { loadTrustStore, signerFromPem } from "../archive/signing.ts";
+import type { Directory } from "../directory/directory.ts";
 import { openDirectory, redact, withPassword } from "../directory/open.ts";
 import { NodeAgent } from "../node/agent.ts";
 import { createApiServer, createScopeSocketServer, createSocketServer, Wants } from "../node/api.ts";
@@ -11,7 +13,7 @@ import { NodeMetrics } from "../node/metrics.ts";
 import { createPeerServer, type BlobSource } from "../p2p/server.ts";
 import { ClasscacheError, usageError } from "../runtime/errors.ts";
 import { HealthServer } from "../runtime/health.ts";
-import { createLogger } from "../runtime/log.ts";
+import { createLogger, type Logger } from "../runtime/log.ts";
 import { LocalStore } from "../store/store.ts";
 import { parse, type Command } from "./command.ts";
 
@@ -178,6 +180,10 @@ export const nodeCommand: Command = {
       wants.tick();
       void scopeSockets.scan();
     }, seconds("want-retry"));
+    // A publication is when a wanted ref may have become available: try the wants then, not at
+    // the next tick, so a node whose pods wanted an archive holds it moments after it is bound.
+    const stopFollowing = new AbortController();
+    const following = followPublications(directory, stopFollowing.signal, () => wants.tick(), log);
     let collecting = false; // gc waits for the store lock: never let calls pile up behind a long build
     const gc = setInterval(() => {
       if (collecting) return;
@@ -198,6 +204,8 @@ export const nodeCommand: Command = {
     clearInterval(heartbeat);
     clearInterval(retryWants);
     clearInterval(gc);
+    stopFollowing.abort();
+    await following;
     await agent.withdrawAll();
     peer.closeAllConnections();
     stopMetrics.abort();
@@ -208,3 +216,22 @@ export const nodeCommand: Command = {
     return 0;
   },
 };
+
+/** Calls `onPublished` for every "published" event of the directory until `signal` aborts; survives directory outages. */
+async function followPublications(directory: Directory, signal: AbortSignal, onPublished: () => void, log: Logger): Promise<void> {
+  let after: string | undefined;
+  while (!signal.aborted) {
+    try {
+      after ??= await directory.lastEventId();
+      const events = await directory.readEvents(after, 30_000, signal);
+      for (const e of events) {
+        after = e.id;
+        if (e.event.type === "published") onPublished();
+      }
+    } catch (err) {
+      if (signal.aborted) break;
+      log.debug("following the directory's events failed; again in a second", { error: String(err) });
+      await sleep(1000, undefined, { signal }).catch(() => {});
+    }
+  }
+}
