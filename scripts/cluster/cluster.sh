@@ -28,6 +28,8 @@ SERVICE_CIDR="10.96.0.0/16"
 API_SERVICE_IP="10.96.0.1"
 CLUSTER_DOMAIN="cluster.local"
 CGROUP_CONTROLLERS=(cpu cpuacct cpuset memory pids blkio devices freezer hugetlb systemd)
+# Where the kubelet also makes cgroups (the v2 hierarchy of a hybrid host): removed by down.
+CGROUP_ALSO=(unified)
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -494,7 +496,7 @@ cmd_down() {
   for ((i = 1; i <= n; i++)); do ip netns del "$(node_ns "$i")" 2>/dev/null || true; done
   # Cgroups, depth first (a cgroup goes once it is empty).
   local c
-  for c in "${CGROUP_CONTROLLERS[@]}"; do
+  for c in "${CGROUP_CONTROLLERS[@]}" "${CGROUP_ALSO[@]}"; do
     for ((i = 1; i <= n; i++)); do
       [[ -d "/sys/fs/cgroup/$c/$P-n$i" ]] && find "/sys/fs/cgroup/$c/$P-n$i" -depth -type d -exec rmdir {} + 2>/dev/null || true
     done
