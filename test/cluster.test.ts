@@ -20,7 +20,7 @@ import { nodeMemory } from "../src/demo/memory.ts";
 import { hitRate, readClassCounts } from "../src/jvm/hsperf.ts";
 import { PORTS } from "../src/operator/constants.ts";
 import { buildImages, clusterFetch, clusterUp, leftovers, podJvm, TEST_IMAGES, type Cluster } from "../src/testenv/cluster.ts";
-import { classCacheReady, demoClassCache, demoDeployment, installClasscache, json, ready, until, type Pod } from "../src/testenv/story.ts";
+import { CHART, classCacheReady, demoClassCache, demoDeployment, installClasscache, json, ready, until, type Pod } from "../src/testenv/story.ts";
 
 const NS = "shop";
 type Spec = { template: { metadata?: { annotations?: Record<string, string>; labels?: Record<string, string> }; spec: { containers: { image: string }[] } } };
@@ -203,6 +203,24 @@ void describe("on a real cluster: two kubelet nodes, the Helm chart, an ENTRYPOI
     assert.ok(restartedAt, "the restart's annotation (the user's) is kept");
     expected.template.metadata = { ...expected.template.metadata, annotations: { ...expected.template.metadata?.annotations, "kubectl.kubernetes.io/restartedAt": restartedAt } };
     assert.deepEqual(now, expected);
+  });
+
+  void it("helm upgrade rolls the operator with the new values; helm uninstall removes what the chart installed", async () => {
+    await c.helm(["upgrade", "classcache", CHART, "-n", "classcache-system", "--reuse-values", "--set", "logFormat=text", "--wait", "--timeout", "5m"]);
+    const args = (await json<{ spec: { template: { spec: { containers: { args: string[] }[] } } } }>(c, ["-n", "classcache-system", "get", "deployment", "classcache-operator"])).spec.template.spec.containers[0]!.args;
+    assert.equal(args[args.indexOf("--log-format") + 1], "text");
+    await c.kubectl(["-n", "classcache-system", "rollout", "status", "deployment/classcache-operator", "--timeout=180s"], { timeoutMs: 190_000 });
+    // Every ClassCache first (their finalizers need the operator), then the release.
+    await c.kubectl(["delete", "classcache", "--all", "-A", "--wait=true", "--timeout=120s"], { timeoutMs: 130_000 });
+    await c.helm(["uninstall", "classcache", "-n", "classcache-system", "--wait", "--timeout", "3m"]);
+    const left = (await c.kubectl(["-n", "classcache-system", "get", "deployments,services", "-o", "name"])).split("\n").filter(Boolean);
+    assert.deepEqual(left, ["service/classcache-directory"], "the chart's Deployments and Service are gone; the directory is the operator's (docs/chart.md: the namespace goes next)");
+    const policies = (await c.kubectl(["get", "validatingadmissionpolicies", "-o", "name"])).split("\n").filter((l) => l.includes("classcache"));
+    assert.deepEqual(policies, []);
+    // The CRD stays (helm keeps crds/); the workloads are as their owners wrote them.
+    await c.kubectl(["get", "crd", "classcaches.classcache.dev"]);
+    const pods = (await json<{ items: Pod[] }>(c, ["-n", NS, "get", "pods", "-l", "app=orders"])).items;
+    assert.ok(pods.length > 0 && pods.every(ready), "the app still runs");
   });
 
   void it("down leaves the machine as it was: no namespace, cgroup, mount, process or file of the cluster", async () => {
