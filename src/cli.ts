@@ -35,9 +35,10 @@ export async function main(argv: string[], io: Io): Promise<number> {
     io.stdout.write(`classcache ${CLASSCACHE_VERSION}\n`);
     return 0;
   }
-  const cmd = commands.find((c) => c.name === name);
+  const entry = commands.find((c) => c.name === name);
   try {
-    if (!cmd) throw new ClasscacheError("usage", `unknown command "${name}"`, { hint: `commands: ${commands.map((c) => c.name).join(", ")}` });
+    if (!entry) throw new ClasscacheError("usage", `unknown command "${name}"`, { hint: `commands: ${commands.map((c) => c.name).join(", ")}` });
+    const cmd = await entry.load();
     if (rest.includes("--help") || rest.includes("-h")) {
       io.stdout.write(cmd.usage.trimEnd() + "\n");
       return 0;

@@ -278,6 +278,4 @@ export function hostFiles(paths: string[]): Entry[] {
 }
 
 /** GOARCH of this machine. */
-export function hostArch(): string {
-  return process.arch === "x64" ? "amd64" : process.arch;
-}
+export { nodeArch as hostArch } from "../../src/util/arch.ts";

@@ -2,7 +2,7 @@
 import { copyFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { STORE_ROOT } from "../operator/constants.ts";
-import { nodeArch } from "../node/agent.ts";
+import { nodeArch } from "../util/arch.ts";
 import { CHECK_JAR, jarCheckJar, planPod, stageForCheck, want, writeArgfiles } from "../node/podinit.ts";
 import { parseArgs } from "node:util";
 import type { Command, Io } from "./command.ts";

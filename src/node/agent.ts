@@ -5,6 +5,7 @@
  * lease and builds while the others wait on the event stream. A dead builder loses its lease
  * and a waiter takes over; a failed build is recorded with backoff and waiters see it.
  */
+import { nodeArch } from "../util/arch.ts";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -35,9 +36,7 @@ export interface EnsureRequest {
 }
 
 /** The JVM's arch naming, as manifests record it (see jvm/jdk.ts). */
-export function nodeArch(): string {
-  return ({ x64: "amd64", arm64: "arm64", ppc64: "ppc64le", s390x: "s390x" } as Record<string, string>)[process.arch] ?? process.arch;
-}
+export { nodeArch };
 
 export interface EnsureResult {
   key: string;
