@@ -221,7 +221,7 @@ void describe("on a real cluster: two kubelet nodes, the Helm chart, an ENTRYPOI
     await c.kubectl(["get", "crd", "classcaches.classcache.dev"]);
     // (The ClassCache's deletion rolled it back to the template its owner wrote: that roll ends.)
     await c.kubectl(["-n", NS, "rollout", "status", "deployment/orders", "--timeout=300s"], { timeoutMs: 310_000 });
-    const pods = (await json<{ items: Pod[] }>(c, ["-n", NS, "get", "pods", "-l", "app=orders"])).items.filter(ready);
+    const pods = (await json<{ items: Pod[] }>(c, ["-n", NS, "get", "pods", "-l", "app=orders"])).items.filter((p) => ready(p) && !p.metadata.deletionTimestamp);
     assert.equal(pods.length, REPLICAS, "the app still runs");
   });
 

@@ -13,7 +13,7 @@ import { REPO_ROOT } from "./testenv.ts";
 export const CHART = join(REPO_ROOT, "deploy/chart/classcache");
 
 export interface Pod {
-  metadata: { name: string; uid: string; creationTimestamp?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  metadata: { name: string; uid: string; creationTimestamp?: string; deletionTimestamp?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
   spec: { nodeName?: string; containers: { name: string }[] };
   status: {
     podIP?: string;
