@@ -16,15 +16,13 @@
  * across their JVMs (ideal 1/N).
  */
 import { mkdtempSync, realpathSync, rmSync } from "node:fs";
-import { readdir, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { nodeMemory } from "../src/demo/memory.ts";
-import { hitRate, readClassCounts } from "../src/jvm/hsperf.ts";
-import { PORTS } from "../src/operator/constants.ts";
-import { buildImages, clusterFetch, clusterUp, podJvm, type Cluster } from "../src/testenv/cluster.ts";
-import { classCacheReady, demoClassCache, demoDeployment, installClasscache, json, ready, until, type Pod } from "../src/testenv/story.ts";
+import { buildImages, clusterUp, nodeArchive, peerPulls, podHitRate, type Cluster } from "../src/testenv/cluster.ts";
+import { classCacheReady, jarCheckSaid, demoClassCache, demoDeployment, installClasscache, json, ready, until, type Pod } from "../src/testenv/story.ts";
+import { median } from "../src/util/format.ts";
 
 const { values } = parseArgs({ options: { runs: { type: "string", default: "5" }, "pods-per-node": { type: "string", default: "3" }, json: { type: "boolean", default: false } } });
 const RUNS = Number(values.runs);
@@ -33,12 +31,6 @@ const NS = "bench";
 const say = (l: string): void => {
   if (!values.json) process.stdout.write(`${l}\n`);
 };
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 type Template = { metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> }; spec: Record<string, unknown> };
 
@@ -76,26 +68,8 @@ async function deletePods(c: Cluster, names: string[]): Promise<void> {
 }
 
 async function podFacts(p: Pod): Promise<{ archive: boolean; hitRate: number | null; pid: number | undefined }> {
-  const check = p.status.initContainerStatuses?.find((s) => s.name === "classcache-check")?.state?.terminated?.message ?? "";
-  const jvm = await podJvm(p.metadata.uid);
-  const counts = jvm ? await readClassCounts(jvm.nsPid, `/proc/${jvm.pid}/root/tmp`) : undefined;
-  return { archive: /"archive":true/.test(check), hitRate: counts ? Math.round(hitRate(counts) * 1000) / 1000 : null, pid: jvm?.pid };
-}
-
-async function archivePath(c: Cluster, node: number): Promise<string> {
-  const dir = join(c.varLib(node), "classcache");
-  const [m] = (await readdir(join(dir, "manifests"))).filter((f) => f.endsWith(".json"));
-  return join(dir, (JSON.parse(await readFile(join(dir, "manifests", m!), "utf8")) as { archive: { file: string } }).archive.file);
-}
-
-async function pullsBetweenNodes(c: Cluster): Promise<number> {
-  const agents = (await json<{ items: Pod[] }>(c, ["-n", "classcache-system", "get", "pods", "-l", "app.kubernetes.io/component=agent"])).items;
-  let pulls = 0;
-  for (const a of agents) {
-    const m = await clusterFetch(c, `http://${a.status.podIP}:${PORTS.metrics}/metrics`);
-    if ("body" in m) pulls += Number(/^classcache_archive_pulls_total\{result="ok"\} (\d+)/m.exec(m.body)?.[1] ?? 0);
-  }
-  return pulls;
+  const jvm = await podHitRate(p.metadata.uid);
+  return { archive: /"archive":true/.test(jarCheckSaid(p)), hitRate: jvm ? Math.round(jvm.hitRate * 1000) / 1000 : null, pid: jvm?.pid };
 }
 
 const dir = realpathSync(mkdtempSync(join(tmpdir(), "classcache-bench-cluster-")));
@@ -153,7 +127,7 @@ try {
     const facts = await Promise.all(mine.map((s) => podFacts(s.pod)));
     for (const [k, s] of mine.entries()) pods.push({ node: `node-${n}`, readyMs: s.readyMs, hitRate: facts[k]!.hitRate, archive: facts[k]!.archive });
     const pids = facts.map((f) => f.pid).filter((p): p is number => p !== undefined);
-    const mem = await nodeMemory(`node-${n}`, await archivePath(c, n), pids);
+    const mem = await nodeMemory(`node-${n}`, await nodeArchive(c, n), pids);
     memory.push({ node: `node-${n}`, pods: pids.length, roPssRssRatio: mem.roPssRssRatio, idealRoRatio: mem.idealRoRatio, savedMiB: Math.round(mem.savedKb / 1024) });
     say(`  node-${n}: ${pids.length} pods, archive RO Pss/Rss ${mem.roPssRssRatio} (ideal ${mem.idealRoRatio}), ${Math.round(mem.savedKb / 1024)} MiB saved`);
   }
@@ -162,7 +136,7 @@ try {
   const result = {
     nodes: c.nodes,
     builds,
-    pulls: await pullsBetweenNodes(c),
+    pulls: await peerPulls(c),
     // The same patched pod, its node without the archive (the agent live): the archive's own gain.
     baseline: { readyMs: median(baseline), samplesMs: baseline, jvmMs: median(jvmMs["no-archive"]) },
     archive: { readyMs: median(withArchive), samplesMs: withArchive, jvmMs: median(jvmMs.archive) },

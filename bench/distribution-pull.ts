@@ -25,6 +25,7 @@ import { pullBlob, Quarantine } from "../src/p2p/puller.ts";
 import { createPeerServer } from "../src/p2p/server.ts";
 import { listen, mapSource, randomFile } from "../src/p2p/testing.ts";
 import { discardLogger } from "../src/runtime/log.ts";
+import { median } from "../src/util/format.ts";
 
 const TOKEN = "bench-token";
 
@@ -56,12 +57,6 @@ async function startServer(kind: string, file: string, sha256: string): Promise<
   const lines = createInterface({ input: child.stdout });
   const [url] = (await once(lines, "line")) as [string];
   return { url, child };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 async function plainFetch(url: string, dest: string): Promise<void> {

@@ -22,6 +22,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { median } from "../src/util/format.ts";
 
 const { values } = parseArgs({
   options: {
@@ -63,12 +64,6 @@ interface FanoutResult {
   builderCopiesServed: number;
   withinTwiceCap: boolean;
   nodesServing: number;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 /** Runs one benchmark script in its own process; its stdout and stderr go to our stderr. */

@@ -19,6 +19,7 @@ import { cleanJvmEnv, fillRoot, freePort, launchArgs } from "../src/jvm/launch.t
 import { toJavaToolOptions } from "../src/jvm/options.ts";
 import { JvmProcess } from "../src/jvm/process.ts";
 import { discardLogger } from "../src/runtime/log.ts";
+import { median } from "../src/util/format.ts";
 
 const { values } = parseArgs({
   options: { runs: { type: "string", default: "5" }, jdk: { type: "string", default: "17,25" }, json: { type: "string" }, "no-otel": { type: "boolean" } },
@@ -45,12 +46,6 @@ interface Row {
   archiveMiB: number | null;
   hitRate: number | null;
   instrumented: boolean | null;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 async function timeToReady(java: string, c: Config): Promise<number> {

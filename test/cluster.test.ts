@@ -12,15 +12,13 @@
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, realpathSync, rmSync } from "node:fs";
-import { readdir, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { nodeMemory } from "../src/demo/memory.ts";
-import { hitRate, readClassCounts } from "../src/jvm/hsperf.ts";
-import { PORTS } from "../src/operator/constants.ts";
-import { buildImages, clusterFetch, clusterUp, leftovers, podJvm, TEST_IMAGES, type Cluster } from "../src/testenv/cluster.ts";
-import { CHART, classCacheReady, demoClassCache, demoDeployment, installClasscache, json, ready, until, type Pod } from "../src/testenv/story.ts";
+import { buildImages, clusterFetch, clusterPrefix, clusterUp, leftovers, runNetnsMounted, nodeArchive, peerPulls, podHitRate, type Cluster } from "../src/testenv/cluster.ts";
+import { TEST_IMAGES } from "../src/testenv/images.ts";
+import { CHART, classCacheReady, jarCheckSaid, demoClassCache, demoDeployment, installClasscache, json, ready, until, type Pod } from "../src/testenv/story.ts";
 
 const NS = "shop";
 type Spec = { template: { metadata?: { annotations?: Record<string, string>; labels?: Record<string, string> }; spec: { containers: { image: string }[] } } };
@@ -34,9 +32,11 @@ void describe("on a real cluster: two kubelet nodes, the Helm chart, an ENTRYPOI
   let dir: string;
   let original: unknown;
   let downed = false;
+  let netnsMountBefore = false;
 
   before(async () => {
     dir = realpathSync(mkdtempSync(join(tmpdir(), "classcache-cluster-")));
+    netnsMountBefore = await runNetnsMounted();
     const images = await buildImages(join(dir, "images"), ["app-17", "app-25", "agent", "valkey"]);
     c = await clusterUp(join(dir, "cluster"), { nodes: 2, log });
     await c.images(Object.values(images));
@@ -74,13 +74,11 @@ void describe("on a real cluster: two kubelet nodes, the Helm chart, an ENTRYPOI
     // Every pod's JVM: its jar check switched it to the archive, and ≥ 95 % of its classes came from it.
     const byNode = new Map<string, number[]>();
     for (const p of pods) {
-      const check = p.status.initContainerStatuses?.find((s) => s.name === "classcache-check")?.state?.terminated?.message ?? "";
+      const check = jarCheckSaid(p);
       assert.match(check, /"archive":true/, `${p.metadata.name}: the jar check's word: ${check}`);
-      const jvm = await podJvm(p.metadata.uid);
-      assert.ok(jvm, `${p.metadata.name}: its JVM is a process here`);
-      const counts = await readClassCounts(jvm.nsPid, `/proc/${jvm.pid}/root/tmp`);
-      assert.ok(counts, `${p.metadata.name}: its perf counters`);
-      const rate = hitRate(counts);
+      const jvm = await podHitRate(p.metadata.uid);
+      assert.ok(jvm, `${p.metadata.name}: its JVM is a process here, with its perf counters`);
+      const rate = jvm.hitRate;
       log(`${p.metadata.name} on ${p.spec.nodeName}: hit rate ${rate.toFixed(3)}`);
       assert.ok(rate >= 0.95, `${p.metadata.name}: hit rate ${rate.toFixed(3)} < 0.95`);
       // Baked mode: the reference agent is off at run time, its instrumentation comes from the archive.
@@ -93,23 +91,13 @@ void describe("on a real cluster: two kubelet nodes, the Helm chart, an ENTRYPOI
     }
 
     // One build, one pull: the node that did not build pulled the archive from the one that did.
-    const agents = (await json<{ items: Pod[] }>(c, ["-n", "classcache-system", "get", "pods", "-l", "app.kubernetes.io/component=agent"])).items;
-    let pulls = 0;
-    for (const a of agents) {
-      const m = await clusterFetch(c, `http://${a.status.podIP}:${PORTS.metrics}/metrics`);
-      assert.ok("body" in m, JSON.stringify(m));
-      const ok = /^classcache_archive_pulls_total\{result="ok"\} (\d+)/m.exec(m.body);
-      pulls += ok ? Number(ok[1]) : 0;
-    }
-    assert.equal(pulls, 1, "exactly one archive pull between the nodes");
+    assert.equal(await peerPulls(c), 1, "exactly one archive pull between the nodes");
 
     // Memory: the pods of a node map one archive file; its read-only pages are shared (≈ 1/N each).
     for (const [node, pids] of byNode) {
       if (pids.length < 2) continue;
       const n = Number(node.slice("node-".length));
-      const manifests = join(c.varLib(n), "classcache", "manifests");
-      const archive = await archiveFileOf(manifests);
-      const mem = await nodeMemory(node, join(c.varLib(n), "classcache", archive), pids);
+      const mem = await nodeMemory(node, await nodeArchive(c, n), pids);
       log(`${node}: ${pids.length} pods, RO Pss/Rss ${mem.roPssRssRatio} (ideal ${mem.idealRoRatio})`);
       assert.ok(Math.abs(mem.roPssRssRatio - 1 / pids.length) <= 0.05, `${node}: RO Pss/Rss ${mem.roPssRssRatio} is not within 5 points of 1/${pids.length}`);
     }
@@ -137,11 +125,10 @@ void describe("on a real cluster: two kubelet nodes, the Helm chart, an ENTRYPOI
       return current.length === REPLICAS && list.length === REPLICAS && current.every(ready) ? current : undefined;
     });
     for (const p of pods) {
-      const jvm = await podJvm(p.metadata.uid);
-      const counts = jvm ? await readClassCounts(jvm.nsPid, `/proc/${jvm.pid}/root/tmp`) : undefined;
-      assert.ok(counts, `${p.metadata.name}: its perf counters`);
-      log(`${p.metadata.name} (JDK 25): hit rate ${hitRate(counts).toFixed(3)}`);
-      assert.ok(hitRate(counts) >= 0.95, `${p.metadata.name}: hit rate ${hitRate(counts).toFixed(3)} on JDK 25`);
+      const jvm = await podHitRate(p.metadata.uid);
+      assert.ok(jvm, `${p.metadata.name}: its perf counters`);
+      log(`${p.metadata.name} (JDK 25): hit rate ${jvm.hitRate.toFixed(3)}`);
+      assert.ok(jvm.hitRate >= 0.95, `${p.metadata.name}: hit rate ${jvm.hitRate.toFixed(3)} on JDK 25`);
     }
     const builds = (await json<{ items: unknown[] }>(c, ["-n", NS, "get", "jobs"])).items.length;
     assert.equal(builds, 2, "one build per image");
@@ -166,11 +153,10 @@ void describe("on a real cluster: two kubelet nodes, the Helm chart, an ENTRYPOI
       const list = (await json<{ items: Pod[] }>(c, ["-n", ns, "get", "pods", "-l", "app=orders"])).items;
       return list.length === 1 && ready(list[0]!) ? list[0] : undefined;
     });
-    const check = pod.status.initContainerStatuses?.find((x) => x.name === "classcache-check")?.state?.terminated?.message ?? "";
+    const check = jarCheckSaid(pod);
     assert.match(check, /"archive":true/, `the webhook patched the pod and it switched to the archive: ${check}`);
-    const jvm = await podJvm(pod.metadata.uid);
-    const counts = jvm ? await readClassCounts(jvm.nsPid, `/proc/${jvm.pid}/root/tmp`) : undefined;
-    assert.ok(counts && hitRate(counts) >= 0.95, `hit rate ${counts ? hitRate(counts).toFixed(3) : "unknown"}`);
+    const jvm = await podHitRate(pod.metadata.uid);
+    assert.ok(jvm && jvm.hitRate >= 0.95, `hit rate ${jvm ? jvm.hitRate.toFixed(3) : "unknown"}`);
   });
 
   void it("a namespace enforcing Pod Security restricted: reported, nothing patched, the app runs", async () => {
@@ -226,16 +212,9 @@ void describe("on a real cluster: two kubelet nodes, the Helm chart, an ENTRYPOI
   });
 
   void it("down leaves the machine as it was: no namespace, cgroup, mount, process or file of the cluster", async () => {
-    const prefix = (await readFile(join(c.dir, "cp-netns"), "utf8")).trim().replace(/cp$/, "");
+    const prefix = await clusterPrefix(c);
     downed = true;
     await c.down();
-    assert.deepEqual(await leftovers(c.dir, prefix), []);
+    assert.deepEqual(await leftovers(c.dir, prefix, netnsMountBefore), []);
   });
 });
-
-async function archiveFileOf(manifestsDir: string): Promise<string> {
-  const files = (await readdir(manifestsDir)).filter((f) => f.endsWith(".json"));
-  assert.equal(files.length, 1, `one archive on the node: ${files.join(", ")}`);
-  const m = JSON.parse(await readFile(join(manifestsDir, files[0]!), "utf8")) as { archive: { file: string } };
-  return m.archive.file;
-}

@@ -27,6 +27,8 @@ CP_ADDR="10.250.0.1"
 SERVICE_CIDR="10.96.0.0/16"
 API_SERVICE_IP="10.96.0.1"
 CLUSTER_DOMAIN="cluster.local"
+# Set when an up made /run/netns (see network); shared by every cluster of this machine.
+NETNS_MARK="/run/classcache-cluster.made-run-netns"
 CGROUP_CONTROLLERS=(cpu cpuacct cpuset memory pids blkio devices freezer hugetlb systemd)
 # Where the kubelet also makes cgroups (the v2 hierarchy of a hybrid host): removed by down.
 CGROUP_ALSO=(unified)
@@ -161,6 +163,12 @@ EOF
 # ---------------------------------------------------------------- network
 
 network() {
+  # `ip netns add` makes /run/netns a mount (a shared bind of itself) when it is not one yet:
+  # remembered, so the down that leaves it empty takes it away again.
+  if ! mountpoint -q /run/netns; then
+    [[ -d /run/netns ]] || echo dir > "$NETNS_MARK"
+    echo mount >> "$NETNS_MARK"
+  fi
   mkdir -p /run/netns
   ip netns add "$CP_NS"
   in_ns "$CP_NS" ip link set lo up
@@ -502,6 +510,12 @@ cmd_down() {
     done
   done
   rm -rf "$RUN"
+  # /run/netns as the first up found it, once no namespace is left in it (another cluster may still use it).
+  if [[ -f "$NETNS_MARK" && -z "$(ls -A /run/netns 2>/dev/null)" ]]; then
+    if grep -q mount "$NETNS_MARK"; then umount /run/netns 2>/dev/null || true; fi
+    if grep -q dir "$NETNS_MARK"; then rmdir /run/netns 2>/dev/null || true; fi
+    rm -f "$NETNS_MARK"
+  fi
   rm -rf "$DIR"
   log "down: $DIR removed"
 }

@@ -11,33 +11,21 @@
  * or push with `skopeo copy oci-archive:<file.oci.tar> docker://<registry>/<repo>:<tag>`.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { hostArch, treeEntries, writeImage, type Entry, type WrittenImage } from "./oci.ts";
+import { nodeArch } from "../../src/util/arch.ts";
+import { baseEntries, busyboxEntries, NONROOT, treeEntries, writeImage, type Entry, type WrittenImage } from "./oci.ts";
 
 export const REPO = resolve(import.meta.dirname, "../..");
 const VERSION = (JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")) as { version: string }).version;
 export const DEFAULT_IMAGE = `ghcr.io/classcache/classcache:${VERSION}`;
-const BUSYBOX = "/bin/busybox";
-/** What the classcache image runs as unless a pod says otherwise (the agent runs as root). */
-const NONROOT = 65532;
-
 /** The shell the operator's pods run, and nothing else of busybox. */
 const APPLETS = ["sh", "cp"];
 
 export function imageEntries(kit: string): Entry[] {
-  if (!existsSync(BUSYBOX)) throw new Error(`image: ${BUSYBOX} is missing (apt-get install busybox-static)`);
-  return [
-    ...treeEntries(kit, "opt/classcache"),
-    { path: "bin/busybox", type: "file", source: BUSYBOX, mode: 0o755 },
-    ...APPLETS.map((a): Entry => ({ path: `bin/${a}`, type: "symlink", target: "busybox" })),
-    { path: "tmp", type: "dir", mode: 0o1777 },
-    { path: "etc/passwd", type: "file", data: `root:x:0:0:root:/root:/bin/sh\nnonroot:x:${NONROOT}:${NONROOT}:nonroot:/home/nonroot:/bin/sh\n` },
-    { path: "etc/group", type: "file", data: `root:x:0:\nnonroot:x:${NONROOT}:\n` },
-    { path: "home/nonroot", type: "dir", mode: 0o755, uid: NONROOT, gid: NONROOT },
-  ];
+  return [...treeEntries(kit, "opt/classcache"), ...busyboxEntries(APPLETS), ...baseEntries()];
 }
 
 export async function buildImage(opts: { out: string; name?: string; kit?: string }): Promise<WrittenImage> {
@@ -53,7 +41,7 @@ export async function buildImage(opts: { out: string; name?: string; kit?: strin
     return await writeImage(
       {
         name: opts.name ?? DEFAULT_IMAGE,
-        arch: hostArch(),
+        arch: nodeArch(),
         layers: [imageEntries(kit)],
         config: {
           Entrypoint: ["/opt/classcache/bin/classcache"],
@@ -72,7 +60,7 @@ export async function buildImage(opts: { out: string; name?: string; kit?: strin
 
 if (import.meta.main) {
   const { values } = parseArgs({ options: { out: { type: "string" }, name: { type: "string" }, kit: { type: "string" } } });
-  const out = resolve(values.out ?? join(REPO, "dist", `classcache-${VERSION}-${hostArch()}.oci.tar`));
+  const out = resolve(values.out ?? join(REPO, "dist", `classcache-${VERSION}-${nodeArch()}.oci.tar`));
   const img = await buildImage({ out, ...(values.name ? { name: values.name } : {}), ...(values.kit ? { kit: values.kit } : {}) });
   process.stdout.write(`${out}\n${img.name}@${img.digest}\n${(img.size / 1048576).toFixed(1)} MiB\n`);
 }

@@ -9,7 +9,7 @@
  */
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { createReadStream, createWriteStream, lstatSync, readdirSync, readlinkSync, realpathSync, statSync } from "node:fs";
+import { createReadStream, createWriteStream, existsSync, lstatSync, readdirSync, readlinkSync, realpathSync, statSync } from "node:fs";
 import { mkdir, mkdtemp, rename, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, posix, resolve } from "node:path";
@@ -277,5 +277,22 @@ export function hostFiles(paths: string[]): Entry[] {
   return paths.map((p): Entry => ({ path: p, type: "file", source: realpathSync(p), mode: statSync(p).mode & 0o777 }));
 }
 
-/** GOARCH of this machine. */
-export { nodeArch as hostArch } from "../../src/util/arch.ts";
+/** The non-root user images run as unless a pod says otherwise. */
+export const NONROOT = 65532;
+const BUSYBOX = "/bin/busybox";
+
+/** What every image here has: /tmp, and a root and a non-root user (with a home) by name. */
+export function baseEntries(): Entry[] {
+  return [
+    { path: "tmp", type: "dir", mode: 0o1777 },
+    { path: "etc/passwd", type: "file", data: `root:x:0:0:root:/root:/bin/sh\nnonroot:x:${NONROOT}:${NONROOT}:nonroot:/home/nonroot:/bin/sh\n` },
+    { path: "etc/group", type: "file", data: `root:x:0:\nnonroot:x:${NONROOT}:\n` },
+    { path: "home/nonroot", type: "dir", mode: 0o755, uid: NONROOT, gid: NONROOT },
+  ];
+}
+
+/** Debian's static busybox at /bin/busybox, and only these applets of it linked in /bin. */
+export function busyboxEntries(applets: string[]): Entry[] {
+  if (!existsSync(BUSYBOX)) throw new Error(`image: ${BUSYBOX} is missing (apt-get install busybox-static)`);
+  return [{ path: "bin/busybox", type: "file", source: BUSYBOX, mode: 0o755 }, ...applets.map((a): Entry => ({ path: `bin/${a}`, type: "symlink", target: "busybox" }))];
+}

@@ -26,6 +26,7 @@ import { ClasscacheError } from "../runtime/errors.ts";
 import { collectStats, type Stats } from "../stats/stats.ts";
 import { demoAppJar, referenceAgentJar, REPO } from "./fixtures.ts";
 import { nodeMemory, type NodeMemory } from "./memory.ts";
+import { median } from "../util/format.ts";
 
 export interface DemoOptions {
   nodes: number;
@@ -146,7 +147,7 @@ export async function runDemo(o: DemoOptions, progress: (msg: string) => void, s
       builds: nodes.filter((n) => n.source === "built").length,
       pulls: nodes.filter((n) => n.source === "pulled").length,
       events,
-      baseline: { readyMs: median(baselineRuns), runs: baselineRuns, what: "fat jar with -javaagent, no archive" },
+      baseline: { readyMs: Math.round(median(baselineRuns)), runs: baselineRuns, what: "fat jar with -javaagent, no archive" },
       jvms: results,
       memory,
       total: totalMemory(memory, o.jvmsPerNode),
@@ -297,12 +298,6 @@ async function waitHttp(url: string, ms: number, signal: AbortSignal): Promise<v
     await sleep(100);
   }
   throw new ClasscacheError("internal", `${url} did not become ready in ${ms / 1000} s`);
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length === 0 ? 0 : s.length % 2 ? s[m]! : Math.round((s[m - 1]! + s[m]!) / 2);
 }
 
 function totalMemory(ms: NodeMemory[], perNode: number): DemoResult["total"] {

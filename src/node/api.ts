@@ -280,7 +280,9 @@ async function want(wants: Wants, req: IncomingMessage, res: ServerResponse, sco
   const waitMs = typeof input.waitMs === "number" && input.waitMs > 0 ? Math.min(input.waitMs, MAX_WANT_WAIT_MS) : 0;
   const attempt = wants.add(input.ref, scope);
   if (waitMs === 0) return send(res, 202, { ref: input.ref });
-  const held = await Promise.race([attempt, sleep(waitMs).then(() => false)]);
+  // The timer goes with the answer: a want answered at once leaves nothing pending for seconds.
+  const timer = new AbortController();
+  const held = await Promise.race([attempt, sleep(waitMs, false, { signal: timer.signal })]).finally(() => timer.abort());
   send(res, held ? 200 : 202, { ref: input.ref, held });
 }
 

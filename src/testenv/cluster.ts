@@ -9,12 +9,13 @@ import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { buildImage } from "../../scripts/image/build.ts";
-import { buildTestImage, TEST_IMAGES, type TestImage } from "./images.ts";
-import { ensureHelm, REPO_ROOT } from "./testenv.ts";
+import { hitRate, readClassCounts } from "../jvm/hsperf.ts";
+import { PORTS } from "../operator/constants.ts";
+import { buildTestImage, type TestImage } from "./images.ts";
+import { ensureClusterBinaries, ensureHelm, REPO_ROOT } from "./testenv.ts";
 
 const run = promisify(execFile);
 const SCRIPT = join(REPO_ROOT, "scripts/cluster/cluster.sh");
-const BUILD = join(REPO_ROOT, "scripts/testenv/build-binaries.sh");
 
 export interface Cluster {
   dir: string;
@@ -54,7 +55,7 @@ export async function clusterUp(dir: string, opts: { nodes?: number; log?: (l: s
 }
 
 export async function attach(dir: string, nodes: number, log: (l: string) => void = () => {}): Promise<Cluster> {
-  const bin = (await run("bash", [BUILD, "cluster"], { maxBuffer: 1 << 20 })).stdout.trim().split("\n").at(-1)!;
+  const bin = await ensureClusterBinaries(log);
   const kubeconfig = join(dir, "kubeconfig");
   const helmPath = await ensureHelm(log);
   const kubectl = (args: string[], o: { input?: string; timeoutMs?: number } = {}): Promise<string> =>
@@ -89,8 +90,6 @@ export async function buildImages(dir: string, kinds: TestImage[]): Promise<Reco
   return out;
 }
 
-export { TEST_IMAGES };
-
 /** The host PIDs of a pod's processes (their cgroup path names the pod's UID). */
 export async function podPids(podUid: string): Promise<number[]> {
   const needle = `pod${podUid}`;
@@ -115,12 +114,45 @@ export async function podJvm(podUid: string): Promise<{ pid: number; nsPid: numb
   return undefined;
 }
 
+/** The share of the pod's JVM's classes loaded from an archive (its perf counters, read from the host); undefined without a JVM. */
+export async function podHitRate(podUid: string): Promise<{ pid: number; hitRate: number } | undefined> {
+  const jvm = await podJvm(podUid);
+  const counts = jvm ? await readClassCounts(jvm.nsPid, `/proc/${jvm.pid}/root/tmp`) : undefined;
+  return jvm && counts ? { pid: jvm.pid, hitRate: hitRate(counts) } : undefined;
+}
+
+/** The one archive file in node N's store (the host path its pods map). */
+export async function nodeArchive(c: Cluster, node: number): Promise<string> {
+  const store = join(c.varLib(node), "classcache");
+  const manifests = (await readdir(join(store, "manifests"))).filter((f) => f.endsWith(".json"));
+  if (manifests.length !== 1) throw new Error(`node ${node} holds ${manifests.length} archives, not one: ${manifests.join(", ")}`);
+  const m = JSON.parse(await readFile(join(store, "manifests", manifests[0]!), "utf8")) as { archive: { file: string } };
+  return join(store, m.archive.file);
+}
+
+/** Archives the node agents pulled from peers, summed over the agents (their metrics). */
+export async function peerPulls(c: Cluster): Promise<number> {
+  const agents = JSON.parse(await c.kubectl(["-n", "classcache-system", "get", "pods", "-l", "app.kubernetes.io/component=agent", "-o", "json"])) as { items: { status: { podIP?: string } }[] };
+  let pulls = 0;
+  for (const a of agents.items) {
+    const m = await clusterFetch(c, `http://${a.status.podIP}:${PORTS.metrics}/metrics`);
+    if (!("body" in m)) throw new Error(`agent ${a.status.podIP}: ${m.error}`);
+    pulls += Number(/^classcache_archive_pulls_total\{result="ok"\} (\d+)/m.exec(m.body)?.[1] ?? 0);
+  }
+  return pulls;
+}
+
+/** The prefix of the cluster's network namespaces, cgroups and run dir (cluster.sh's `<p>`). */
+export async function clusterPrefix(c: Cluster): Promise<string> {
+  return (await readFile(join(c.dir, "cp-netns"), "utf8")).trim().replace(/cp$/, "");
+}
+
 /**
  * An HTTP GET from inside the cluster's network (the control plane's namespace routes to every
  * node's pods): status, headers and body, or the error.
  */
 export async function clusterFetch(c: Cluster, url: string, timeoutMs = 10_000): Promise<{ status: number; headers: Record<string, string>; body: string } | { error: string }> {
-  const ns = (await readFile(join(c.dir, "cp-netns"), "utf8")).trim();
+  const ns = `${await clusterPrefix(c)}cp`;
   const script = `fetch(${JSON.stringify(url)}, { signal: AbortSignal.timeout(${timeoutMs}) }).then(async (r) => console.log(JSON.stringify({ status: r.status, headers: Object.fromEntries(r.headers), body: await r.text() })), (e) => console.log(JSON.stringify({ error: String(e.cause?.code ?? e.message) })))`;
   const { stdout } = await run("nsenter", [`--net=/run/netns/${ns}`, process.execPath, "-e", script], { timeout: timeoutMs + 5000, maxBuffer: 16 << 20 });
   return JSON.parse(stdout) as { status: number; headers: Record<string, string>; body: string } | { error: string };
@@ -128,10 +160,10 @@ export async function clusterFetch(c: Cluster, url: string, timeoutMs = 10_000):
 
 /**
  * What a cluster left on the machine after `down`: its network namespaces, cgroups, mounts,
- * processes, run dir and cluster dir. Empty when it left nothing. `prefix`: the cluster's
- * (its control plane's network namespace without "cp"), read before down.
+ * processes, run dir and cluster dir, and /run/netns if it was not a mount before (`netnsMountBefore`,
+ * runNetnsMounted before up). Empty when it left nothing. `prefix`: clusterPrefix, read before down.
  */
-export async function leftovers(dir: string, prefix: string): Promise<string[]> {
+export async function leftovers(dir: string, prefix: string, netnsMountBefore?: boolean): Promise<string[]> {
   const found: string[] = [];
   const netns = await readdir("/run/netns").catch(() => [] as string[]);
   found.push(...netns.filter((n) => n.startsWith(prefix)).map((n) => `network namespace ${n}`));
@@ -147,6 +179,13 @@ export async function leftovers(dir: string, prefix: string): Promise<string[]> 
     if (cmd.includes(dir) || cmd.includes(`/run/${prefix}/`) || cmd.includes(`/run/netns/${prefix}`)) found.push(`process ${p}: ${cmd.slice(0, 120)}`);
   }
   if (existsSync(`/run/${prefix}`)) found.push(`/run/${prefix}`);
+  if (netnsMountBefore !== undefined && (await runNetnsMounted()) !== netnsMountBefore) found.push("/run/netns is a mount (ip netns made it; the host had none)");
   if (existsSync(dir)) found.push(dir);
   return found;
+}
+
+/** Is /run/netns a mount point (ip netns makes it one)? */
+export async function runNetnsMounted(): Promise<boolean> {
+  const mounts = await readFile("/proc/self/mountinfo", "utf8");
+  return mounts.split("\n").some((l) => l.split(" ")[4] === "/run/netns");
 }

@@ -14,7 +14,8 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { hostArch, hostFiles, sharedLibraries, treeEntries, writeImage, type Entry, type WrittenImage } from "../../scripts/image/oci.ts";
+import { baseEntries, busyboxEntries, hostFiles, sharedLibraries, treeEntries, writeImage, type Entry, type WrittenImage } from "../../scripts/image/oci.ts";
+import { nodeArch } from "../util/arch.ts";
 import { DEFAULTS } from "../operator/api/v1.ts";
 import { demoAppJar, referenceAgentJar, REPO } from "../demo/fixtures.ts";
 
@@ -27,18 +28,7 @@ export const TEST_IMAGES = {
 } as const;
 export type TestImage = keyof typeof TEST_IMAGES;
 
-const BUSYBOX = "/bin/busybox";
 const JAVA_HOME_IN_IMAGE = "/opt/java/openjdk";
-
-function shell(applets: string[]): Entry[] {
-  return [{ path: "bin/busybox", type: "file", source: BUSYBOX, mode: 0o755 }, ...applets.map((a): Entry => ({ path: `bin/${a}`, type: "symlink", target: "busybox" }))];
-}
-
-const BASE: Entry[] = [
-  { path: "tmp", type: "dir", mode: 0o1777 },
-  { path: "etc/passwd", type: "file", data: "root:x:0:0:root:/root:/bin/sh\nnonroot:x:65532:65532:nonroot:/home/nonroot:/bin/sh\n" },
-  { path: "etc/group", type: "file", data: "root:x:0:\nnonroot:x:65532:\n" },
-];
 
 /** The JDK of a feature release on this machine (Debian's 17, Temurin's 25). */
 export function jdkHome(feature: 17 | 25): string {
@@ -59,7 +49,7 @@ async function jdkEntries(home: string): Promise<Entry[]> {
 
 export async function buildTestImage(kind: TestImage, out: string): Promise<WrittenImage> {
   const name = TEST_IMAGES[kind];
-  const arch = hostArch();
+  const arch = nodeArch();
   switch (kind) {
     case "pause": {
       const work = mkdtempSync(join(tmpdir(), "classcache-pause-"));
@@ -79,7 +69,7 @@ export async function buildTestImage(kind: TestImage, out: string): Promise<Writ
         {
           name,
           arch,
-          layers: [[...BASE, ...(await jdkEntries(home))], [{ path: "app.jar", type: "file", source: app, mode: 0o644 }]],
+          layers: [[...baseEntries(), ...(await jdkEntries(home))], [{ path: "app.jar", type: "file", source: app, mode: 0o644 }]],
           config: {
             Entrypoint: ["java", "-jar", "/app.jar"],
             Env: [`JAVA_HOME=${JAVA_HOME_IN_IMAGE}`, `PATH=${JAVA_HOME_IN_IMAGE}/bin:/usr/bin:/bin`],
@@ -92,7 +82,7 @@ export async function buildTestImage(kind: TestImage, out: string): Promise<Writ
     }
     case "agent":
       return writeImage(
-        { name, arch, layers: [[...BASE, ...shell(["sh", "cp"]), { path: "agent/agent.jar", type: "file", source: await referenceAgentJar(), mode: 0o644 }]], config: { Entrypoint: ["/bin/sh"], User: "65532:65532" } },
+        { name, arch, layers: [[...baseEntries(), ...busyboxEntries(["sh", "cp"]), { path: "agent/agent.jar", type: "file", source: await referenceAgentJar(), mode: 0o644 }]], config: { Entrypoint: ["/bin/sh"], User: "65532:65532" } },
         out,
       );
     case "valkey": {
@@ -105,8 +95,8 @@ export async function buildTestImage(kind: TestImage, out: string): Promise<Writ
           arch,
           layers: [
             [
-              ...BASE,
-              ...shell(["sh", "grep"]),
+              ...baseEntries(),
+              ...busyboxEntries(["sh", "grep"]),
               ...hostFiles([...libs, ...(interpreter ? [interpreter] : [])]),
               { path: "usr/local/bin/valkey-server", type: "file", source: server, mode: 0o755 },
               { path: "usr/local/bin/valkey-cli", type: "file", source: cli, mode: 0o755 },

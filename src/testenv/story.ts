@@ -7,7 +7,8 @@
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { DEFAULT_IMAGE } from "../../scripts/image/build.ts";
-import { TEST_IMAGES, type Cluster } from "./cluster.ts";
+import type { Cluster } from "./cluster.ts";
+import { TEST_IMAGES } from "./images.ts";
 import { REPO_ROOT } from "./testenv.ts";
 
 export const CHART = join(REPO_ROOT, "deploy/chart/classcache");
@@ -22,6 +23,9 @@ export interface Pod {
     initContainerStatuses?: { name: string; state?: { terminated?: { message?: string; exitCode?: number } } }[];
   };
 }
+
+/** What the pod's jar check said (its termination message): `{"archive":true}` when it switched the pod to the archive. */
+export const jarCheckSaid = (p: Pod): string => p.status.initContainerStatuses?.find((s) => s.name === "classcache-check")?.state?.terminated?.message ?? "";
 
 export const ready = (p: Pod): boolean => p.status.conditions?.some((c) => c.type === "Ready" && c.status === "True") === true;
 

@@ -137,8 +137,15 @@ export function ensureHelm(log: (line: string) => void = () => {}): Promise<stri
   return helm;
 }
 
+/** kubectl and the rest of the real-cluster tier's binaries (the script's `cluster` set): their bin dir. */
+export async function ensureClusterBinaries(log: (line: string) => void = () => {}): Promise<string> {
+  const binDir = await runBuildScript("cluster", log);
+  if (!existsSync(join(binDir, "kubectl"))) throw new Error(`${BUILD_SCRIPT} cluster did not print a bin dir with kubectl (got ${binDir})`);
+  return binDir;
+}
+
 /** Runs the build script for one set of binaries and returns the bin dir it prints last. */
-async function runBuildScript(set: "control-plane" | "helm", log: (line: string) => void): Promise<string> {
+async function runBuildScript(set: "control-plane" | "cluster" | "helm", log: (line: string) => void): Promise<string> {
   const child = spawn("bash", [BUILD_SCRIPT, set], { stdio: ["ignore", "pipe", "pipe"] });
   const stdout: string[] = [];
   const stderr: string[] = [];

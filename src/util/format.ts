@@ -1,6 +1,13 @@
 /** Numbers and tables for people, shared by the screens (demo, stats). */
 
 /** a/b to three decimals; 0 when b is 0. */
+/** The median of some samples (the mean of the middle two for an even count; 0 for none). */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length === 0 ? 0 : s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
 export function ratio(a: number, b: number): number {
   return b === 0 ? 0 : Math.round((a / b) * 1000) / 1000;
 }
