@@ -121,10 +121,10 @@ export async function podHitRate(podUid: string): Promise<{ pid: number; hitRate
   return jvm && counts ? { pid: jvm.pid, hitRate: hitRate(counts) } : undefined;
 }
 
-/** The one archive file in node N's store (the host path its pods map). */
-export async function nodeArchive(c: Cluster, node: number): Promise<string> {
+/** The archive file of `key` in node N's store (the host path its pods map); without a key, the node's only one. */
+export async function nodeArchive(c: Cluster, node: number, key?: string): Promise<string> {
   const store = join(c.varLib(node), "classcache");
-  const manifests = (await readdir(join(store, "manifests"))).filter((f) => f.endsWith(".json"));
+  const manifests = key ? [`${key}.json`] : (await readdir(join(store, "manifests"))).filter((f) => f.endsWith(".json"));
   if (manifests.length !== 1) throw new Error(`node ${node} holds ${manifests.length} archives, not one: ${manifests.join(", ")}`);
   const m = JSON.parse(await readFile(join(store, "manifests", manifests[0]!), "utf8")) as { archive: { file: string } };
   return join(store, m.archive.file);
