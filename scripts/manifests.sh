@@ -2,13 +2,13 @@
 # Generates the raw manifests in deploy/ from the Helm chart, the one source of truth:
 #
 #   deploy/chart/classcache/crds/<f>             -> deploy/crds/<f>
-#   deploy/chart/classcache/templates/<dir>/<f>  -> deploy/<dir>/<f>   (rbac/, operator/)
+#   deploy/chart/classcache/templates/<dir>/<f>  -> deploy/<dir>/<f>   (rbac/, operator/, csi/)
 #
 # with `helm template` and the chart's default values, plus createNamespace=true (so that
 # deploy/rbac/00-namespace.yaml holds the namespace for `kubectl apply -f deploy/...`).
 # Edit the chart, then run this; test/chart.test.ts fails when deploy/ and the chart differ.
 #
-#   scripts/manifests.sh             # rewrites deploy/crds, deploy/rbac, deploy/operator
+#   scripts/manifests.sh             # rewrites deploy/crds, deploy/rbac, deploy/operator, deploy/csi
 #   scripts/manifests.sh --out DIR   # writes DIR/crds, DIR/rbac, DIR/operator instead
 #
 # Helm: $HELM if set, else the one scripts/testenv/build-binaries.sh helm builds (and caches).
@@ -33,7 +33,7 @@ trap 'rm -f "$rendered"' EXIT
 "$HELM" template classcache "$CHART" --namespace classcache-system --include-crds \
   --set createNamespace=true >"$rendered"
 
-for d in crds rbac operator; do
+for d in crds rbac operator csi; do
   mkdir -p "$OUT/$d"
   rm -f "$OUT/$d"/*.yaml
 done
@@ -60,7 +60,7 @@ awk -v out="$OUT" '
     flush()
     path = substr($0, 11)
     if (path ~ /^classcache\/crds\/[^\/]+\.yaml$/) sub(/^classcache\//, "", path)
-    else if (path ~ /^classcache\/templates\/(rbac|operator)\/[^\/]+\.yaml$/) sub(/^classcache\/templates\//, "", path)
+    else if (path ~ /^classcache\/templates\/(rbac|operator|csi)\/[^\/]+\.yaml$/) sub(/^classcache\/templates\//, "", path)
     else { printf "manifests.sh: no place in deploy/ for %s\n", path > "/dev/stderr"; failed = 1; exit 1 }
     file = out "/" path
     next
@@ -68,4 +68,4 @@ awk -v out="$OUT" '
   { lines[++count] = $0 }
   END { if (!failed) flush() }
 ' "$rendered"
-printf 'manifests.sh: wrote %s/{crds,rbac,operator} from %s\n' "$OUT" "${CHART#"$ROOT"/}" >&2
+printf 'manifests.sh: wrote %s/{crds,rbac,operator,csi} from %s\n' "$OUT" "${CHART#"$ROOT"/}" >&2

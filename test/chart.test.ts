@@ -22,7 +22,7 @@ import { ensureHelm, REPO_ROOT, startTestEnv, type TestEnv } from "../src/testen
 
 const CHART = join(REPO_ROOT, "deploy/chart/classcache");
 const NS = "classcache-system";
-const GENERATED_DIRS = ["crds", "rbac", "operator"];
+const GENERATED_DIRS = ["crds", "rbac", "operator", "csi"];
 const DIGEST = `sha256:${"ab".repeat(32)}`;
 
 const ValidatingAdmissionPolicies = resourceType("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy", "validatingadmissionpolicies", false);

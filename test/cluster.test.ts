@@ -159,26 +159,6 @@ void describe("on a real cluster: two kubelet nodes, the Helm chart, an ENTRYPOI
     assert.ok(jvm && jvm.hitRate >= 0.95, `hit rate ${jvm ? jvm.hitRate.toFixed(3) : "unknown"}`);
   });
 
-  void it("a namespace enforcing Pod Security restricted: reported, nothing patched, the app runs", async () => {
-    const ns = "locked";
-    await c.kubectl(["apply", "-f", "-"], { input: JSON.stringify({ apiVersion: "v1", kind: "Namespace", metadata: { name: ns, labels: { "pod-security.kubernetes.io/enforce": "restricted" } } }) });
-    const d = demoDeployment(ns, 1) as { spec: { template: { spec: { securityContext?: unknown; containers: Record<string, unknown>[] } } } };
-    d.spec.template.spec.securityContext = { runAsNonRoot: true, runAsUser: 65532, seccompProfile: { type: "RuntimeDefault" } };
-    d.spec.template.spec.containers[0]!["securityContext"] = { allowPrivilegeEscalation: false, capabilities: { drop: ["ALL"] } };
-    await c.kubectl(["apply", "-f", "-"], { input: JSON.stringify(d) });
-    await c.kubectl(["-n", ns, "rollout", "status", "deployment/orders", "--timeout=300s"], { timeoutMs: 310_000 });
-    const written = (await json<{ spec: unknown }>(c, ["-n", ns, "get", "deployment", "orders"])).spec;
-    await c.kubectl(["apply", "-f", "-"], { input: JSON.stringify(demoClassCache(ns)) });
-    const reason = await until("the ClassCache to say why", 120_000, async () => {
-      const st = (await json<{ status?: { conditions?: { type: string; reason: string }[] } }>(c, ["-n", ns, "get", "classcache", "orders"])).status;
-      return st?.conditions?.find((x) => x.type === "WorkloadPatched")?.reason;
-    });
-    assert.equal(reason, "PodSecurityForbidsHostPath");
-    assert.deepEqual((await json<{ spec: unknown }>(c, ["-n", ns, "get", "deployment", "orders"])).spec, written, "the Deployment untouched");
-    const pods = (await json<{ items: Pod[] }>(c, ["-n", ns, "get", "pods", "-l", "app=orders"])).items;
-    assert.ok(pods.length === 1 && ready(pods[0]!), "the app runs");
-  });
-
   void it("the ClassCache deleted: the Deployment is exactly as before", async () => {
     await c.kubectl(["-n", NS, "delete", "classcache", "orders", "--wait=true", "--timeout=120s"], { timeoutMs: 130_000 });
     const now = (await json<{ spec: Spec }>(c, ["-n", NS, "get", "deployment", "orders"])).spec;

@@ -264,8 +264,9 @@ free_port() {
 # Each node's containerd and kubelet share one mount namespace (a slave of the host's: host
 # mounts reach it, none of its own reach the host), held open by a sleeping process. In it:
 #  - /var/lib is the node's own directory, so hostPath volumes (the classcache store at
-#    /var/lib/classcache), the CNI's state and the kubelet's device-plugin socket are per node,
-#    inside the cluster dir, as on separate machines;
+#    /var/lib/classcache), the CNI's state and the kubelet's root directory (/var/lib/kubelet,
+#    the default, where CSI plugins expect it) are per node, inside the cluster dir, as on
+#    separate machines;
 #  - the sysctls the kubelet would rewrite read as it wants them (it then leaves them alone).
 node_mount_namespace() {
   local i="$1" nd
@@ -298,7 +299,7 @@ in_node() {
 node_up() {
   local i="$1" ns nd name
   ns="$(node_ns "$i")"; nd="$(node_dir "$i")"; name="$(node_name "$i")"
-  mkdir -p "$nd/cni" "$nd/containerd" "$nd/kubelet" "$nd/pod-logs" "$nd/volume-plugins" "$nd/ipam" "$RUN/n$i"
+  mkdir -p "$nd/cni" "$nd/containerd" "$nd/pod-logs" "$nd/volume-plugins" "$nd/ipam" "$RUN/n$i"
   cat > "$nd/cni/10-pods.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
@@ -365,7 +366,7 @@ failSwapOn: false
 serializeImagePulls: false
 EOF
   start "kubelet-$i" in_node "$i" "$BIN/kubelet" --config="$nd/kubelet.yaml" --kubeconfig="$nd/kubelet.kubeconfig" \
-    --root-dir="$nd/kubelet" --cert-dir="$nd/kubelet/pki" --hostname-override="$name" --node-ip="$(node_ip "$i")" --v=1
+    --root-dir=/var/lib/kubelet --cert-dir=/var/lib/kubelet/pki --hostname-override="$name" --node-ip="$(node_ip "$i")" --v=1
 
   cat > "$nd/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1

@@ -48,6 +48,11 @@ outside one, give --kubeconfig and --webhook-url (the API server must reach this
   --agents-on-control-plane  run node agents on control-plane nodes too (default: worker nodes only)
   --agent-image-pull-policy Always|IfNotPresent|Never
                              the node agents' imagePullPolicy (default: Kubernetes')
+  --agent-csi                run the CSI node plugin next to each node agent (privileged): pods in
+                             namespaces enforcing Pod Security baseline or restricted, which forbid
+                             hostPath, mount their view of the store through it (needs the
+                             CSIDriver csi.classcache.dev, which the chart installs)
+  --kubelet-dir <dir>        the kubelet's root directory on the nodes (default /var/lib/kubelet)
   --no-leader-election       run the controller without a Lease (one replica only)
   --log-format text|json
 `;
@@ -120,6 +125,8 @@ export function parseOperatorArgs(argv: string[]): OperatorFlags {
     "agent-priority-class": { type: "string" },
     "agents-on-control-plane": { type: "boolean", default: false },
     "agent-image-pull-policy": { type: "string" },
+    "agent-csi": { type: "boolean", default: false },
+    "kubelet-dir": { type: "string", default: "/var/lib/kubelet" },
     "log-format": { type: "string", default: "text" },
   });
   const role = values.role as OperatorRole;
@@ -144,6 +151,8 @@ export function parseOperatorArgs(argv: string[]): OperatorFlags {
   if (pullPolicy !== undefined && !(PULL_POLICIES as readonly string[]).includes(pullPolicy)) {
     throw usageError(`--agent-image-pull-policy ${pullPolicy} is not a pull policy`, `use one of ${PULL_POLICIES.join(", ")}`);
   }
+  const kubeletDir = values["kubelet-dir"];
+  if (!kubeletDir.startsWith("/") || kubeletDir.split("/").includes("..")) throw usageError(`--kubelet-dir ${kubeletDir} is not an absolute path`, "the kubelet's --root-dir, e.g. /var/lib/kubelet");
   const priorityClass = values["agent-priority-class"];
   if (priorityClass !== undefined && !/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(priorityClass)) {
     throw usageError(`--agent-priority-class ${priorityClass} is not a PriorityClass name`, "a lower-case DNS subdomain, e.g. system-node-critical");
@@ -166,6 +175,7 @@ export function parseOperatorArgs(argv: string[]): OperatorFlags {
       controlPlane: values["agents-on-control-plane"],
       ...(priorityClass ? { priorityClassName: priorityClass } : {}),
       ...(pullPolicy ? { imagePullPolicy: pullPolicy as (typeof PULL_POLICIES)[number] } : {}),
+      ...(values["agent-csi"] ? { csi: { kubeletDir: kubeletDir.replace(/\/+$/, "") } } : {}),
     },
     logFormat: values["log-format"] === "json" ? "json" : "text",
   };

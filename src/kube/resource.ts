@@ -55,6 +55,7 @@ export const Secrets = resourceType("v1", "Secret", "secrets");
 export const Pods = resourceType("v1", "Pod", "pods");
 export const Services = resourceType("v1", "Service", "services");
 export const Namespaces = resourceType("v1", "Namespace", "namespaces", false);
+export const CSIDrivers = resourceType("storage.k8s.io/v1", "CSIDriver", "csidrivers", false);
 /** core/v1 Events. Their watch is not served from the API server's watch cache. */
 export const CoreEvents = resourceType("v1", "Event", "events");
 export const Events = resourceType("events.k8s.io/v1", "Event", "events");

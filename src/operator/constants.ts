@@ -65,6 +65,30 @@ export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
 export const POD_SECURITY_ENFORCE_LABEL = "pod-security.kubernetes.io/enforce";
 export const HOSTPATH_FORBIDDEN_LEVELS = ["baseline", "restricted"] as const;
 
+/**
+ * The node agent's CSI driver (src/node/csi): an inline, ephemeral `csi` volume of this driver is
+ * the pod's scope's view of the node store, read-only, as the hostPath is — and the Pod Security
+ * baseline and restricted levels allow it. The plugin takes the scope from the pod's namespace
+ * (podInfoOnMount); the one attribute a pod may set is CSI_VIEW_ATTRIBUTE.
+ */
+export const CSI_DRIVER = "csi.classcache.dev";
+/** "scope" (default): the pod's namespace's view; "cluster": the cluster-wide shared one; "build": the agent's socket directory. */
+export const CSI_VIEW_ATTRIBUTE = "view";
+
+/** How patched pods and build pods reach the node store: a hostPath where allowed, else the CSI driver. */
+export type StoreVolume = "hostPath" | "csi";
+
+/**
+ * Where a namespace's pods get the store from: the hostPath where its Pod Security level allows
+ * it (no moving part on the pod's start path: docs/adr/0011), the CSI driver where the level
+ * forbids hostPath and the driver is installed; `forbidden` (the level) where neither is possible.
+ */
+export function storeVolumeFor(namespace: { metadata: { labels?: Record<string, string> } } | undefined, csiInstalled: boolean): { volume: StoreVolume } | { forbidden: string } {
+  const level = hostPathForbiddenBy(namespace);
+  if (!level) return { volume: "hostPath" };
+  return csiInstalled ? { volume: "csi" } : { forbidden: level };
+}
+
 /** The level a namespace enforces if it forbids hostPath volumes, else undefined. */
 export function hostPathForbiddenBy(namespace: { metadata: { labels?: Record<string, string> } } | undefined): string | undefined {
   const level = namespace?.metadata.labels?.[POD_SECURITY_ENFORCE_LABEL];

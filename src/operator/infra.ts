@@ -60,7 +60,7 @@ export function chooseDirectory(all: ClassCache[]): DirectoryChoice {
 
 
 /** What the cluster admin decides about the node agents (the operator's --observe-jvms and --agent-* flags). */
-export type AgentSettings = Pick<AgentsOptions, "observeJvms" | "priorityClassName" | "imagePullPolicy" | "controlPlane">;
+export type AgentSettings = Pick<AgentsOptions, "observeJvms" | "priorityClassName" | "imagePullPolicy" | "controlPlane" | "csi">;
 
 export interface Credentials {
   trust: TrustStore;

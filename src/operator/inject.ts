@@ -7,8 +7,9 @@
  *  - its scope's view of the node store (`<store>/scopes/<namespace>`, or `_cluster`: only that
  *    scope's archives and jars, as hard links to the store's files, and the agent's socket for
  *    it), read-only, at the fixed STORE_ROOT, where the archive's paths expect the store
- *    (hostPath DirectoryOrCreate, so a node without an agent still starts the pod), and an
- *    emptyDir for two argument files;
+ *    (hostPath DirectoryOrCreate, so a node without an agent still starts the pod; or, where
+ *    the namespace's Pod Security level forbids hostPath, an inline volume of the agent's CSI
+ *    driver, which mounts the same view), and an emptyDir for two argument files;
  *  - an init step (`classcache pod-init`) that writes those files from what the node holds:
  *    the archive and the store's extracted, mtime-pinned app when the node has them, else the
  *    pod's own launch — it always exits 0;
@@ -23,8 +24,8 @@
  *    a pod on a node without the archive still runs the agent live — instrumentation is never
  *    lost to a missing archive.
  */
-import { AGENT_DIR, ARGS_DIR, JVM_ARGS_FILE, LAUNCH_ARGS_FILE, STORE_ROOT, storeViewHostPath } from "./constants.ts";
-import { lockedDown, type Container, type EnvVar, type PodSpec, type VolumeMount } from "./objects/meta.ts";
+import { AGENT_DIR, ARGS_DIR, CSI_DRIVER, CSI_VIEW_ATTRIBUTE, JVM_ARGS_FILE, LAUNCH_ARGS_FILE, STORE_ROOT, storeViewHostPath, type StoreVolume } from "./constants.ts";
+import { lockedDown, type Container, type EnvVar, type PodSpec, type Volume, type VolumeMount } from "./objects/meta.ts";
 
 export type { Container, EnvVar, PodSpec, PodTemplate, VolumeMount } from "./objects/meta.ts";
 
@@ -42,6 +43,15 @@ export interface InjectionInput {
   agent?: { image: string; jarPath: string; runtimeOptions: string[] } | undefined;
   /** The classcache image, for the init step. */
   image: string;
+  /** How the pod reaches its view of the store (see storeVolumeFor); default hostPath. */
+  storeVolume?: StoreVolume | undefined;
+}
+
+/** The pod's view of the node store as a volume: the hostPath of its scope's view, or the CSI driver's inline volume of it. */
+export function storeVolume(name: string, scope: string, kind: StoreVolume = "hostPath"): Volume {
+  if (kind === "hostPath") return { name, hostPath: { path: storeViewHostPath(scope), type: "DirectoryOrCreate" } };
+  // The plugin takes the namespace from the pod itself; a pod can only ask for the cluster's shared view instead.
+  return { name, csi: { driver: CSI_DRIVER, readOnly: true, ...(scope === "" ? { volumeAttributes: { [CSI_VIEW_ATTRIBUTE]: "cluster" } } : {}) } };
 }
 
 export const Reasons = {
@@ -261,7 +271,7 @@ export function injectPod(spec: PodSpec, input: InjectionInput): { spec: PodSpec
   out.initContainers = [...(out.initContainers ?? []), ...inits];
   out.volumes = [
     ...(out.volumes ?? []),
-    { name: VOLUMES.store, hostPath: { path: storeViewHostPath(input.scope), type: "DirectoryOrCreate" } },
+    storeVolume(VOLUMES.store, input.scope, input.storeVolume),
     { name: VOLUMES.args, emptyDir: { sizeLimit: "64Mi" } },
   ];
   out.containers = out.containers.map((c) =>
@@ -297,6 +307,8 @@ function initContainers(input: InjectionInput, launch: string[]): Container[] {
       command: ["cp", input.agent!.jarPath, `${AGENT_DIR}/agent.jar`],
       volumeMounts: [{ name: VOLUMES.args, mountPath: AGENT_DIR, subPath: "agent" }],
       resources: { requests: { cpu: "10m", memory: "16Mi" }, limits: { memory: "64Mi" } },
+      // A copy needs no privilege or root; this keeps the pod admissible under runAsNonRoot and "restricted".
+      securityContext: RESTRICTED,
     });
   }
   out.push({

@@ -15,7 +15,7 @@ import type { Signer, TrustStore } from "../archive/signing.ts";
 import type { Directory } from "../directory/directory.ts";
 import { openDirectory } from "../directory/open.ts";
 import type { KubeClient } from "../kube/client.ts";
-import { Jobs, Namespaces, Secrets } from "../kube/resource.ts";
+import { CSIDrivers, Jobs, Namespaces, Secrets } from "../kube/resource.ts";
 import { EventRecorder } from "../kube/events.ts";
 import type { KubeObject } from "../kube/types.ts";
 import { HealthServer } from "../runtime/health.ts";
@@ -28,7 +28,7 @@ import { WebhookServer, type MutatePod } from "../webhook/server.ts";
 import { ClassCaches, resolveSpec, validateClassCache, type ClassCache } from "./api/v1.ts";
 import { ClassCacheReconciler } from "./classcache/reconciler.ts";
 import { injectionFor, WORKLOAD_TYPES, type Workload } from "./classcache/workload.ts";
-import { hostPathForbiddenBy, INJECT_LABEL, NAMES, REF_ANNOTATION, SYSTEM_NAMESPACE } from "./constants.ts";
+import { CSI_DRIVER, INJECT_LABEL, storeVolumeFor, NAMES, REF_ANNOTATION, SYSTEM_NAMESPACE } from "./constants.ts";
 import { chooseDirectory, Infrastructure, type AgentSettings } from "./infra.ts";
 import { injectPod, INIT_CONTAINERS, type PodSpec } from "./inject.ts";
 import { Controller, toControllerOwner, watchSecondary } from "./runtime/controller.ts";
@@ -91,7 +91,7 @@ export interface Operator {
   metrics: Registry;
 }
 
-type Informers = { classCaches: Informer<ClassCache>; namespaces: Informer<KubeObject> };
+type Informers = { classCaches: Informer<ClassCache>; namespaces: Informer<KubeObject>; csiDrivers: Informer<KubeObject> };
 
 function informerOf(client: KubeClient, log: Logger) {
   return <T extends KubeObject>(resource: Parameters<typeof client.list>[0], extra: { labelSelector?: string; namespace?: string; fieldSelector?: string } = {}) =>
@@ -151,6 +151,7 @@ function addController(
   };
   const jobs = informer<KubeObject>(Jobs, { labelSelector: "app.kubernetes.io/part-of=classcache" });
   const namespaces = informer<KubeObject>(Namespaces);
+  const csiDrivers = informer<KubeObject>(CSIDrivers, { fieldSelector: `metadata.name=${CSI_DRIVER}` });
   // The signing key: a rotation (keys.ts) is picked up at once, and every ClassCache looked at again.
   const signingKey = informer<KubeObject>(Secrets, { namespace: SYSTEM_NAMESPACE, fieldSelector: `metadata.name=${NAMES.signingKey}` });
   const events = new EventRecorder({ client, reportingController: "classcache.dev/operator", reportingInstance: w.identity, logger: log });
@@ -179,7 +180,7 @@ function addController(
   const controllerMetrics = new ControllerMetrics(w.metrics);
   classCacheMetrics(w.metrics, () => classCaches.list());
 
-  const reconciler = new ClassCacheReconciler({ client, classCaches, workloads, jobs, namespaces, events, log, image: o.image, directory, allowClusterSharing: o.allowClusterSharing === true, ...(o.pollMs ? { pollMs: o.pollMs, readyPollMs: o.pollMs } : {}) });
+  const reconciler = new ClassCacheReconciler({ client, classCaches, workloads, jobs, namespaces, csiDrivers, events, log, image: o.image, directory, allowClusterSharing: o.allowClusterSharing === true, ...(o.pollMs ? { pollMs: o.pollMs, readyPollMs: o.pollMs } : {}) });
   const controller = new Controller<ClassCache>({
     name: "classcache",
     for: classCaches,
@@ -187,6 +188,7 @@ function addController(
       ...Object.entries(workloads).map(([kind, inf]) => watchSecondary(inf, (wl) => reconciler.ownersOf(kind, wl))),
       watchSecondary(jobs, toControllerOwner("ClassCache", "classcache.dev")),
       watchSecondary(namespaces, (ns) => reconciler.inNamespace(ns)),
+      watchSecondary(csiDrivers, () => reconciler.all()),
       watchSecondary(signingKey, () => classCaches.list().map((cc) => `${cc.metadata.namespace}/${cc.metadata.name}`)),
     ],
     reconcile: (key, signal) => reconciler.reconcile(key, signal),
@@ -206,7 +208,7 @@ function addController(
   });
 
   controllerMetrics.watchLeader("classcache-operator", () => w.elector?.isLeader() ?? true);
-  const all = [classCaches, ...Object.values(workloads), jobs, namespaces, signingKey];
+  const all = [classCaches, ...Object.values(workloads), jobs, namespaces, csiDrivers, signingKey];
   w.informers.push(...all);
   for (const inf of all) manager.add(inf, { needLeaderElection: false });
   manager.add(certs, { needLeaderElection: false });
@@ -223,26 +225,27 @@ function addController(
     },
     { needLeaderElection: false },
   );
-  return { reconciler, registrar, certs, informers: { classCaches, namespaces } };
+  return { reconciler, registrar, certs, informers: { classCaches, namespaces, csiDrivers } };
 }
 
 /**
- * The webhook part: the admission server and the two informers it decides from. `shared` are the
+ * The webhook part: the admission server and the informers it decides from. `shared` are the
  * controller's informers when both parts run here as one identity; otherwise its own, through
  * `webhookClient`.
  */
 function addWebhook(o: OperatorOptions, w: Wiring & { certs: CertSource; ownsCerts: boolean; shared: Informers | undefined }): WebhookServer {
   const { log } = o;
   const client = o.webhookClient ?? o.client;
-  let { classCaches, namespaces } = w.shared ?? {};
-  if (!classCaches || !namespaces) {
+  let { classCaches, namespaces, csiDrivers } = w.shared ?? {};
+  if (!classCaches || !namespaces || !csiDrivers) {
     const informer = informerOf(client, log);
     classCaches = informer<ClassCache>(ClassCaches);
     namespaces = informer<KubeObject>(Namespaces);
-    w.informers.push(classCaches, namespaces);
-    for (const inf of [classCaches, namespaces]) w.manager.add(inf, { needLeaderElection: false });
+    csiDrivers = informer<KubeObject>(CSIDrivers, { fieldSelector: `metadata.name=${CSI_DRIVER}` });
+    w.informers.push(classCaches, namespaces, csiDrivers);
+    for (const inf of [classCaches, namespaces, csiDrivers]) w.manager.add(inf, { needLeaderElection: false });
   }
-  const mutatePod = podMutator({ client, classCaches, namespaces, image: o.image, allowClusterSharing: o.allowClusterSharing === true });
+  const mutatePod = podMutator({ client, classCaches, namespaces, csiDrivers, image: o.image, allowClusterSharing: o.allowClusterSharing === true });
   // The webhook sees a Pod with its namespace unset when it comes from a controller: take it from the request.
   const mutate: MutatePod = (pod, ctx) => mutatePod({ ...pod, metadata: { ...pod.metadata, namespace: pod.metadata.namespace ?? ctx.namespace } }, ctx);
   const webhook = new WebhookServer({ certs: w.certs, mutatePod: mutate, validate: validateClassCache, logger: log, metrics: new WebhookMetrics(w.metrics), ...(o.webhookPort !== undefined ? { port: o.webhookPort } : {}), ...(o.webhookHost ? { host: o.webhookHost } : {}) });
@@ -253,20 +256,19 @@ function addWebhook(o: OperatorOptions, w: Wiring & { certs: CertSource; ownsCer
 }
 
 /** The pod patch for a Pod being created, decided from the ClassCache it names and its namespace. */
-function podMutator(d: { client: KubeClient; classCaches: Informer<ClassCache>; namespaces: Informer<KubeObject>; image: string; allowClusterSharing: boolean }): MutatePod {
+function podMutator(d: { client: KubeClient; classCaches: Informer<ClassCache>; namespaces: Informer<KubeObject>; csiDrivers: Informer<KubeObject>; image: string; allowClusterSharing: boolean }): MutatePod {
   return async (pod) => {
     const name = pod.metadata.labels?.[INJECT_LABEL];
     const namespace = pod.metadata.namespace;
     const cc = d.classCaches.get(`${namespace}/${name}`) ?? (await d.client.get<ClassCache>(ClassCaches, name ?? "", { namespace: namespace ?? "" }).catch(() => undefined));
     if (!cc) return { warnings: [`classcache: no ClassCache "${name}" in namespace ${namespace}; the pod runs without an archive`] };
-    // The configuration's namespaceSelector keeps such namespaces out; this covers a label set a moment ago.
-    const level = hostPathForbiddenBy(d.namespaces.get(namespace ?? ""));
-    if (level) return { warnings: [`classcache: namespace ${namespace} enforces Pod Security "${level}", which forbids the hostPath of the node's archive store; the pod runs without an archive`] };
+    const where = storeVolumeFor(d.namespaces.get(namespace ?? ""), d.csiDrivers.get(CSI_DRIVER) !== undefined);
+    if ("forbidden" in where) return { warnings: [`classcache: namespace ${namespace} enforces Pod Security "${where.forbidden}", which forbids the hostPath of the node's archive store, and the node agent's CSI driver (${CSI_DRIVER}) is not installed; the pod runs without an archive`] };
     const spec = (pod as unknown as { spec: PodSpec }).spec;
     if ((spec.initContainers ?? []).some((c) => c.name === INIT_CONTAINERS.init)) return {}; // patched already (Owned mode, or a reinvocation)
     const { spec: resolved } = resolveSpec(cc);
     const { ref, input } = injectionFor(cc, resolved, spec, d.image, d.allowClusterSharing);
-    const r = injectPod(spec, input);
+    const r = injectPod(spec, { ...input, storeVolume: where.volume });
     if (!r.outcome.patched) return { warnings: [`classcache: ${r.outcome.message}`] };
     const annotations = { ...(pod.metadata.annotations ?? {}), [REF_ANNOTATION]: ref };
     return { pod: { ...pod, metadata: { ...pod.metadata, annotations }, spec: r.spec } };

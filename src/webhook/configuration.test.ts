@@ -8,7 +8,7 @@ const first = (o: KubeObject): Webhook => (o.webhooks as Webhook[])[0]!;
 const CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
 describe("webhook configurations", () => {
-  it("send labelled pods on CREATE, never from kube-system, the operator's namespace or one whose Pod Security forbids hostPath, and fail open", () => {
+  it("send labelled pods on CREATE, never from kube-system or the operator's namespace (a namespace whose Pod Security forbids hostPath gets the CSI volume), and fail open", () => {
     const cfg = mutatingWebhookConfiguration({ operatorNamespace: "classcache-system", target: { service: { namespace: "classcache-system", name: "classcache-webhook" } }, caBundle: CA });
     assert.equal(cfg.metadata.name, "classcache-webhook");
     assert.deepEqual(first(cfg), {
@@ -20,7 +20,6 @@ describe("webhook configurations", () => {
       namespaceSelector: {
         matchExpressions: [
           { key: "kubernetes.io/metadata.name", operator: "NotIn", values: ["kube-system", "classcache-system"] },
-          { key: "pod-security.kubernetes.io/enforce", operator: "NotIn", values: ["baseline", "restricted"] },
         ],
       },
       failurePolicy: "Ignore",

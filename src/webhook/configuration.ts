@@ -14,7 +14,7 @@ import type { Runnable } from "../runtime/runnable.ts";
 import type { CertSource } from "./certs.ts";
 import { WEBHOOK_PATHS } from "./server.ts";
 // Pods carrying INJECT_LABEL (any value: the ClassCache's name) are sent to the webhook.
-import { FIELD_MANAGER, HOSTPATH_FORBIDDEN_LEVELS, INJECT_LABEL, NAMES, POD_SECURITY_ENFORCE_LABEL } from "../operator/constants.ts";
+import { FIELD_MANAGER, INJECT_LABEL, NAMES } from "../operator/constants.ts";
 
 export const WEBHOOK_CONFIGURATION_NAME = NAMES.webhook;
 export const POD_WEBHOOK = "pods.classcache.dev";
@@ -90,9 +90,9 @@ export function mutatingWebhookConfiguration(opts: WebhookConfigurationOptions):
         objectSelector: { matchExpressions: [{ key: INJECT_LABEL, operator: "Exists" }] },
         namespaceSelector: {
           matchExpressions: [
+            // Namespaces whose Pod Security level forbids hostPath are not left out: there the
+            // patch mounts the store through the agent's CSI driver, or, without it, adds nothing.
             { key: "kubernetes.io/metadata.name", operator: "NotIn", values: ["kube-system", opts.operatorNamespace] },
-            // A patched pod mounts its view of the node's store (hostPath), which these levels refuse: leave their pods alone.
-            { key: POD_SECURITY_ENFORCE_LABEL, operator: "NotIn", values: [...HOSTPATH_FORBIDDEN_LEVELS] },
           ],
         },
         failurePolicy: "Ignore",

@@ -293,6 +293,7 @@ function buildActions(cc: ClassCache, spec: ResolvedSpec, w: WorkloadView, image
       ...(spec.training.exitOnRefresh !== undefined ? { exitOnRefresh: spec.training.exitOnRefresh } : {}),
     },
     kitImage: image,
+    ...(w.input.storeVolume ? { storeVolume: w.input.storeVolume } : {}),
   });
   conditions.set(ConditionTypes.ArchiveAvailable, buildCreated(b.name));
   return [

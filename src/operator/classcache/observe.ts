@@ -11,7 +11,7 @@ import { isNotFound } from "../../kube/errors.ts";
 import { Pods } from "../../kube/resource.ts";
 import type { KubeObject } from "../../kube/types.ts";
 import { FINALIZER, resolveSpec, type ArchiveStatus, type ClassCache, type ResolvedSpec } from "../api/v1.ts";
-import { hostPathForbiddenBy } from "../constants.ts";
+import { storeVolumeFor } from "../constants.ts";
 import type { InjectionInput, PodSpec } from "../inject.ts";
 import { buildJobName, PROBE_CONTAINER } from "../objects/buildjob.ts";
 import { appContent, type AppContent, type PodWithChecks } from "../policies/appcontent.ts";
@@ -94,7 +94,10 @@ export interface WorkloadView {
   /** The app container's name; undefined when spec.container names none of the template's. */
   container: string | undefined;
   input: InjectionInput;
-  /** The Pod Security level the namespace enforces, where it forbids the hostPath patched pods mount. */
+  /**
+   * The Pod Security level the namespace enforces, where it forbids the hostPath patched pods
+   * mount and the CSI driver that would serve them instead is not installed.
+   */
   podSecurity: string | undefined;
   /** What this operator last applied to the workload, and the resourceVersion that apply left. */
   lastApplied: Applied | undefined;
@@ -167,6 +170,8 @@ export interface ObserveDeps {
   classCaches: Informer<ClassCache>;
   workloads: Record<WorkloadKind, Informer<Workload>>;
   namespaces: Informer<KubeObject>;
+  /** The node agent's CSI driver is installed (its CSIDriver object exists). */
+  csiInstalled: () => boolean;
   jobs: Informer<JobObject>;
   directory: () => Promise<Cluster>;
   settings: Settings;
@@ -200,9 +205,11 @@ export async function observe(key: string, deps: ObserveDeps, signal: AbortSigna
   if (!object) return { observed: { ...base, spec: resolved }, handles };
 
   const clean = cleanTemplate(object);
-  const { ref, input, container } = injectionFor(cc, spec, clean, deps.settings.image, deps.settings.allowClusterSharing);
+  const { ref, input: plain, container } = injectionFor(cc, spec, clean, deps.settings.image, deps.settings.allowClusterSharing);
   const scope = scopeOf(cc, spec, deps.settings.allowClusterSharing);
-  const podSecurity = hostPathForbiddenBy(deps.namespaces.get(cc.metadata.namespace!));
+  const where = storeVolumeFor(deps.namespaces.get(cc.metadata.namespace!), deps.csiInstalled());
+  const podSecurity = "forbidden" in where ? where.forbidden : undefined;
+  const input: InjectionInput = { ...plain, storeVolume: "volume" in where ? where.volume : undefined };
   const directory = await observeDirectory(cluster, cc, ref, scope, deps.memory);
   // A container started by its image's ENTRYPOINT: its build's probe says the launch, until the status keeps it.
   const needLaunch = fromEntrypoint(spec, clean.containers.find((c) => c.name === container)) && cc.status?.launch?.ref !== ref;

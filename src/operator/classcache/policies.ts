@@ -6,7 +6,7 @@
 import { sumClassUsage } from "../../directory/common.ts";
 import type { Holder } from "../../directory/directory.ts";
 import { ConditionTypes, Reasons, type ArchiveStatus, type ClassCache, type Condition, type ResolvedSpec } from "../api/v1.ts";
-import { INJECT_LABEL, POD_SECURITY_ENFORCE_LABEL } from "../constants.ts";
+import { CSI_DRIVER, INJECT_LABEL, POD_SECURITY_ENFORCE_LABEL } from "../constants.ts";
 import type { InjectionOutcome } from "../inject.ts";
 import type { Check, Conditions } from "./conditions.ts";
 import type { BuildView, DirectoryView } from "./observe.ts";
@@ -60,12 +60,13 @@ export function clusterSharingRefused(spec: ResolvedSpec, allowed: boolean): Che
 }
 
 /**
- * No pod patch where the namespace's Pod Security level forbids the hostPath it needs: the API
- * server would refuse every patched pod and build pod there, so nothing is patched or built.
+ * No pod patch where the namespace's Pod Security level forbids the hostPath it needs and the CSI
+ * driver is not there to serve it instead: the API server would refuse every patched pod and
+ * build pod there, so nothing is patched or built.
  */
 export function podSecurityForbids(level: string | undefined, namespace: string | undefined): InjectionOutcome | undefined {
   if (!level) return undefined;
-  const message = `namespace ${namespace} enforces Pod Security "${level}" (label ${POD_SECURITY_ENFORCE_LABEL}), which forbids the read-only hostPath through which pods read their node's archive store; the workload is left as written and its pods start without an archive. To use classcache here, enforce "privileged" in this namespace (keep warn/audit at "${level}" to see everything else).`;
+  const message = `namespace ${namespace} enforces Pod Security "${level}" (label ${POD_SECURITY_ENFORCE_LABEL}), which forbids the read-only hostPath through which pods read their node's archive store, and the node agent's CSI driver that serves such namespaces (CSIDriver ${CSI_DRIVER}) is not installed; the workload is left as written and its pods start without an archive. Install the chart with csi.enabled=true (the default), or enforce "privileged" in this namespace (keep warn/audit at "${level}" to see everything else).`;
   return { patched: false, reason: Reasons.PodSecurityForbidsHostPath, message };
 }
 

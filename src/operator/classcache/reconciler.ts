@@ -12,6 +12,7 @@ import type { KubeClient } from "../../kube/client.ts";
 import type { KubeObject } from "../../kube/types.ts";
 import type { Logger } from "../../runtime/log.ts";
 import type { ClassCache } from "../api/v1.ts";
+import { CSI_DRIVER } from "../constants.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { Result } from "../runtime/reconcile.ts";
 import { act } from "./act.ts";
@@ -32,6 +33,8 @@ export interface ClassCacheReconcilerOptions {
   workloads: Record<WorkloadKind, Informer<Workload>>;
   /** Namespaces, for the Pod Security level they enforce. */
   namespaces: Informer<KubeObject>;
+  /** The node agent's CSIDriver object (CSI_DRIVER), if installed: where hostPath is forbidden, pods mount the store through it. */
+  csiDrivers?: Informer<KubeObject>;
   jobs: Informer<JobObject>;
   events: EventRecorder;
   log: Logger;
@@ -59,7 +62,12 @@ export class ClassCacheReconciler {
     this.#o = opts;
     this.#now = opts.now ?? Date.now;
     const settings = { image: opts.image, allowClusterSharing: opts.allowClusterSharing === true, pollMs: opts.pollMs ?? 30_000, readyPollMs: opts.readyPollMs ?? 60_000 };
-    this.#deps = { client: opts.client, classCaches: opts.classCaches, workloads: opts.workloads, namespaces: opts.namespaces, jobs: opts.jobs, directory: opts.directory, settings, memory: this.#memory };
+    this.#deps = { client: opts.client, classCaches: opts.classCaches, workloads: opts.workloads, namespaces: opts.namespaces, csiInstalled: () => opts.csiDrivers?.get(CSI_DRIVER) !== undefined, jobs: opts.jobs, directory: opts.directory, settings, memory: this.#memory };
+  }
+
+  /** Every ClassCache: the CSI driver installed or removed changes what the forbidding namespaces get. */
+  all(): string[] {
+    return this.#o.classCaches.list().map((cc) => `${cc.metadata.namespace}/${cc.metadata.name}`);
   }
 
   /** ClassCache keys in namespace `ns`: a changed Pod Security label concerns them all. */

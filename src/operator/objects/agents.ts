@@ -5,6 +5,7 @@
 import {
   AGENT_SERVICE_ACCOUNT,
   COMPONENTS,
+  CSI_DRIVER,
   DIRECTORY_HOST,
   MOUNTS,
   NAMES,
@@ -50,6 +51,12 @@ export interface AgentsOptions {
   trustDigest?: string;
   /** Run agents on control-plane nodes too (default false: no app JVMs belong there, and an agent holds keys). */
   controlPlane?: boolean;
+  /**
+   * Run the CSI node plugin next to each agent (its own privileged container, `classcache
+   * csi-node`): pods of namespaces whose Pod Security level forbids hostPath mount their view of
+   * the store through it (docs/csi.md). `kubeletDir` is the kubelet's --root-dir on the nodes.
+   */
+  csi?: { kubeletDir: string };
 }
 
 /** On the agents' pod template: which trusted keys they were started with. */
@@ -148,6 +155,7 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
                 { name: "tmp", mountPath: "/tmp" },
               ],
             },
+            ...(opts.csi ? [csiContainer({ ...opts, csi: opts.csi })] : []),
           ],
           volumes: [
             // The only read-write hostPath of the project. A constant: no ClassCache field reaches it.
@@ -158,11 +166,47 @@ export function agentsDaemonSet(opts: AgentsOptions): Built {
               ? [{ name: "directory-password", secret: { secretName: directory.password.secretName, defaultMode: SECRET_MODE, items: [{ key: directory.password.key, path: "password" }] } }]
               : []),
             { name: "tmp", emptyDir: { sizeLimit: "64Mi" } },
+            ...(opts.csi ? csiVolumes(opts.csi.kubeletDir) : []),
           ],
         },
       },
     },
   };
+}
+
+/**
+ * The CSI node plugin's container (src/node/csi). Privileged, the one part of classcache that
+ * is: the kubelet makes a pod's volume directory, and only a mount made in a privileged
+ * container with Bidirectional propagation reaches the host and so the pod. It sees the store
+ * (to bind a view), the kubelet's pods directory (where it mounts), and its two sockets'
+ * directories — not the rest of the kubelet's state. It holds no key and no token.
+ */
+function csiContainer(opts: AgentsOptions & { csi: { kubeletDir: string } }): Record<string, unknown> {
+  const k = opts.csi.kubeletDir;
+  return {
+    name: "csi",
+    image: opts.image,
+    ...(opts.imagePullPolicy ? { imagePullPolicy: opts.imagePullPolicy } : {}),
+    args: ["csi-node", "--store", STORE_ROOT, "--kubelet-dir", k, "--node", "$(NODE_NAME)", "--log-format", "json"],
+    env: [fieldEnv("NODE_NAME", "spec.nodeName")],
+    resources: { requests: { cpu: "10m", memory: "32Mi" }, limits: { memory: "160Mi" } },
+    securityContext: { privileged: true, runAsUser: 0, readOnlyRootFilesystem: true },
+    volumeMounts: [
+      { name: "store", mountPath: STORE_ROOT },
+      { name: "kubelet-pods", mountPath: `${k}/pods`, mountPropagation: "Bidirectional" },
+      { name: "csi-socket", mountPath: `${k}/plugins/${CSI_DRIVER}` },
+      { name: "plugins-registry", mountPath: `${k}/plugins_registry` },
+      { name: "tmp", mountPath: "/tmp" },
+    ],
+  };
+}
+
+function csiVolumes(kubeletDir: string): Record<string, unknown>[] {
+  return [
+    { name: "kubelet-pods", hostPath: { path: `${kubeletDir}/pods`, type: "Directory" } },
+    { name: "csi-socket", hostPath: { path: `${kubeletDir}/plugins/${CSI_DRIVER}`, type: "DirectoryOrCreate" } },
+    { name: "plugins-registry", hostPath: { path: `${kubeletDir}/plugins_registry`, type: "Directory" } },
+  ];
 }
 
 /**

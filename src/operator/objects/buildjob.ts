@@ -10,7 +10,7 @@
 import { basename, extname } from "node:path";
 import { EXPECTED_TOOL_OPTIONS, KIT_PROBE_JAR, LAUNCH_RECORD, PROBE_DIR } from "../../build/probe.ts";
 import type { OwnerReference } from "../../kube/types.ts";
-import { AGENT_SOCKET, COMPONENTS, KIT_SOURCE, MOUNTS, REF_ANNOTATION, REF_LABEL, SECRET_KEYS, STORE_ROOT, STORE_RUN_DIR } from "../constants.ts";
+import { AGENT_SOCKET, COMPONENTS, CSI_DRIVER, CSI_VIEW_ATTRIBUTE, KIT_SOURCE, MOUNTS, REF_ANNOTATION, REF_LABEL, SECRET_KEYS, STORE_ROOT, STORE_RUN_DIR, type StoreVolume } from "../constants.ts";
 import {
   classCacheOwner,
   lockedDown,
@@ -58,6 +58,8 @@ export interface BuildJobInput {
   /** The workload's own JVM options (from its command line): they decide GC and compressed oops. */
   jvmOptions?: string[];
   appArgs?: string[];
+  /** How the build pod reaches the agent's socket directory: a hostPath, or where the namespace forbids that, the CSI driver (default hostPath). */
+  storeVolume?: StoreVolume;
 }
 
 /** Volumes and containers the build adds; a workload's own ones with these names are dropped. */
@@ -445,7 +447,10 @@ function ourVolumes(input: BuildJobInput): Volume[] {
     { name: V.work, emptyDir: {} },
     // Only the run/ directory of the node store (the agent's socket), read-only, and only if the
     // agent made it: a build pod neither sees the archives nor creates anything on the host.
-    { name: V.agentRun, hostPath: { path: STORE_RUN_DIR, type: "Directory" } },
+    // Where the namespace forbids hostPath, the CSI driver's "build" view is that same directory.
+    input.storeVolume === "csi"
+      ? { name: V.agentRun, csi: { driver: CSI_DRIVER, readOnly: true, volumeAttributes: { [CSI_VIEW_ATTRIBUTE]: "build" } } }
+      : { name: V.agentRun, hostPath: { path: STORE_RUN_DIR, type: "Directory" } },
     // 0444: the app container may run as any user; the token is good for this one build only.
     { name: V.buildToken, secret: { secretName: buildJobName(input.ref), defaultMode: 0o444 } },
     ...(input.probeLaunch ? [{ name: V.probe, emptyDir: { sizeLimit: "16Mi" } }] : []),

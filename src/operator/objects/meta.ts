@@ -26,6 +26,7 @@ export interface VolumeMount {
 export interface Volume {
   name: string;
   hostPath?: { path: string; type?: string };
+  csi?: { driver: string; readOnly?: boolean; volumeAttributes?: Record<string, string> };
   emptyDir?: { medium?: string; sizeLimit?: string };
   secret?: { secretName: string; defaultMode?: number; items?: { key: string; path: string }[]; optional?: boolean };
   configMap?: { name: string; defaultMode?: number; items?: { key: string; path: string }[]; optional?: boolean };
