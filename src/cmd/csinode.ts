@@ -1,8 +1,8 @@
 /** `classcache csi-node`: the CSI node plugin that serves the store's views as inline volumes. Wires flags to the plugin. */
 import { CsiNodePlugin, CSI_DRIVER } from "../node/csi/plugin.ts";
-import { usageError } from "../runtime/errors.ts";
+import { ClasscacheError, usageError } from "../runtime/errors.ts";
 import { createLogger } from "../runtime/log.ts";
-import { RunGroup } from "../runtime/runnable.ts";
+import { RunGroup, RunnableError } from "../runtime/runnable.ts";
 import { parse, type Command } from "./command.ts";
 
 const summary = "run the CSI node plugin: a pod mounts its scope's view of the store as an inline volume";
@@ -36,7 +36,10 @@ export const csiNodeCommand: Command = {
     if (!nodeName) throw usageError("the node's name is required: --node <name>, or NODE_NAME in the environment", "in a DaemonSet, set NODE_NAME from the downward API (fieldRef: spec.nodeName)");
     const log = createLogger({ format: values["log-format"] === "json" ? "json" : "text" }, { node: nodeName, component: "csi-node" });
     const plugin = new CsiNodePlugin({ nodeName, store: values.store, kubeletDir: values["kubelet-dir"], log });
-    await new RunGroup("csi-node", [plugin], { logger: log, shutdownTimeoutMs: 15_000 }).start(io.signal);
+    await new RunGroup("csi-node", [plugin], { logger: log, shutdownTimeoutMs: 15_000 }).start(io.signal).catch((err: unknown) => {
+      // The plugin's own error says what to do; the group's wrapper would hide its hint.
+      throw err instanceof RunnableError && err.cause instanceof ClasscacheError ? err.cause : err;
+    });
     return 0;
   },
 };

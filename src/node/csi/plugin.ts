@@ -118,9 +118,9 @@ export class CsiNodePlugin implements Runnable {
     } finally {
       // The registration socket first: the kubelet drops the plugin when it goes away.
       await shutdown(registration, this.#shutdownTimeoutMs);
-      await rm(this.registrationSocket, { force: true });
+      await rm(this.registrationSocket, { force: true }).catch(() => {});
       await shutdown(csi, this.#shutdownTimeoutMs);
-      await rm(this.csiSocket, { force: true });
+      await rm(this.csiSocket, { force: true }).catch(() => {});
     }
   }
 
@@ -254,14 +254,13 @@ function unary<Req, Res>(fn: (req: Req) => Res | Promise<Res>): handleUnaryCall<
 
 /** Listens on a Unix socket, replacing a socket file a previous run left. */
 async function bind(server: Server, path: string): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  await rm(path, { force: true });
-  await new Promise<void>((resolve, reject) => {
-    server.bindAsync(`unix://${path}`, ServerCredentials.createInsecure(), (err) => {
-      if (err) reject(new ClasscacheError("input", `cannot listen on ${path}`, { cause: err, hint: "the plugin needs the kubelet's directory mounted read-write at the same path as on the host" }));
-      else resolve();
-    });
-  });
+  try {
+    await mkdir(dirname(path), { recursive: true });
+    await rm(path, { force: true });
+    await new Promise<void>((resolve, reject) => server.bindAsync(`unix://${path}`, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));
+  } catch (err) {
+    throw new ClasscacheError("input", `cannot listen on ${path}`, { cause: err, hint: "the plugin needs the kubelet's directory (--kubelet-dir) mounted read-write at the same path as on the host" });
+  }
 }
 
 /** Lets calls in flight finish for `ms`, then closes what is left. */
