@@ -17,7 +17,7 @@ import { discardLogger, type Logger } from "../../runtime/log.ts";
 import { aborted, type Runnable } from "../../runtime/runnable.ts";
 import { ExecMounter, type Mounter } from "./mount.ts";
 import { csiServices } from "./protos.ts";
-import { checkTarget, isRefusal, planPublish, podsDir, type PublishPlan, type PublishRequest } from "./publish.ts";
+import { checkTarget, isRefusal, planPublish, POD_NAME, POD_NAMESPACE, podsDir, type PublishPlan, type PublishRequest } from "./publish.ts";
 
 /** The CSI driver's name: the CSIDriver object's name and a pod volume's `csi.driver`. */
 export const CSI_DRIVER = "csi.classcache.dev";
@@ -157,7 +157,7 @@ export class CsiNodePlugin implements Runnable {
     const plan = planPublish(req, { store: this.#store, kubeletDir: this.#kubeletDir });
     if (isRefusal(plan)) {
       const ctx = req.volume_context ?? {};
-      this.#log.warn("volume publish refused", { reason: plan.refused, namespace: ctx["csi.storage.k8s.io/pod.namespace"], pod: ctx["csi.storage.k8s.io/pod.name"], target: req.target_path, message: plan.message });
+      this.#log.warn("volume publish refused", { reason: plan.refused, namespace: ctx[POD_NAMESPACE], pod: ctx[POD_NAME], target: req.target_path, message: plan.message });
       throw new RpcError(status.INVALID_ARGUMENT, plan.message);
     }
     return this.#oneAtATime(plan.target, () => this.#bind(plan));
