@@ -38,7 +38,7 @@ void describe("the classcache image", { timeout: 600_000 }, () => {
     const layer = join(dir, "layer.tar.gz");
     execFileSync("sh", ["-c", `tar -xOf "$1" "blobs/sha256/$2" > "$3"`, "sh", join(dir, "a.oci.tar"), manifest.layers[0]!.digest.slice(7), layer]);
     const files = execFileSync("tar", ["-tzf", layer], { encoding: "utf8", maxBuffer: 64 << 20 }).split("\n").filter(Boolean);
-    for (const needed of ["opt/classcache/bin/classcache", "opt/classcache/bin/node", "opt/classcache/lib/ld.so", "opt/classcache/app/src/cli.ts", "bin/sh", "tmp"]) {
+    for (const needed of ["opt/classcache/bin/classcache", "opt/classcache/bin/node", "opt/classcache/lib/ld.so", "opt/classcache/app/src/cli.ts", "opt/classcache/app/src/node/csi/csi.proto", "opt/classcache/app/src/node/csi/registration.proto", "bin/sh", "bin/mount", "bin/umount", "tmp"]) {
       assert.ok(files.includes(needed) || files.includes(`${needed}/`), `${needed} is in the image`);
     }
     const testOnly = files.filter((f) => /\.test\.ts$|\/src\/testenv\/|\/src\/kube\/testing\/|\/p2p\/testing\.ts$|\/directory\/conformance\.ts$|^opt\/classcache\/app\/(bench|test)\//.test(f));

@@ -2,7 +2,8 @@
  * The classcache image, built without a daemon or a base image: the kit (scripts/kit.sh: Node,
  * the C library it links against and its loader, the sources, the production dependencies and
  * the precompiled Java tools) at /opt/classcache, a static busybox for the two shell steps the
- * operator's pods run (`sh -c` copying the kit into build pods), /tmp, and a non-root user.
+ * operator's pods run (`sh -c` copying the kit into build pods) and the CSI node plugin's
+ * mount and umount, /tmp, and a non-root user.
  *
  *   npm run -s image -- [--out <file.oci.tar>] [--name <ref>] [--kit <dir>]
  *
@@ -21,8 +22,8 @@ import { baseEntries, busyboxEntries, NONROOT, treeEntries, writeImage, type Ent
 export const REPO = resolve(import.meta.dirname, "../..");
 const VERSION = (JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")) as { version: string }).version;
 export const DEFAULT_IMAGE = `ghcr.io/classcache/classcache:${VERSION}`;
-/** The shell the operator's pods run, and nothing else of busybox. */
-const APPLETS = ["sh", "cp"];
+/** The shell the operator's pods run, and the mount and umount the CSI node plugin runs; nothing else of busybox. */
+const APPLETS = ["sh", "cp", "mount", "umount"];
 
 export function imageEntries(kit: string): Entry[] {
   return [...treeEntries(kit, "opt/classcache"), ...busyboxEntries(APPLETS), ...baseEntries()];

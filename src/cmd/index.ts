@@ -18,6 +18,7 @@ export const commands: CommandEntry[] = [
   { name: "run", summary: "start an app from the store with its archive, as it was verified", load: async () => (await import("./run.ts")).runCommand },
   { name: "inspect", summary: "show an archive's manifest, or list the archives in a store", load: async () => (await import("./inspect.ts")).inspectCommand },
   { name: "node", summary: "run the per-node agent: store, peer server, puller, build coordination", load: async () => (await import("./node.ts")).nodeCommand },
+  { name: "csi-node", summary: "run the CSI node plugin: a pod mounts its scope's view of the store as an inline volume", load: async () => (await import("./csinode.ts")).csiNodeCommand },
   { name: "pod-init", summary: "init step of a patched pod: point its JVM at the node's archive, or at nothing", load: async () => (await import("./podinit.ts")).podInitCommand },
   { name: "operator", summary: "run the ClassCache operator and admission webhook (together or apart)", load: async () => (await import("./operator.ts")).operatorCommand },
   { name: "stats", summary: "show archives, holders, live hit rates, memory saved and ClassCaches", load: async () => (await import("./stats.ts")).statsCommand },
