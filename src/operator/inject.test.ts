@@ -215,6 +215,19 @@ describe("pod injection", () => {
     assert.throws(() => injectPod(pod(JAVA), { ...input, scope: "../.." }), /is not a scope/);
   });
 
+  test("where Pod Security forbids hostPath: the same view through the agent's CSI driver, no host path, every added container admissible under restricted", () => {
+    const csi = (spec: PodSpec) => (spec.volumes ?? []).filter((v) => v["csi"] !== undefined).map((v) => [v.name, v["csi"]]);
+    const withAgent: InjectionInput = { ...input, mode: "baked", storeVolume: "csi", agent: { image: "agent:1", jarPath: "/agent.jar", runtimeOptions: [] } };
+    const shop = injectPod(pod(JAVA), withAgent).spec;
+    assert.deepEqual(csi(shop), [["classcache-store", { driver: "csi.classcache.dev", readOnly: true }]], "the pod's own namespace's view: the plugin takes the namespace from the pod");
+    assert.ok(!(shop.volumes ?? []).some((v) => v.hostPath), "no host path");
+    assert.deepEqual(csi(injectPod(pod(JAVA), { ...withAgent, scope: "" }).spec), [["classcache-store", { driver: "csi.classcache.dev", readOnly: true, volumeAttributes: { view: "cluster" } }]]);
+    for (const c of shop.initContainers!.filter((x) => x.name !== "classcache-check")) {
+      const sc = c.securityContext as Record<string, unknown>;
+      assert.deepEqual([sc.runAsNonRoot, sc.allowPrivilegeEscalation, sc.capabilities, sc.seccompProfile], [true, false, { drop: ["ALL"] }, { type: "RuntimeDefault" }], `${c.name}: restricted`);
+    }
+  });
+
   test("names the containers when the configured one does not exist", () => {
     const r = injectPod(pod({ command: ["java", "-jar", "/app.jar"] }), { ...input, container: "web" });
     assert.equal(r.outcome.reason, "ContainerNotFound");

@@ -18,9 +18,10 @@ import { aborted, type Runnable } from "../../runtime/runnable.ts";
 import { ExecMounter, type Mounter } from "./mount.ts";
 import { csiServices } from "./protos.ts";
 import { checkTarget, isRefusal, planPublish, POD_NAME, POD_NAMESPACE, podsDir, type PublishPlan, type PublishRequest } from "./publish.ts";
+import { CSI_DRIVER } from "../../operator/constants.ts";
 
-/** The CSI driver's name: the CSIDriver object's name and a pod volume's `csi.driver`. */
-export const CSI_DRIVER = "csi.classcache.dev";
+/** The CSI driver's name: the CSIDriver object's name and a pod volume's `csi.driver` (one definition, shared with the operator's pod patch). */
+export { CSI_DRIVER };
 /** The plugin registration API version the kubelet speaks with CSI plugins. */
 export const CSI_SUPPORTED_VERSIONS = ["1.0.0"];
 

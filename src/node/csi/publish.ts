@@ -16,9 +16,10 @@
 import { isAbsolute, join, normalize } from "node:path";
 import { SCOPE_PATTERN } from "../../archive/key.ts";
 import { viewDir } from "../../store/scopes.ts";
+import { CSI_VIEW_ATTRIBUTE } from "../../operator/constants.ts";
 
-/** The one attribute a pod sets; absent means "scope". */
-export const VIEW_ATTRIBUTE = "view";
+/** The one attribute a pod sets; absent means "scope" (one definition, shared with the operator's pod patch). */
+export const VIEW_ATTRIBUTE = CSI_VIEW_ATTRIBUTE;
 /** scope: the pod's namespace's view; cluster: the cluster-wide shared view; build: the agent's socket directory. */
 export const VIEWS = ["scope", "cluster", "build"] as const;
 export type View = (typeof VIEWS)[number];
