@@ -13,7 +13,7 @@ import { after, before, describe, it } from "node:test";
 import { parse as parseYaml, parseAllDocuments } from "yaml";
 import { KubeClient } from "../src/kube/client.ts";
 import { ApiError, isForbidden } from "../src/kube/errors.ts";
-import { ConfigMaps, Deployments, Jobs, Namespaces, Pods, resourceType, Secrets, Services, StatefulSets } from "../src/kube/resource.ts";
+import { ConfigMaps, CSIDrivers, Deployments, Jobs, Namespaces, Pods, resourceType, Secrets, Services, StatefulSets } from "../src/kube/resource.ts";
 import { MutatingWebhookConfigurations } from "../src/webhook/configuration.ts";
 import type { KubeObject } from "../src/kube/types.ts";
 import { ClassCaches, resolveSpec, validateClassCache, type ClassCache } from "../src/operator/api/v1.ts";
@@ -365,6 +365,8 @@ void describe("the ClassCache API on a real API server", { timeout: 180_000 }, (
         "the host's root": [job((s) => s.volumes!.push({ name: "root", hostPath: { path: "/" } })), /only host path is the node agent's socket directory/],
         "the node store": [job((s) => s.volumes!.push({ name: "store", hostPath: { path: "/var/lib/classcache", type: "Directory" } })), /only host path/],
         "the socket directory writable": [job((s) => app(s).volumeMounts!.filter((m) => m.name === "classcache-agent-run").forEach((m) => (m.readOnly = false))), /mounted read-only/],
+        "another CSI driver": [job((s) => s.volumes!.push({ name: "x", csi: { driver: "hostpath.csi.k8s.io", readOnly: true } })), /only CSI volume is the node agent's socket directory/],
+        "the driver's scope view": [job((s) => s.volumes!.push({ name: "x", csi: { driver: "csi.classcache.dev", readOnly: true } })), /only CSI volume is the node agent's socket directory/],
         "another name": [job((_, j) => (j.metadata.name = "backup")), /named classcache-build-<10 hex digits/],
         "no owner": [job((_, j) => delete j.metadata.ownerReferences), /owned by exactly one ClassCache/],
         "no managed-by label": [job((_, j) => delete j.metadata.labels!["app.kubernetes.io/managed-by"]), /carry app.kubernetes.io\/managed-by/],
@@ -413,6 +415,9 @@ void describe("the ClassCache API on a real API server", { timeout: 180_000 }, (
         "the host's root": [template({ volumes: [{ name: "root", hostPath: { path: "/" } }] }), /adds no host path but its scope's view/],
         "the whole node store": [template({ volumes: [{ name: "classcache-store", hostPath: { path: "/var/lib/classcache", type: "DirectoryOrCreate" } }] }), /adds no host path but its scope's view/],
         "another namespace's view": [template({ volumes: [{ name: "classcache-store", hostPath: { path: "/var/lib/classcache/scopes/victim", type: "DirectoryOrCreate" } }] }), /adds no host path but its scope's view/],
+        "another CSI driver": [template({ volumes: [{ name: "classcache-store", csi: { driver: "hostpath.csi.k8s.io", readOnly: true } }] }), /adds no CSI volume but the node agent's read-only view/],
+        "the driver's build view": [template({ volumes: [{ name: "classcache-store", csi: { driver: "csi.classcache.dev", readOnly: true, volumeAttributes: { view: "build" } } }] }), /adds no CSI volume but the node agent's read-only view/],
+        "the driver's view writable": [template({ volumes: [{ name: "classcache-store", csi: { driver: "csi.classcache.dev" } }] }), /adds no CSI volume but the node agent's read-only view/],
         "its view writable": [
           template({ volumes: [{ name: "classcache-store", hostPath: { path: `/var/lib/classcache/scopes/${t.ns}`, type: "DirectoryOrCreate" } }], containers: [{ name: "app", volumeMounts: [{ name: "classcache-store", mountPath: "/var/lib/classcache" }] }] }),
           /mounted read-only/,
@@ -497,7 +502,7 @@ void describe("the ClassCache API on a real API server", { timeout: 180_000 }, (
       return review.status?.allowed === true;
     };
 
-    void it("reads ClassCaches and namespaces, which decide a pod's patch", async () => {
+    void it("reads ClassCaches, namespaces and the agent's CSIDriver, which decide a pod's patch", async () => {
       const ns = await namespace("hooked");
       await admin.create(ClassCaches, fixture("minimal.yaml"), { namespace: ns });
       assert.ok((await webhook.list(ClassCaches)).items.length >= 1);
@@ -505,6 +510,12 @@ void describe("the ClassCache API on a real API server", { timeout: 180_000 }, (
       await webhook.get(Namespaces, ns);
       assert.ok((await webhook.list(Namespaces)).items.some((n) => n.metadata.name === ns));
       for (const resource of ["classcaches", "namespaces"]) assert.ok(await may("watch", resource, resource === "classcaches" ? "classcache.dev" : ""), `watch ${resource}`);
+      await admin.create(CSIDrivers, { metadata: { name: "csi.classcache.dev" }, spec: { podInfoOnMount: true, volumeLifecycleModes: ["Ephemeral"] } }).catch(() => undefined);
+      await admin.create(CSIDrivers, { metadata: { name: "other.csi.example.com" }, spec: {} }).catch(() => undefined);
+      await webhook.get(CSIDrivers, "csi.classcache.dev");
+      assert.equal((await webhook.list(CSIDrivers, { fieldSelector: "metadata.name=csi.classcache.dev" })).items.length, 1, "its informer's list, by name");
+      assert.ok(isForbidden(await rejection(webhook.get(CSIDrivers, "other.csi.example.com"))), "reads another CSIDriver");
+      assert.ok(isForbidden(await rejection(webhook.list(CSIDrivers))), "lists every CSIDriver");
     });
 
     void it("can do nothing else: no Secret, not even its own certificate's, no pod, workload, Job or ClassCache write", async () => {
