@@ -9,8 +9,9 @@
  * build runs; the Deployment rolls onto the archive. Then, pinned to one node and interleaved,
  * `--runs` pods each of: the patched template (the archive, the agent baked in); the same
  * template with a ref nothing is bound to (the baseline: the same pod on a node without the
- * archive — the agent live, the app as it was); and the Deployment's original template (the app
- * alone, no agent, no init steps, for scale). Each is timed from creation to Ready as the API
+ * archive — the agent live, the app as it was); the patched template with the store through
+ * the CSI driver instead of the hostPath (what baseline/restricted namespaces get); and the
+ * Deployment's original template (the app alone, no agent, no init steps, for scale). Each is timed from creation to Ready as the API
  * server reports it (readiness probe every second, on /actuator/health). Last,
  * `--pods-per-node` patched pods on each node at once, and the archive's read-only Pss/Rss
  * across their JVMs (ideal 1/N). All of it once per JDK (`--jdk`: the demo app's image on JDK 17,
@@ -54,6 +55,22 @@ function withoutArchive(t: Template): Template {
   return { ...t, spec: spec };
 }
 
+/**
+ * The patched template with the store through the node agent's CSI driver instead of the
+ * hostPath — what a namespace enforcing baseline or restricted gets (ADR 0011): the same view,
+ * the same archive; the difference is the plugin's mount on the pod's start path.
+ */
+function throughCsi(t: Template): Template {
+  const spec = structuredClone(t.spec) as { volumes?: { name: string; hostPath?: unknown; csi?: unknown }[] };
+  for (const v of spec.volumes ?? []) {
+    if (v.name === "classcache-store" && v.hostPath) {
+      delete v.hostPath;
+      v.csi = { driver: "csi.classcache.dev", readOnly: true };
+    }
+  }
+  return { ...t, spec };
+}
+
 /** Creates the pod and returns ms from the create call to the API server's Ready. */
 async function timeToReady(c: Cluster, NS: string, pod: Record<string, unknown>): Promise<{ readyMs: number; pod: Pod }> {
   const t0 = Date.now();
@@ -81,6 +98,7 @@ type Measured = {
   pulls: number;
   baseline: { readyMs: number; samplesMs: number[]; jvmMs: number };
   archive: { readyMs: number; samplesMs: number[]; jvmMs: number };
+  archiveCsi: { readyMs: number; samplesMs: number[]; jvmMs: number };
   ratio: number;
   plain: { readyMs: number; samplesMs: number[]; jvmMs: number };
   pods: { node: string; readyMs: number; hitRate: number | null; archive: boolean }[];
@@ -106,11 +124,11 @@ async function measure(c: Cluster, jdk: string): Promise<Measured> {
   await c.kubectl(["-n", NS, "scale", "deployment/orders", "--replicas=0"]);
   const builds = (await json<{ items: unknown[] }>(c, ["-n", NS, "get", "jobs"])).items.length;
 
-  const samples = { plain: [] as number[], "no-archive": [] as number[], archive: [] as number[] };
-  const jvmMs = { plain: [] as number[], "no-archive": [] as number[], archive: [] as number[] };
+  const samples = { plain: [] as number[], "no-archive": [] as number[], archive: [] as number[], "archive-csi": [] as number[] };
+  const jvmMs = { plain: [] as number[], "no-archive": [] as number[], archive: [] as number[], "archive-csi": [] as number[] };
   const pods: { node: string; readyMs: number; hitRate: number | null; archive: boolean }[] = [];
   for (let i = 0; i < RUNS; i++) {
-    for (const [kind, t] of [["plain", original], ["no-archive", withoutArchive(patched)], ["archive", patched]] as const) {
+    for (const [kind, t] of [["plain", original], ["no-archive", withoutArchive(patched)], ["archive", patched], ["archive-csi", throughCsi(patched)]] as const) {
       const { readyMs, pod } = await timeToReady(c, NS, podFrom(NS, t, `${kind}-${i}`, "node-1"));
       const facts = await podFacts(pod);
       samples[kind].push(readyMs);
@@ -154,6 +172,8 @@ async function measure(c: Cluster, jdk: string): Promise<Measured> {
     baseline: { readyMs: median(baseline), samplesMs: baseline, jvmMs: median(jvmMs["no-archive"]) },
     archive: { readyMs: median(withArchive), samplesMs: withArchive, jvmMs: median(jvmMs.archive) },
     ratio: Math.round((median(withArchive) / median(baseline)) * 1000) / 1000,
+    // The same archive pod with the store through the CSI driver: the plugin's cost at start.
+    archiveCsi: { readyMs: median(samples["archive-csi"]), samplesMs: samples["archive-csi"], jvmMs: median(jvmMs["archive-csi"]) },
     // The workload as its owner wrote it (no agent, no init steps), for scale.
     plain: { readyMs: median(samples.plain), samplesMs: samples.plain, jvmMs: median(jvmMs.plain) },
     pods,
@@ -179,6 +199,7 @@ try {
       say(`\nJDK ${r.jdk}: builds ${r.builds}, pulls between nodes ${r.pulls}`);
       say(`  time to Ready, median of ${RUNS} (node-1, interleaved): the patched pod without the archive ${r.baseline.readyMs} ms, with it ${r.archive.readyMs} ms → ${r.ratio}×; the unpatched app (no agent) ${r.plain.readyMs} ms`);
       say(`  JVM up (its own "process running for"): without ${r.baseline.jvmMs} ms, with ${r.archive.jvmMs} ms, unpatched ${r.plain.jvmMs} ms`);
+      say(`  the archive pod with the store through the CSI driver instead of the hostPath: ${r.archiveCsi.readyMs} ms (hostPath ${r.archive.readyMs} ms)`);
     }
   }
 } finally {
