@@ -21,8 +21,8 @@ let app: string;
 let agent: string;
 let java: string;
 
-function fixtureJar(name: string): Promise<string> {
-  return compileFixture(java, name, tmp);
+function fixtureJar(name: string, manifest: [string, string][] = []): Promise<string> {
+  return compileFixture(java, name, tmp, manifest);
 }
 
 /** Runs a failing command and checks it changed nothing in the store. */
@@ -95,6 +95,14 @@ describe("classcache build refuses bad input", () => {
   it("an agent jar without Premain-Class", async () => {
     const r = await fails(["build", "--app", app, "--agent", app, "--profile", "reference", "--store", store, "--java", java]);
     assert.match(r.stderr, /has no Premain-Class in its manifest/);
+  });
+
+  it("an agent that loads but does not instrument: the build fails with the agent's own words and publishes nothing", async () => {
+    const broken = await fixtureJar("BrokenAgent", [["Premain-Class", "BrokenAgent"]]);
+    const r = await fails(["build", "--app", app, "--agent", broken, "--profile", "reference", "--mode", "hybrid", "--store", store, "--java", java, "--warmup-url", "/api/owners"]);
+    assert.match(r.stderr, /the agent's instrumentation did not fire in the verification boot/);
+    assert.match(r.stderr, /nothing was published/);
+    assert.match(r.stderr, /ERROR agent disabled: no license key configured/, "the agent's own words");
   });
 
   it("an unknown profile, naming the ones that exist", async () => {

@@ -3,7 +3,7 @@
  * write the archive atomically, verify it with a real boot, and publish its manifest. A build
  * that fails at any step leaves the store as it was: no manifest, no blob that looks valid.
  */
-import { copyFile, mkdir, rm } from "node:fs/promises";
+import { copyFile, mkdir, readFile, rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import { basename, join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -367,13 +367,37 @@ class BuildRun {
       classLogFile: join(this.logs, "verify-classes.log"),
     });
     if (g.bp.mode !== "none" && verification.instrumented === false) {
-      this.notes.push(`the agent's instrumentation did not fire in the verification boot (no line matched ${g.profile?.verify.evidence})`);
+      // Fail closed: an archive whose agent does not instrument is not what was asked for.
+      const log = join(this.logs, "verify.log");
+      const own = agentComplaints(await readFile(log, "utf8").catch(() => ""));
+      throw new ClasscacheError("verification", `the agent's instrumentation did not fire in the verification boot: no line of the JVM's output matched the profile's evidence /${g.profile?.verify.evidence}/, so nothing was published`, {
+        details: own.length ? ["what the JVM and the agent said:", ...own].join("\n") : `the agent wrote no error; the boot's whole output is in ${log}`,
+        hint: "check the agent's settings in its profile (boot class path, its own configuration or license) and that the training requests reach instrumented code; the profile's evidence is what proves the agent works",
+      });
+    }
+    if (g.bp.mode !== "none" && verification.instrumented === null) {
+      this.notes.push("the profile names no evidence, so the agent's instrumentation is not proven (instrumented: null in the manifest)");
     }
     return verification;
   }
 }
 
-/** The port the user gave a Boot app, if any (then we must not choose one). */
+/**
+ * The lines of a JVM's output that say something went wrong — an agent's own error, a stack
+ * trace's first line, its cause — deduplicated, the first 12, each cut at 300 characters.
+ */
+export function agentComplaints(output: string): string[] {
+  const out: string[] = [];
+  for (const line of output.split("\n")) {
+    const l = line.trim();
+    if (!/\b(ERROR|FATAL|SEVERE)\b|^Caused by: |^(Exception|Error) in |^[\w.$]+(Exception|Error)(: |$)/.test(l)) continue;
+    const cut = l.length > 300 ? `${l.slice(0, 300)}…` : l;
+    if (!out.includes(cut)) out.push(cut);
+    if (out.length === 12) break;
+  }
+  return out;
+}
+
 /**
  * The port the user said the app listens on: `server.port` in its options or arguments, else the
  * port of the training URLs when they name one on this host (http://localhost:8080/… means the

@@ -16,6 +16,7 @@ export const commands: CommandEntry[] = [
   { name: "build", summary: "build, verify and store a class-data archive for an app (and agent)", load: async () => (await import("./build.ts")).buildCommand },
   { name: "flags", summary: "print the JAVA_TOOL_OPTIONS value that makes a JVM use an archive", load: async () => (await import("./flags.ts")).flagsCommand },
   { name: "run", summary: "start an app from the store with its archive, as it was verified", load: async () => (await import("./run.ts")).runCommand },
+  { name: "profiles", summary: "list the built-in agent profiles and how each proves its agent instruments", load: async () => (await import("./profiles.ts")).profilesCommand },
   { name: "inspect", summary: "show an archive's manifest, or list the archives in a store", load: async () => (await import("./inspect.ts")).inspectCommand },
   { name: "node", summary: "run the per-node agent: store, peer server, puller, build coordination", load: async () => (await import("./node.ts")).nodeCommand },
   { name: "csi-node", summary: "run the CSI node plugin: a pod mounts its scope's view of the store as an inline volume", load: async () => (await import("./csinode.ts")).csiNodeCommand },

@@ -72,6 +72,12 @@ export interface ArchiveStatus {
   holders?: number;
   /** Hit rate of the verification boot, 0..1. */
   hitRate?: number;
+  /**
+   * Whether the verification boot proved the agent's instrumentation fires: true, or null when
+   * it cannot be proven (no agent, or a profile without evidence). Never false: such a build
+   * fails and publishes nothing.
+   */
+  instrumented?: boolean | null;
   builtAt?: string;
 }
 

@@ -124,7 +124,7 @@ export type DirectoryView =
       archives: ArchiveView[];
     };
 
-export type Summary = Pick<ArchiveStatus, "hitRate" | "builtAt" | "jvm">;
+export type Summary = Pick<ArchiveStatus, "hitRate" | "instrumented" | "builtAt" | "jvm">;
 
 export type ArchiveView =
   | {
@@ -304,7 +304,7 @@ async function observeArchive(directory: Directory, trust: TrustStore, signer: S
 /** What status shows of a key's manifest, verified; kept once read (a manifest never changes). */
 function summaryOf(memory: Memory, key: string, envelope: string, trust: TrustStore): Summary {
   const m = openEnvelope(envelope, trust, key);
-  const summary = { hitRate: m.verification.hitRate, builtAt: m.createdAt, jvm: `${m.jvm.vendor} ${m.jvm.runtimeVersion}` };
+  const summary = { hitRate: m.verification.hitRate, instrumented: m.verification.instrumented, builtAt: m.createdAt, jvm: `${m.jvm.vendor} ${m.jvm.runtimeVersion}` };
   memory.summaries.set(key, summary);
   return summary;
 }
