@@ -99,7 +99,7 @@ describe("classcache build refuses bad input", () => {
 
   it("an agent that loads but does not instrument: the build fails with the agent's own words and publishes nothing", async () => {
     const broken = await fixtureJar("BrokenAgent", [["Premain-Class", "BrokenAgent"]]);
-    const r = await fails(["build", "--app", app, "--agent", broken, "--profile", "reference", "--mode", "hybrid", "--store", store, "--java", java, "--warmup-url", "/api/owners"]);
+    const r = await fails(["build", "--app", app, "--agent", broken, "--profile", "reference", "--store", store, "--java", java, "--warmup-url", "/api/owners"]);
     assert.match(r.stderr, /the agent's instrumentation did not fire in the verification boot/);
     assert.match(r.stderr, /nothing was published/);
     assert.match(r.stderr, /ERROR agent disabled: no license key configured/, "the agent's own words");

@@ -16,7 +16,7 @@ import { sampleManifest } from "./support/manifest.ts";
 import { ValkeyDirectory } from "../src/directory/valkey.ts";
 import type { KubeClient } from "../src/kube/client.ts";
 import { ApiError } from "../src/kube/errors.ts";
-import { ConfigMaps, DaemonSets, Deployments, Jobs, Namespaces, NetworkPolicies, Pods, Secrets, StatefulSets } from "../src/kube/resource.ts";
+import { ConfigMaps, CSIDrivers, DaemonSets, Deployments, Jobs, Namespaces, NetworkPolicies, Pods, Secrets, StatefulSets } from "../src/kube/resource.ts";
 import type { KubeObject } from "../src/kube/types.ts";
 import { ClassCaches, type ClassCache } from "../src/operator/api/v1.ts";
 import { ORIGINAL_LAUNCH_ANNOTATION, PATCHING_LABEL, POD_SECURITY_ENFORCE_LABEL, REF_ANNOTATION, SYSTEM_NAMESPACE } from "../src/operator/constants.ts";
@@ -384,7 +384,7 @@ describe("the operator against a real API server, directory and webhook", () => 
     assert.match(condition(cc, "WorkloadPatched")!.message, /enforces Pod Security "baseline".*enforce "privileged"/);
     assert.equal((await getDeploy("strict", "strict")).spec.template.spec.initContainers, undefined, "the template stays as written");
     assert.equal((await client.list(Jobs, { namespace: "strict" })).items.length, 0, "no build pod the API server would refuse");
-    // The webhook is not called for the namespace's pods: they start as written, and start at all.
+    // The webhook adds nothing to the namespace's pods (it warns): they start as written, and start at all.
     const pod = await client.create<KubeObject & { spec: PodSpec }>(
       Pods,
       { metadata: { name: "strict-1", namespace: "strict", labels: { app: "strict", "classcache.dev/inject": "strict" } }, spec: { containers: [{ name: "app", image: "registry.example/shop:1.0", ...JAVA_LAUNCH }] } },
@@ -396,6 +396,40 @@ describe("the operator against a real API server, directory and webhook", () => 
     await until("patched once the namespace allows it", async () => condition(await getCc("strict", "strict"), "WorkloadPatched")?.reason === "Patched");
     assert.ok((await getDeploy("strict", "strict")).spec.template.spec.initContainers?.some((c) => c.name === "classcache-init"));
     await until("its build Job", async () => (await client.list(Jobs, { namespace: "strict" })).items.length === 1);
+  });
+
+  it("with the node agent's CSIDriver, a baseline namespace gets the store through it: the API server's Pod Security admits the patched pods and build pods; without it, as written again", async () => {
+    const ns = "strict-csi";
+    await client.create(Namespaces, { metadata: { name: ns, labels: { [POD_SECURITY_ENFORCE_LABEL]: "baseline" } } });
+    await client.create(CSIDrivers, { metadata: { name: "csi.classcache.dev" }, spec: { attachRequired: false, podInfoOnMount: true, volumeLifecycleModes: ["Ephemeral"], fsGroupPolicy: "None" } });
+    try {
+      await client.create(Deployments, deployment(ns, ns, JAVA_LAUNCH, { "classcache.dev/inject": ns }), { namespace: ns });
+      await client.create(ClassCaches, classCache(ns, ns, { workloadRef: { name: ns }, valkey }), { namespace: ns });
+      await until("patched through the CSI driver", async () => condition(await getCc(ns, ns), "WorkloadPatched")?.reason === "Patched");
+      const spec = (await getDeploy(ns, ns)).spec.template.spec;
+      assert.deepEqual(spec.volumes?.filter((v) => v["csi"]).map((v) => v["csi"]), [{ driver: "csi.classcache.dev", readOnly: true }]);
+      assert.ok(!spec.volumes?.some((v) => v.hostPath), "no host path");
+      // The API server's own Pod Security admission takes the patched pod, the build pod and a webhook-patched pod.
+      await client.create(Pods, { metadata: { name: "patched", namespace: ns }, spec }, { namespace: ns, dryRun: true });
+      const job = await until("its build Job", async () => (await client.list<KubeObject & { spec: { template: { spec: PodSpec } } }>(Jobs, { namespace: ns })).items[0]);
+      assert.deepEqual(job.spec.template.spec.volumes?.filter((v) => v["csi"]).map((v) => v["csi"]), [{ driver: "csi.classcache.dev", readOnly: true, volumeAttributes: { view: "build" } }]);
+      await client.create(Pods, { metadata: { name: "build", namespace: ns }, spec: job.spec.template.spec }, { namespace: ns, dryRun: true });
+      const hooked = await client.create<KubeObject & { spec: PodSpec }>(
+        Pods,
+        { metadata: { name: `${ns}-1`, namespace: ns, labels: { app: ns, "classcache.dev/inject": ns } }, spec: { containers: [{ name: "app", image: "registry.example/shop:1.0", ...JAVA_LAUNCH }] } },
+        { namespace: ns, dryRun: true },
+      );
+      assert.ok(hooked.spec.volumes?.some((v) => (v["csi"] as { driver?: string } | undefined)?.driver === "csi.classcache.dev"), "the webhook patched the pod with the CSI volume");
+    } finally {
+      await client.delete(CSIDrivers, "csi.classcache.dev");
+    }
+    // Without the driver: the condition says so, and the workload is as written.
+    const cc = await until("PodSecurityForbidsHostPath without the driver", async () => {
+      const c = await getCc(ns, ns);
+      return condition(c, "WorkloadPatched")?.reason === "PodSecurityForbidsHostPath" && c;
+    });
+    assert.match(condition(cc, "WorkloadPatched")!.message, /CSIDriver csi\.classcache\.dev\) is not installed.*csi\.enabled=true/);
+    await until("the template as written", async () => (await getDeploy(ns, ns)).spec.template.spec.initContainers === undefined);
   });
 
   it("says why a build failed, in the build's own words from its pod's termination message", async () => {

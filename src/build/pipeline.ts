@@ -368,10 +368,12 @@ class BuildRun {
     });
     if (g.bp.mode !== "none" && verification.instrumented === false) {
       // Fail closed: an archive whose agent does not instrument is not what was asked for.
+      // Where the agent ran live: training, and (hybrid) the verification boot.
       const log = join(this.logs, "verify.log");
-      const own = agentComplaints(await readFile(log, "utf8").catch(() => ""));
+      const said = await Promise.all(["training.log", "verify.log"].map((f) => readFile(join(this.logs, f), "utf8").catch(() => "")));
+      const own = agentComplaints(said.join("\n"));
       throw new ClasscacheError("verification", `the agent's instrumentation did not fire in the verification boot: no line of the JVM's output matched the profile's evidence /${g.profile?.verify.evidence}/, so nothing was published`, {
-        details: own.length ? ["what the JVM and the agent said:", ...own].join("\n") : `the agent wrote no error; the boot's whole output is in ${log}`,
+        details: own.length ? ["what the JVM and the agent said:", ...own].join("\n") : `the agent wrote no error; the verification boot's whole output is in ${log}, the training run's next to it`,
         hint: "check the agent's settings in its profile (boot class path, its own configuration or license) and that the training requests reach instrumented code; the profile's evidence is what proves the agent works",
       });
     }
