@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { Manifest } from "../src/archive/manifest.ts";
-import { demoAppJar, otelAgentJar, referenceAgentJar } from "../src/demo/fixtures.ts";
+import { datadogAgentJar, demoAppJar, otelAgentJar, referenceAgentJar } from "../src/demo/fixtures.ts";
 import { readClassCounts } from "../src/jvm/hsperf.ts";
 import { freePort } from "../src/jvm/launch.ts";
 import { cli, jdk } from "./support/cli.ts";
@@ -17,10 +17,11 @@ import { cli, jdk } from "./support/cli.ts";
 let app: string;
 let refAgent: string;
 let otelAgent: string;
+let datadogAgent: string;
 let tmp: string;
 
 before(async () => {
-  [app, refAgent, otelAgent] = await Promise.all([demoAppJar(), referenceAgentJar(), otelAgentJar()]);
+  [app, refAgent, otelAgent, datadogAgent] = await Promise.all([demoAppJar(), referenceAgentJar(), otelAgentJar(), datadogAgentJar()]);
   tmp = await mkdtemp(join(tmpdir(), "classcache-build-"));
 });
 
@@ -86,6 +87,17 @@ for (const feature of [17, 25]) {
       assert.ok(m.runtime.jvmOptions.some((o) => o.startsWith("-javaagent:")));
       assert.ok(m.runtime.jvmOptions.includes("--add-modules=java.instrument"));
       assert.ok(m.verification.sharedClasses > 5000, `app and framework classes still come from the archive (${m.verification.sharedClasses})`);
+    });
+
+    it("keeps the Datadog agent live in hybrid mode, and it still traces the web request", async () => {
+      const m = await build(store, "--java", java, "--agent", datadogAgent, "--profile", "datadog", "--warmup-url", "/api/owners");
+      assert.equal(m.mode, "hybrid");
+      assert.equal(m.verification.instrumented, true);
+      assert.match(m.verification.evidence ?? "", /"type":"web"/);
+      assert.ok((m.verification.evidence ?? "").length <= 402, "the evidence is the match in context, not a whole trace");
+      assert.ok(m.runtime.jvmOptions.some((o) => o.startsWith("-javaagent:")));
+      assert.ok(!m.runtime.jvmOptions.some((o) => o.startsWith("-Xbootclasspath/a:")), "the agent puts itself on the boot class path");
+      assert.ok(m.verification.hitRate > 0.6, `app and framework classes still come from the archive (${m.verification.hitRate})`);
     });
   });
 }

@@ -114,7 +114,10 @@ async function probeForEvidence(jvm: JvmProcess, v: VerifyRun, warnings: string[
     }
   }
   try {
-    return (await jvm.waitForLine(v.evidence!, 15_000, "the agent's evidence line")).line.trim();
+    // The line that matched, around the match: an agent may print a whole trace on one line.
+    const line = (await jvm.waitForLine(v.evidence!, 15_000, "the agent's evidence line")).line.trim();
+    const at = Math.max(0, (v.evidence!.exec(line)?.index ?? 0) - 120);
+    return line.length <= 400 ? line : `${at > 0 ? "…" : ""}${line.slice(at, at + 400)}…`;
   } catch (err) {
     if (err instanceof ProcessError) return null;
     throw err;

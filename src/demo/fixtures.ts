@@ -16,6 +16,7 @@ const run = promisify(execFile);
 
 export const REPO = join(import.meta.dirname, "..", "..");
 export const OTEL_AGENT_VERSION = "2.33.1";
+export const DATADOG_AGENT_VERSION = "1.68.1";
 
 export function fixturesDir(env: NodeJS.ProcessEnv = process.env): string {
   const base = env.CLASSCACHE_CACHE ?? join(env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "classcache");
@@ -74,17 +75,27 @@ export function referenceAgentJar(): Promise<string> {
 }
 
 /** The OpenTelemetry Java agent from Maven Central. */
-export async function otelAgentJar(version = OTEL_AGENT_VERSION): Promise<string> {
+export function otelAgentJar(version = OTEL_AGENT_VERSION): Promise<string> {
+  return mavenJar("io.opentelemetry.javaagent", "opentelemetry-javaagent", version, "the OpenTelemetry agent");
+}
+
+/** Datadog's Java agent (dd-trace-java) from Maven Central. */
+export function datadogAgentJar(version = DATADOG_AGENT_VERSION): Promise<string> {
+  return mavenJar("com.datadoghq", "dd-java-agent", version, "the Datadog agent");
+}
+
+/** An artifact's jar from Maven Central, fetched once into the fixtures cache. */
+async function mavenJar(group: string, artifact: string, version: string, what: string): Promise<string> {
   const dir = fixturesDir();
   await mkdir(dir, { recursive: true });
-  const jar = join(dir, `opentelemetry-javaagent-${version}.jar`);
+  const jar = join(dir, `${artifact}-${version}.jar`);
   if (await stat(jar).catch(() => undefined)) return jar;
-  return withFileLock(join(dir, "otel.lock"), async () => {
+  return withFileLock(join(dir, `${artifact}.lock`), async () => {
     if (await stat(jar).catch(() => undefined)) return jar;
-    const tmp = join(dir, `otel-${process.pid}`);
+    const tmp = join(dir, `${artifact}-${process.pid}`);
     await rm(tmp, { recursive: true, force: true });
-    await mvn(["dependency:copy", `-Dartifact=io.opentelemetry.javaagent:opentelemetry-javaagent:${version}`, `-DoutputDirectory=${tmp}`], "fetch the OpenTelemetry agent");
-    await rename(join(tmp, `opentelemetry-javaagent-${version}.jar`), jar);
+    await mvn(["dependency:copy", `-Dartifact=${group}:${artifact}:${version}`, `-DoutputDirectory=${tmp}`], `fetch ${what}`);
+    await rename(join(tmp, `${artifact}-${version}.jar`), jar);
     await rm(tmp, { recursive: true, force: true });
     return jar;
   });
