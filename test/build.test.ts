@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { Manifest } from "../src/archive/manifest.ts";
-import { datadogAgentJar, demoAppJar, otelAgentJar, referenceAgentJar } from "../src/demo/fixtures.ts";
+import { datadogAgentJar, demoAppJar, elasticAgentJar, otelAgentJar, referenceAgentJar } from "../src/demo/fixtures.ts";
 import { readClassCounts } from "../src/jvm/hsperf.ts";
 import { freePort } from "../src/jvm/launch.ts";
 import { cli, jdk } from "./support/cli.ts";
@@ -18,10 +18,11 @@ let app: string;
 let refAgent: string;
 let otelAgent: string;
 let datadogAgent: string;
+let elasticAgent: string;
 let tmp: string;
 
 before(async () => {
-  [app, refAgent, otelAgent, datadogAgent] = await Promise.all([demoAppJar(), referenceAgentJar(), otelAgentJar(), datadogAgentJar()]);
+  [app, refAgent, otelAgent, datadogAgent, elasticAgent] = await Promise.all([demoAppJar(), referenceAgentJar(), otelAgentJar(), datadogAgentJar(), elasticAgentJar()]);
   tmp = await mkdtemp(join(tmpdir(), "classcache-build-"));
 });
 
@@ -97,6 +98,14 @@ for (const feature of [17, 25]) {
       assert.ok((m.verification.evidence ?? "").length <= 402, "the evidence is the match in context, not a whole trace");
       assert.ok(m.runtime.jvmOptions.some((o) => o.startsWith("-javaagent:")));
       assert.ok(!m.runtime.jvmOptions.some((o) => o.startsWith("-Xbootclasspath/a:")), "the agent puts itself on the boot class path");
+      assert.ok(m.verification.hitRate > 0.6, `app and framework classes still come from the archive (${m.verification.hitRate})`);
+    });
+
+    it("keeps the Elastic agent live in hybrid mode, and it still traces the request to its controller (the extracted app registers no loader file system)", async () => {
+      const m = await build(store, "--java", java, "--agent", elasticAgent, "--profile", "elastic", "--warmup-url", "/api/owners");
+      assert.equal(m.mode, "hybrid");
+      assert.equal(m.verification.instrumented, true);
+      assert.match(m.verification.evidence ?? "", /endTransaction 'OwnerController#list'/);
       assert.ok(m.verification.hitRate > 0.6, `app and framework classes still come from the archive (${m.verification.hitRate})`);
     });
   });

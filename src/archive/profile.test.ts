@@ -4,8 +4,8 @@ import { ClasscacheError } from "../runtime/errors.ts";
 import { catalogNames, loadProfile, parseProfile } from "./profile.ts";
 
 describe("agent profiles", () => {
-  it("ship the four profiles of cluster-classcache plus the reference agent", () => {
-    assert.deepEqual(catalogNames(), ["apm-v01", "otel", "pinpoint", "reference", "scouter"]);
+  it("ship the four profiles of cluster-classcache, the reference agent's, Datadog's and Elastic's", () => {
+    assert.deepEqual(catalogNames(), ["apm-v01", "datadog", "elastic", "otel", "pinpoint", "reference", "scouter"]);
   });
 
   it("read a profile without spec.mode as cluster-classcache meant it: agent off at run time means baked", () => {

@@ -16,6 +16,8 @@ export interface PhaseSpec {
   javaagent: boolean;
   bootclasspath: boolean;
   extraJvmOpts: string[];
+  /** More options where the archive is an AOT cache (JDK 25+), e.g. -XX:-AOTClassLinking for an agent that retransforms JDK classes. */
+  aotExtraJvmOpts?: string[];
 }
 
 /** A validated profile with every default filled in. */
@@ -97,6 +99,7 @@ interface RawPhase {
   javaagent?: boolean;
   bootclasspath?: boolean;
   extraJvmOpts?: string[];
+  aotExtraJvmOpts?: string[];
 }
 interface RawProfile {
   metadata: { name: string; version?: string };
@@ -116,11 +119,13 @@ function normalize(raw: RawProfile): AgentProfile {
     javaagent: raw.spec.build.javaagent ?? true,
     bootclasspath: raw.spec.build.bootclasspath ?? true,
     extraJvmOpts: raw.spec.build.extraJvmOpts ?? [],
+    ...(raw.spec.build.aotExtraJvmOpts ? { aotExtraJvmOpts: raw.spec.build.aotExtraJvmOpts } : {}),
   };
   const runtime: PhaseSpec = {
     javaagent: raw.spec.runtime.javaagent ?? false,
     bootclasspath: raw.spec.runtime.bootclasspath ?? true,
     extraJvmOpts: raw.spec.runtime.extraJvmOpts ?? [],
+    ...(raw.spec.runtime.aotExtraJvmOpts ? { aotExtraJvmOpts: raw.spec.runtime.aotExtraJvmOpts } : {}),
   };
   // In cluster-classcache, an agent off at run time meant "its classes are baked in".
   const mode: AgentMode = raw.spec.mode ?? (runtime.javaagent ? "hybrid" : "baked");

@@ -139,7 +139,15 @@ async function nestedJarOrder(zip: ZipReader): Promise<string[]> {
   return [...listed, ...rest];
 }
 
-/** Writes app.jar: BOOT-INF/classes re-rooted, root META-INF kept, Main-Class = Start-Class. */
+/**
+ * The Spring Boot loader registers its nested-jar file system in the fat jar's root META-INF; the
+ * loader is not part of the extracted app, so the registration would name a class that is not
+ * there. Spring Boot's own `-Djarmode=tools extract` leaves it out too. (Kept, it breaks whatever
+ * lists the installed file systems: Elastic's agent fails to start its instrumentation.)
+ */
+const LOADER_ONLY = new Set(["META-INF/services/java.nio.file.spi.FileSystemProvider"]);
+
+/** Writes app.jar: BOOT-INF/classes re-rooted, root META-INF kept (but the loader's registration), Main-Class = Start-Class. */
 async function writeAppJar(zip: ZipReader, mf: Map<string, string>, libs: string[], out: string): Promise<void> {
   const attrs: [string, string][] = [["Manifest-Version", "1.0"]];
   for (const [k, v] of mf) {
@@ -156,7 +164,7 @@ async function writeAppJar(zip: ZipReader, mf: Map<string, string>, libs: string
       let name: string | undefined;
       if (e.name.startsWith("BOOT-INF/classes/")) name = e.name.slice("BOOT-INF/classes/".length);
       else if (e.name.startsWith("META-INF/") && e.name !== "META-INF/" && e.name !== "META-INF/MANIFEST.MF" && !SIGNATURE.test(e.name)) name = e.name;
-      if (!name || name === "META-INF/" || name === "META-INF/MANIFEST.MF") continue;
+      if (!name || name === "META-INF/" || name === "META-INF/MANIFEST.MF" || (name === e.name && LOADER_ONLY.has(name))) continue;
       await w.add({ name, raw: await e.readRaw(), method: e.method, crc32: e.crc32, size: e.size, dosTime: e.dosTime, dosDate: e.dosDate });
     }
     await w.finish();

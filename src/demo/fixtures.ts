@@ -17,6 +17,7 @@ const run = promisify(execFile);
 export const REPO = join(import.meta.dirname, "..", "..");
 export const OTEL_AGENT_VERSION = "2.33.1";
 export const DATADOG_AGENT_VERSION = "1.68.1";
+export const ELASTIC_AGENT_VERSION = "1.55.1";
 
 export function fixturesDir(env: NodeJS.ProcessEnv = process.env): string {
   const base = env.CLASSCACHE_CACHE ?? join(env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "classcache");
@@ -82,6 +83,11 @@ export function otelAgentJar(version = OTEL_AGENT_VERSION): Promise<string> {
 /** Datadog's Java agent (dd-trace-java) from Maven Central. */
 export function datadogAgentJar(version = DATADOG_AGENT_VERSION): Promise<string> {
   return mavenJar("com.datadoghq", "dd-java-agent", version, "the Datadog agent");
+}
+
+/** Elastic's APM Java agent from Maven Central. */
+export function elasticAgentJar(version = ELASTIC_AGENT_VERSION): Promise<string> {
+  return mavenJar("co.elastic.apm", "elastic-apm-agent", version, "the Elastic APM agent");
 }
 
 /** An artifact's jar from Maven Central, fetched once into the fixtures cache. */

@@ -61,7 +61,7 @@ export function trainingOptions(plan: Plan, output: string, logFile: string, opt
   const out = [...allowArchiving(plan)];
   if (a) out.push(...agentBase(plan, a.build));
   if (a && runAgent) out.push(`-javaagent:${a.jar}`);
-  if (a && plan.mode !== "none") out.push(...a.build.extraJvmOpts);
+  if (a && plan.mode !== "none") out.push(...a.build.extraJvmOpts, ...(plan.kind === "aot" ? a.build.aotExtraJvmOpts ?? [] : []));
   if (plan.kind === "aot") out.push(`-XX:AOTCacheOutput=${output}`, `-Xlog:aot=info,cds=info:file=${logFile}::filecount=0`);
   else out.push(`-XX:ArchiveClassesAtExit=${output}`, `-Xlog:cds=info,cds+dynamic=info:file=${logFile}::filecount=0`);
   return out;
@@ -83,7 +83,7 @@ export function runtimeOptions(plan: Plan, input: RuntimeOptionsInput): string[]
   if (a) {
     out.push(...agentBase(plan, a.runtime));
     if (plan.mode === "hybrid" && a.runtime.javaagent) out.push(`-javaagent:${a.jar}`);
-    if (plan.mode !== "none") out.push(...a.runtime.extraJvmOpts);
+    if (plan.mode !== "none") out.push(...a.runtime.extraJvmOpts, ...(plan.kind === "aot" ? a.runtime.aotExtraJvmOpts ?? [] : []));
   }
   return input.shareMemory ? withMemorySharing(out) : out;
 }
