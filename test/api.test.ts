@@ -215,7 +215,7 @@ void describe("the ClassCache API on a real API server", { timeout: 180_000 }, (
 
     void it("include an unknown catalog profile and a broken inline profile, which the webhook's checks catch", () => {
       const unknown = validateClassCache(cc("x", { workloadRef: { name: "w" }, agent: { image: "a" }, profile: "newrelic" }));
-      assert.match(unknown.join("\n"), /spec\.profile "newrelic" is not a catalog profile: use one of apm-v01, otel, pinpoint, reference, scouter/);
+      assert.match(unknown.join("\n"), /spec\.profile "newrelic" is not a catalog profile: use one of apm-v01, datadog, elastic, otel, pinpoint, reference, scouter/);
       const broken = validateClassCache(cc("x", { workloadRef: { name: "w" }, agent: { image: "a" }, profileYAML: "kind: AgentProfile\n" }));
       assert.match(broken.join("\n"), /spec\.profileYAML: the profile does not match the AgentProfile schema: .*must have required property 'spec'/);
     });

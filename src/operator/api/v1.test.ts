@@ -159,8 +159,8 @@ void describe("validateClassCache", () => {
   });
 
   void it("names the catalog when the profile is not in it", () => {
-    assert.deepEqual(validateClassCache(cc({ agent: { image: "a" }, profile: "datadog" })), [
-      'spec.profile "datadog" is not a catalog profile: use one of apm-v01, otel, pinpoint, reference, scouter, or give the profile inline in spec.profileYAML',
+    assert.deepEqual(validateClassCache(cc({ agent: { image: "a" }, profile: "newrelic" })), [
+      'spec.profile "newrelic" is not a catalog profile: use one of apm-v01, datadog, elastic, otel, pinpoint, reference, scouter, or give the profile inline in spec.profileYAML',
     ]);
   });
 
