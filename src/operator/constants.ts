@@ -59,8 +59,9 @@ export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
 /**
  * The Pod Security level a namespace enforces. Patched pods mount their scope's view of the
  * node's store (a hostPath, read-only) and build pods the agent's socket directory: the baseline
- * and restricted levels forbid every hostPath, so in such namespaces the API server would refuse the pods. There the
- * operator patches nothing and the webhook is not called; pods start as before, without an archive.
+ * and restricted levels forbid every hostPath, so in such namespaces the API server would refuse the pods. There
+ * they get the same directories through the node agent's CSI driver (storeVolumeFor, ADR 0011); without
+ * it, the operator patches nothing and the webhook adds nothing: pods start as before, without an archive.
  */
 export const POD_SECURITY_ENFORCE_LABEL = "pod-security.kubernetes.io/enforce";
 export const HOSTPATH_FORBIDDEN_LEVELS = ["baseline", "restricted"] as const;
