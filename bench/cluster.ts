@@ -92,15 +92,17 @@ async function podFacts(p: Pod): Promise<{ archive: boolean; hitRate: number | n
   return { archive: /"archive":true/.test(jarCheckSaid(p)), hitRate: jvm ? Math.round(jvm.hitRate * 1000) / 1000 : null, pid: jvm?.pid };
 }
 
+/** One kind of pod's starts: the median time to Ready, every sample, the median JVM-up time. */
+type Starts = { readyMs: number; samplesMs: number[]; jvmMs: number };
 type Measured = {
   jdk: number;
   builds: number;
   pulls: number;
-  baseline: { readyMs: number; samplesMs: number[]; jvmMs: number };
-  archive: { readyMs: number; samplesMs: number[]; jvmMs: number };
-  archiveCsi: { readyMs: number; samplesMs: number[]; jvmMs: number };
+  baseline: Starts;
+  archive: Starts;
+  archiveCsi: Starts;
   ratio: number;
-  plain: { readyMs: number; samplesMs: number[]; jvmMs: number };
+  plain: Starts;
   pods: { node: string; readyMs: number; hitRate: number | null; archive: boolean }[];
   memory: { node: string; pods: number; roPssRssRatio: number; idealRoRatio: number; savedMiB: number }[];
 };
@@ -126,7 +128,7 @@ async function measure(c: Cluster, jdk: string): Promise<Measured> {
 
   const samples = { plain: [] as number[], "no-archive": [] as number[], archive: [] as number[], "archive-csi": [] as number[] };
   const jvmMs = { plain: [] as number[], "no-archive": [] as number[], archive: [] as number[], "archive-csi": [] as number[] };
-  const pods: { node: string; readyMs: number; hitRate: number | null; archive: boolean }[] = [];
+  const pods: Measured["pods"] = [];
   for (let i = 0; i < RUNS; i++) {
     for (const [kind, t] of [["plain", original], ["no-archive", withoutArchive(patched)], ["archive", patched], ["archive-csi", throughCsi(patched)]] as const) {
       const { readyMs, pod } = await timeToReady(c, NS, podFrom(NS, t, `${kind}-${i}`, "node-1"));
@@ -139,11 +141,9 @@ async function measure(c: Cluster, jdk: string): Promise<Measured> {
       await deletePods(c, NS, [`${kind}-${i}`]);
     }
   }
-  const baseline = samples["no-archive"];
-  const withArchive = samples.archive;
 
   say(`JDK ${jdk}: ${PER_NODE} archive pods on each node at once, for memory …`);
-  const memory: { node: string; pods: number; roPssRssRatio: number; idealRoRatio: number; savedMiB: number }[] = [];
+  const memory: Measured["memory"] = [];
   const names: string[] = [];
   const started = await Promise.all(
     [1, 2].flatMap((n) => Array.from({ length: PER_NODE }, (_, j) => {
@@ -164,18 +164,19 @@ async function measure(c: Cluster, jdk: string): Promise<Measured> {
   await deletePods(c, NS, names);
 
   const pulls = (await peerPulls(c)) - pullsBefore;
+  const starts = (kind: keyof typeof samples): Starts => ({ readyMs: median(samples[kind]), samplesMs: samples[kind], jvmMs: median(jvmMs[kind]) });
   return {
     jdk: Number(jdk),
     builds,
     pulls,
     // The same patched pod, its node without the archive (the agent live): the archive's own gain.
-    baseline: { readyMs: median(baseline), samplesMs: baseline, jvmMs: median(jvmMs["no-archive"]) },
-    archive: { readyMs: median(withArchive), samplesMs: withArchive, jvmMs: median(jvmMs.archive) },
-    ratio: Math.round((median(withArchive) / median(baseline)) * 1000) / 1000,
+    baseline: starts("no-archive"),
+    archive: starts("archive"),
+    ratio: Math.round((median(samples.archive) / median(samples["no-archive"])) * 1000) / 1000,
     // The same archive pod with the store through the CSI driver: the plugin's cost at start.
-    archiveCsi: { readyMs: median(samples["archive-csi"]), samplesMs: samples["archive-csi"], jvmMs: median(jvmMs["archive-csi"]) },
+    archiveCsi: starts("archive-csi"),
     // The workload as its owner wrote it (no agent, no init steps), for scale.
-    plain: { readyMs: median(samples.plain), samplesMs: samples.plain, jvmMs: median(jvmMs.plain) },
+    plain: starts("plain"),
     pods,
     memory,
   };

@@ -1,5 +1,6 @@
 /** `classcache csi-node`: the CSI node plugin that serves the store's views as inline volumes. Wires flags to the plugin. */
 import { CsiNodePlugin, CSI_DRIVER } from "../node/csi/plugin.ts";
+import { KUBELET_DIR, STORE_ROOT } from "../operator/constants.ts";
 import { ClasscacheError, usageError } from "../runtime/errors.ts";
 import { createLogger } from "../runtime/log.ts";
 import { RunGroup, RunnableError } from "../runtime/runnable.ts";
@@ -15,8 +16,8 @@ hostPath volumes: a pod mounts its namespace's view of the node's store, read-on
 ephemeral CSI volume. Runs privileged beside the node agent, with the kubelet's directory
 mounted at the same path as on the host, with Bidirectional mount propagation (docs/csi.md).
 
-  --store <dir>            the store, as this container sees it (default /var/lib/classcache)
-  --kubelet-dir <dir>      the kubelet's --root-dir (default /var/lib/kubelet)
+  --store <dir>            the store, as this container sees it (default ${STORE_ROOT})
+  --kubelet-dir <dir>      the kubelet's --root-dir (default ${KUBELET_DIR})
   --node <name>            this node's name (default $NODE_NAME; one of them is required)
   --log-format text|json
 `;
@@ -27,8 +28,8 @@ export const csiNodeCommand: Command = {
   usage,
   async run(argv, io) {
     const { values } = parse("csi-node", argv, {
-      store: { type: "string", default: "/var/lib/classcache" },
-      "kubelet-dir": { type: "string", default: "/var/lib/kubelet" },
+      store: { type: "string", default: STORE_ROOT },
+      "kubelet-dir": { type: "string", default: KUBELET_DIR },
       node: { type: "string" },
       "log-format": { type: "string", default: "text" },
     });

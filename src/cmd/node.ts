@@ -14,6 +14,7 @@ import { createPeerServer, type BlobSource } from "../p2p/server.ts";
 import { ClasscacheError, usageError } from "../runtime/errors.ts";
 import { HealthServer } from "../runtime/health.ts";
 import { createLogger, type Logger } from "../runtime/log.ts";
+import { RUN_DIR } from "../store/scopes.ts";
 import { LocalStore } from "../store/store.ts";
 import { parse, type Command } from "./command.ts";
 
@@ -155,7 +156,7 @@ export const nodeCommand: Command = {
     const wants = new Wants(agent);
     // Build Jobs upload over the socket under the operator's grants; the node signs what it admits.
     const socketServer = createSocketServer(wants, { agent });
-    const socketPath = values.socket ?? join(store.dir, "run", "agent.sock");
+    const socketPath = values.socket ?? join(store.dir, RUN_DIR, "agent.sock");
     await listen(peer, listenAt, "peer server");
     await listen(api, apiAt, "local API");
     await listenSocket(socketServer, socketPath);

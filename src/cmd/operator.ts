@@ -2,6 +2,7 @@
 import { CLASSCACHE_VERSION } from "../build/pipeline.ts";
 import { KubeClient } from "../kube/client.ts";
 import type { AgentSettings } from "../operator/infra.ts";
+import { KUBELET_DIR } from "../operator/constants.ts";
 import { createOperator, OPERATOR_ROLES, type OperatorRole } from "../operator/operator.ts";
 import { usageError } from "../runtime/errors.ts";
 import { createLogger } from "../runtime/log.ts";
@@ -52,7 +53,7 @@ outside one, give --kubeconfig and --webhook-url (the API server must reach this
                              namespaces enforcing Pod Security baseline or restricted, which forbid
                              hostPath, mount their view of the store through it (needs the
                              CSIDriver csi.classcache.dev, which the chart installs)
-  --kubelet-dir <dir>        the kubelet's root directory on the nodes (default /var/lib/kubelet)
+  --kubelet-dir <dir>        the kubelet's root directory on the nodes (default ${KUBELET_DIR})
   --no-leader-election       run the controller without a Lease (one replica only)
   --log-format text|json
 `;
@@ -126,7 +127,7 @@ export function parseOperatorArgs(argv: string[]): OperatorFlags {
     "agents-on-control-plane": { type: "boolean", default: false },
     "agent-image-pull-policy": { type: "string" },
     "agent-csi": { type: "boolean", default: false },
-    "kubelet-dir": { type: "string", default: "/var/lib/kubelet" },
+    "kubelet-dir": { type: "string", default: KUBELET_DIR },
     "log-format": { type: "string", default: "text" },
   });
   const role = values.role as OperatorRole;

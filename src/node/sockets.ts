@@ -18,7 +18,7 @@ import { dirname, join } from "node:path";
 import { ClasscacheError } from "../runtime/errors.ts";
 import type { Logger } from "../runtime/log.ts";
 import { aborted, type Runnable } from "../runtime/runnable.ts";
-import { scopeOfDirName, VIEWS_DIR } from "../store/scopes.ts";
+import { RUN_DIR, scopeOfDirName, VIEWS_DIR } from "../store/scopes.ts";
 
 /** Listens on a Unix socket any local process may connect to (mode 0666), replacing one a previous run left. */
 export async function listenSocket(server: Server, path: string): Promise<void> {
@@ -33,7 +33,7 @@ export async function listenSocket(server: Server, path: string): Promise<void> 
 
 /** Where the agent listens for the pods of one scope's view. */
 export function scopeSocketPath(storeDir: string, viewName: string): string {
-  return join(storeDir, VIEWS_DIR, viewName, "run", "agent.sock");
+  return join(storeDir, VIEWS_DIR, viewName, RUN_DIR, "agent.sock");
 }
 
 export class ScopeSockets implements Runnable {

@@ -3,7 +3,7 @@
  * None of them comes from a ClassCache: a user can choose what to cache, never where on a
  * node it lives or which image runs with the node's store.
  */
-import { viewDir } from "../store/scopes.ts";
+import { RUN_DIR, viewDir } from "../store/scopes.ts";
 
 /** The operator's namespace: the directory, the node agents and the webhook live here. */
 export const SYSTEM_NAMESPACE = "classcache-system";
@@ -73,8 +73,13 @@ export const HOSTPATH_FORBIDDEN_LEVELS = ["baseline", "restricted"] as const;
  * (podInfoOnMount); the one attribute a pod may set is CSI_VIEW_ATTRIBUTE.
  */
 export const CSI_DRIVER = "csi.classcache.dev";
-/** "scope" (default): the pod's namespace's view; "cluster": the cluster-wide shared one; "build": the agent's socket directory. */
+/** The one attribute a pod may set on the driver's volume (absent: "scope"). */
 export const CSI_VIEW_ATTRIBUTE = "view";
+/** "scope": the pod's namespace's view; "cluster": the cluster-wide shared one; "build": the agent's socket directory. */
+export const CSI_VIEWS = ["scope", "cluster", "build"] as const;
+export type CsiView = (typeof CSI_VIEWS)[number];
+/** The kubelet's default --root-dir: where it keeps pods' volumes and finds node plugins. */
+export const KUBELET_DIR = "/var/lib/kubelet";
 
 /** How patched pods and build pods reach the node store: a hostPath where allowed, else the CSI driver. */
 export type StoreVolume = "hostPath" | "csi";
@@ -145,6 +150,6 @@ export const MOUNTS = {
   agentJar: "/classcache-agent",
 } as const;
 /** The node store directory that holds the agent's socket. */
-export const STORE_RUN_DIR = `${STORE_ROOT}/run`;
+export const STORE_RUN_DIR = `${STORE_ROOT}/${RUN_DIR}`;
 /** Where the classcache image keeps its runtime (copied into build pods as the kit). */
 export const KIT_SOURCE = "/opt/classcache";

@@ -24,7 +24,7 @@
  *    a pod on a node without the archive still runs the agent live — instrumentation is never
  *    lost to a missing archive.
  */
-import { AGENT_DIR, ARGS_DIR, CSI_DRIVER, CSI_VIEW_ATTRIBUTE, JVM_ARGS_FILE, LAUNCH_ARGS_FILE, STORE_ROOT, storeViewHostPath, type StoreVolume } from "./constants.ts";
+import { AGENT_DIR, ARGS_DIR, CSI_DRIVER, CSI_VIEW_ATTRIBUTE, JVM_ARGS_FILE, LAUNCH_ARGS_FILE, STORE_ROOT, storeViewHostPath, type CsiView, type StoreVolume } from "./constants.ts";
 import { lockedDown, type Container, type EnvVar, type PodSpec, type Volume, type VolumeMount } from "./objects/meta.ts";
 
 export type { Container, EnvVar, PodSpec, PodTemplate, VolumeMount } from "./objects/meta.ts";
@@ -51,7 +51,7 @@ export interface InjectionInput {
 export function storeVolume(name: string, scope: string, kind: StoreVolume = "hostPath"): Volume {
   if (kind === "hostPath") return { name, hostPath: { path: storeViewHostPath(scope), type: "DirectoryOrCreate" } };
   // The plugin takes the namespace from the pod itself; a pod can only ask for the cluster's shared view instead.
-  return { name, csi: { driver: CSI_DRIVER, readOnly: true, ...(scope === "" ? { volumeAttributes: { [CSI_VIEW_ATTRIBUTE]: "cluster" } } : {}) } };
+  return { name, csi: { driver: CSI_DRIVER, readOnly: true, ...(scope === "" ? { volumeAttributes: { [CSI_VIEW_ATTRIBUTE]: "cluster" satisfies CsiView } } : {}) } };
 }
 
 export const Reasons = {

@@ -98,6 +98,11 @@ function informerOf(client: KubeClient, log: Logger) {
     new Informer<T>({ client, resource, logger: log, resyncPeriodMs: 10 * 60_000, ...extra });
 }
 
+/** The node agent's CSIDriver, watched by name (RBAC grants that one object only). */
+function csiDriverInformer(informer: ReturnType<typeof informerOf>): Informer<KubeObject> {
+  return informer<KubeObject>(CSIDrivers, { fieldSelector: `metadata.name=${CSI_DRIVER}` });
+}
+
 export function createOperator(o: OperatorOptions): Operator {
   const role = o.role ?? "all";
   const { log } = o;
@@ -151,7 +156,7 @@ function addController(
   };
   const jobs = informer<KubeObject>(Jobs, { labelSelector: "app.kubernetes.io/part-of=classcache" });
   const namespaces = informer<KubeObject>(Namespaces);
-  const csiDrivers = informer<KubeObject>(CSIDrivers, { fieldSelector: `metadata.name=${CSI_DRIVER}` });
+  const csiDrivers = csiDriverInformer(informer);
   // The signing key: a rotation (keys.ts) is picked up at once, and every ClassCache looked at again.
   const signingKey = informer<KubeObject>(Secrets, { namespace: SYSTEM_NAMESPACE, fieldSelector: `metadata.name=${NAMES.signingKey}` });
   const events = new EventRecorder({ client, reportingController: "classcache.dev/operator", reportingInstance: w.identity, logger: log });
@@ -241,7 +246,7 @@ function addWebhook(o: OperatorOptions, w: Wiring & { certs: CertSource; ownsCer
     const informer = informerOf(client, log);
     classCaches = informer<ClassCache>(ClassCaches);
     namespaces = informer<KubeObject>(Namespaces);
-    csiDrivers = informer<KubeObject>(CSIDrivers, { fieldSelector: `metadata.name=${CSI_DRIVER}` });
+    csiDrivers = csiDriverInformer(informer);
     w.informers.push(classCaches, namespaces, csiDrivers);
     for (const inf of [classCaches, namespaces, csiDrivers]) w.manager.add(inf, { needLeaderElection: false });
   }

@@ -9,6 +9,8 @@ import { ClasscacheError } from "../runtime/errors.ts";
 
 /** The store's directory that holds one view per scope. */
 export const VIEWS_DIR = "scopes";
+/** The directory of the agent's socket, in the store (for build Jobs) and in each view (for the scope's pods). */
+export const RUN_DIR = "run";
 const CLUSTER = "_cluster";
 
 /** The directory name of a scope's view; throws on anything that is not a scope. */

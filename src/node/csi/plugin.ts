@@ -18,7 +18,7 @@ import { aborted, type Runnable } from "../../runtime/runnable.ts";
 import { ExecMounter, type Mounter } from "./mount.ts";
 import { csiServices } from "./protos.ts";
 import { checkTarget, isRefusal, planPublish, POD_NAME, POD_NAMESPACE, podsDir, type PublishPlan, type PublishRequest } from "./publish.ts";
-import { CSI_DRIVER } from "../../operator/constants.ts";
+import { CSI_DRIVER, KUBELET_DIR, STORE_ROOT } from "../../operator/constants.ts";
 
 /** The CSI driver's name: the CSIDriver object's name and a pod volume's `csi.driver` (one definition, shared with the operator's pod patch). */
 export { CSI_DRIVER };
@@ -79,8 +79,8 @@ export class CsiNodePlugin implements Runnable {
 
   constructor(opts: CsiNodePluginOptions) {
     this.#nodeName = opts.nodeName;
-    this.#store = resolve(opts.store ?? "/var/lib/classcache");
-    this.#kubeletDir = resolve(opts.kubeletDir ?? "/var/lib/kubelet");
+    this.#store = resolve(opts.store ?? STORE_ROOT);
+    this.#kubeletDir = resolve(opts.kubeletDir ?? KUBELET_DIR);
     this.#driver = opts.driverName ?? CSI_DRIVER;
     this.#log = opts.log ?? discardLogger;
     this.#mounter = opts.mounter ?? new ExecMounter();

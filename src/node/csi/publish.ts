@@ -15,14 +15,11 @@
  */
 import { isAbsolute, join, normalize } from "node:path";
 import { SCOPE_PATTERN } from "../../archive/key.ts";
-import { viewDir } from "../../store/scopes.ts";
-import { CSI_VIEW_ATTRIBUTE } from "../../operator/constants.ts";
+import { RUN_DIR, viewDir } from "../../store/scopes.ts";
+import { CSI_VIEW_ATTRIBUTE, CSI_VIEWS, type CsiView } from "../../operator/constants.ts";
 
-/** The one attribute a pod sets; absent means "scope" (one definition, shared with the operator's pod patch). */
-export const VIEW_ATTRIBUTE = CSI_VIEW_ATTRIBUTE;
-/** scope: the pod's namespace's view; cluster: the cluster-wide shared view; build: the agent's socket directory. */
-export const VIEWS = ["scope", "cluster", "build"] as const;
-export type View = (typeof VIEWS)[number];
+/** The one attribute a pod sets, CSI_VIEW_ATTRIBUTE, names one of CSI_VIEWS (shared with the operator's pod patch). */
+export type View = CsiView;
 
 /** Attributes the kubelet sets (podInfoOnMount); every key it sets has this prefix. */
 export const KUBELET_ATTRIBUTE_PREFIX = "csi.storage.k8s.io/";
@@ -30,9 +27,6 @@ export const POD_NAMESPACE = "csi.storage.k8s.io/pod.namespace";
 export const POD_NAME = "csi.storage.k8s.io/pod.name";
 export const POD_UID = "csi.storage.k8s.io/pod.uid";
 export const EPHEMERAL = "csi.storage.k8s.io/ephemeral";
-
-/** The store's directory that holds the agent's socket for build Jobs (`classcache node --socket` default). */
-export const BUILD_DIR = "run";
 
 export type RefusalReason =
   | "VolumeIdMissing"
@@ -106,18 +100,18 @@ export function checkTarget(target: string | undefined, kubeletDir: string): { p
 
 /** The store directory a view mounts, as this process sees the store. */
 export function viewSource(view: View, namespace: string, store: string): string {
-  if (view === "build") return join(store, BUILD_DIR);
+  if (view === "build") return join(store, RUN_DIR);
   return join(store, viewDir(view === "cluster" ? "" : namespace));
 }
 
 function checkAttributes(ctx: Record<string, string>): { view: View } | Refusal {
   for (const key of Object.keys(ctx)) {
-    if (key !== VIEW_ATTRIBUTE && !key.startsWith(KUBELET_ATTRIBUTE_PREFIX)) {
-      return refuse("UnknownAttribute", `volume attribute ${JSON.stringify(key)} is not one classcache knows: its only attribute is "view" (${VIEWS.join(", ")}); the view of "scope" is always the pod's own namespace's — remove ${JSON.stringify(key)} from the volume's volumeAttributes`);
+    if (key !== CSI_VIEW_ATTRIBUTE && !key.startsWith(KUBELET_ATTRIBUTE_PREFIX)) {
+      return refuse("UnknownAttribute", `volume attribute ${JSON.stringify(key)} is not one classcache knows: its only attribute is "view" (${CSI_VIEWS.join(", ")}); the view of "scope" is always the pod's own namespace's — remove ${JSON.stringify(key)} from the volume's volumeAttributes`);
     }
   }
-  const view = ctx[VIEW_ATTRIBUTE] ?? "scope";
-  if (!(VIEWS as readonly string[]).includes(view)) {
+  const view = ctx[CSI_VIEW_ATTRIBUTE] ?? "scope";
+  if (!(CSI_VIEWS as readonly string[]).includes(view)) {
     return refuse("UnknownView", `view ${JSON.stringify(view)} is not one of scope (the archives of the pod's namespace; the default), cluster (the archives shared across the cluster) or build (the node agent's socket, for build pods)`);
   }
   return { view: view as View };

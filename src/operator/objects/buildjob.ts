@@ -10,7 +10,7 @@
 import { basename, extname } from "node:path";
 import { EXPECTED_TOOL_OPTIONS, KIT_PROBE_JAR, LAUNCH_RECORD, PROBE_DIR } from "../../build/probe.ts";
 import type { OwnerReference } from "../../kube/types.ts";
-import { AGENT_SOCKET, COMPONENTS, CSI_DRIVER, CSI_VIEW_ATTRIBUTE, KIT_SOURCE, MOUNTS, REF_ANNOTATION, REF_LABEL, SECRET_KEYS, STORE_ROOT, STORE_RUN_DIR, type StoreVolume } from "../constants.ts";
+import { AGENT_SOCKET, COMPONENTS, CSI_DRIVER, CSI_VIEW_ATTRIBUTE, KIT_SOURCE, MOUNTS, REF_ANNOTATION, REF_LABEL, SECRET_KEYS, STORE_ROOT, STORE_RUN_DIR, type CsiView, type StoreVolume } from "../constants.ts";
 import {
   classCacheOwner,
   lockedDown,
@@ -449,7 +449,7 @@ function ourVolumes(input: BuildJobInput): Volume[] {
     // agent made it: a build pod neither sees the archives nor creates anything on the host.
     // Where the namespace forbids hostPath, the CSI driver's "build" view is that same directory.
     input.storeVolume === "csi"
-      ? { name: V.agentRun, csi: { driver: CSI_DRIVER, readOnly: true, volumeAttributes: { [CSI_VIEW_ATTRIBUTE]: "build" } } }
+      ? { name: V.agentRun, csi: { driver: CSI_DRIVER, readOnly: true, volumeAttributes: { [CSI_VIEW_ATTRIBUTE]: "build" satisfies CsiView } } }
       : { name: V.agentRun, hostPath: { path: STORE_RUN_DIR, type: "Directory" } },
     // 0444: the app container may run as any user; the token is good for this one build only.
     { name: V.buildToken, secret: { secretName: buildJobName(input.ref), defaultMode: 0o444 } },
